@@ -1,0 +1,116 @@
+//! The Wasmtime engines behind a runtime and the one ticker that drives their epochs.
+
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+use wasmtime::component::Linker;
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::config::RuntimeConfig;
+use crate::host::Host;
+use crate::{Error, error::chain};
+
+/// An engine with the linker that provides WASI to its components.
+///
+/// A runtime has up to two: a plain one, and a *metered* one for functions with a CPU budget.
+/// Fuel metering is compiled into the code, costing every guest instruction; keeping it to its
+/// own engine means functions without a budget do not pay for it.
+pub(crate) struct Kernel {
+    pub engine: Engine,
+    pub linker: Linker<Host>,
+    /// Names the compiled-code format: a cache entry is only valid for the same fingerprint.
+    pub fingerprint: String,
+}
+
+impl Kernel {
+    pub fn new(config: &RuntimeConfig, metered: bool) -> Result<Self, Error> {
+        let pool = &config.pool;
+        let mut pooling = PoolingAllocationConfig::default();
+        let memories = pool.max_instances * pool.max_memories_per_component;
+        pooling
+            .total_component_instances(pool.max_instances)
+            .total_core_instances(pool.max_instances * pool.max_core_instances_per_component)
+            .total_memories(memories)
+            .total_tables(pool.max_instances * pool.max_tables_per_component)
+            .total_stacks(pool.max_instances)
+            .max_core_instances_per_component(pool.max_core_instances_per_component)
+            .max_memories_per_component(pool.max_memories_per_component)
+            .max_tables_per_component(pool.max_tables_per_component)
+            .max_memory_size(usize::try_from(pool.max_memory_size).unwrap_or(usize::MAX))
+            .linear_memory_keep_resident(pool.keep_resident);
+
+        let mut wasm = wasmtime::Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(metered)
+            // Copy-on-write images: instantiation maps the data segments instead of copying them.
+            .memory_init_cow(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&wasm).map_err(|e| Error::InvalidPolicy {
+            message: format!(
+                "cannot create the engine with this pool configuration: {}",
+                chain(&e)
+            ),
+        })?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| Error::Link { message: chain(&e) })?;
+
+        let fingerprint = fingerprint(&engine, metered);
+        Ok(Self {
+            engine,
+            linker,
+            fingerprint,
+        })
+    }
+}
+
+/// A short, stable name for everything that makes compiled code (in)compatible: Wasmtime's own
+/// compatibility hash (version, target, compiler flags, tunables) plus the metering flag.
+fn fingerprint(engine: &Engine, metered: bool) -> String {
+    struct ShaHasher(Sha256);
+    impl Hasher for ShaHasher {
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+        fn finish(&self) -> u64 {
+            unreachable!("only the full digest is read")
+        }
+    }
+    let mut hasher = ShaHasher(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    metered.hash(&mut hasher);
+    let digest = hasher.0.finalize();
+    format!(
+        "{}-{}",
+        if metered { "metered" } else { "plain" },
+        hex::encode(&digest[..8])
+    )
+}
+
+/// Starts the one ticker thread of a runtime.
+///
+/// Each tick advances the epoch of every engine of the runtime, which is how running guests
+/// notice their deadline or a force stop. The thread holds only a weak reference, so it ends by
+/// itself within a tick of the runtime's last user going away.
+pub(crate) fn start_ticker<T, F>(owner: &Arc<T>, tick: Duration, advance: F) -> Result<(), Error>
+where
+    T: Send + Sync + 'static,
+    F: Fn(&T) + Send + 'static,
+{
+    let owner: Weak<T> = Arc::downgrade(owner);
+    std::thread::Builder::new()
+        .name("limes-epoch".into())
+        .spawn(move || {
+            while let Some(owner) = owner.upgrade() {
+                advance(&owner);
+                drop(owner);
+                std::thread::sleep(tick);
+            }
+        })
+        .map(drop)
+        .map_err(|e| Error::io("starting the epoch ticker thread", e))
+}

@@ -1,0 +1,123 @@
+//! The per-invocation host state: the guest's WASI context and its memory limiter.
+
+use std::sync::Arc;
+
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::output::Capture;
+use crate::{Error, Policy};
+
+/// The data of one invocation's `Store`.
+pub(crate) struct Host {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limiter: MemoryLimiter,
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl Host {
+    /// Builds the guest's WASI world from its policy.
+    pub fn new(policy: &Policy, stdout: &Capture, stderr: &Capture) -> Result<Self, Error> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .envs(&policy.env)
+            .args(&policy.args);
+        for dir in &policy.dirs {
+            let perms = if dir.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            wasi.preopened_dir(&dir.host, &dir.guest, perms)
+                .map_err(|e| Error::InvalidPolicy {
+                    message: format!("cannot preopen {}: {e}", dir.host.display()),
+                })?;
+        }
+        if policy.network.is_enabled() {
+            let network = Arc::new(policy.network.clone());
+            wasi.allow_tcp(true)
+                .allow_udp(true)
+                .socket_addr_check(move |addr, used_for| {
+                    let allowed = network.allows(addr, used_for);
+                    Box::pin(async move { allowed })
+                });
+        } else {
+            wasi.allow_tcp(false).allow_udp(false);
+        }
+        Ok(Self {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(policy.memory_limit),
+        })
+    }
+}
+
+/// Caps the total linear memory of one instance.
+///
+/// Past the limit it fails the growth with an error rather than letting `memory.grow` return
+/// -1: a Rust guest would turn -1 into an anonymous `unreachable` trap, while the error reaches
+/// the host intact and becomes [`Error::MemoryLimit`].
+pub(crate) struct MemoryLimiter {
+    limit: u64,
+    used: u64,
+}
+
+/// The error a guest's memory growth fails with; see [`MemoryLimiter`].
+#[derive(Debug)]
+pub(crate) struct MemoryLimitHit {
+    pub limit: u64,
+    pub requested: u64,
+}
+
+impl std::fmt::Display for MemoryLimitHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "memory limit of {} bytes reached", self.limit)
+    }
+}
+
+impl std::error::Error for MemoryLimitHit {}
+
+impl MemoryLimiter {
+    fn new(limit: u64) -> Self {
+        Self { limit, used: 0 }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let requested = self.used - current as u64 + desired as u64;
+        if requested > self.limit {
+            return Err(wasmtime::Error::new(MemoryLimitHit {
+                limit: self.limit,
+                requested,
+            }));
+        }
+        self.used = requested;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables are bounded by the pool's per-table element limit already.
+        Ok(desired <= 1_000_000)
+    }
+}

@@ -1,0 +1,118 @@
+//! The Debian route for guests: `rustc-web` builds std for `wasm32-wasip2` from source.
+//!
+//! Follows `shared/GUESTS.md`. No version is pinned: Debian moves `rustc-web` with security
+//! updates, so the linker package is read off the `rust-lld` link at install time.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "libstd-rust-web-dev",
+    "rust-web-src",
+    "rust-web-llvm",
+    "wasi-libc",
+];
+const RUSTC: &str = "/usr/bin/rustc";
+const CARGO: &str = "/usr/bin/cargo";
+const RUST_LLD: &str = "/usr/bin/rust-lld";
+const WASI_LIBC: &str = "/usr/lib/wasm32-wasi";
+
+/// Installs whatever part of the toolchain is missing.
+pub fn ensure_toolchain() -> Result<()> {
+    let complete = |p: &str| Path::new(p).exists();
+    if !(complete(RUSTC)
+        && complete(CARGO)
+        && complete(&format!("{WASI_LIBC}/crt1-reactor.o"))
+        && complete("/usr/lib/rustlib/src/rust/library/Cargo.lock")
+        && rustc_knows_target()?)
+    {
+        apt_install(PACKAGES)?;
+    }
+    // `rust-lld` links to a versioned `lld-NN` that rust-web-llvm does not depend on.
+    if !Path::new(RUST_LLD).exists() {
+        let target = std::fs::read_link(RUST_LLD)
+            .with_context(|| format!("{RUST_LLD} is missing; is rust-web-llvm installed?"))?;
+        let package = target
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if !package.starts_with("lld-") {
+            bail!(
+                "{RUST_LLD} points at {}, not an lld-NN binary",
+                target.display()
+            );
+        }
+        apt_install(&[&package])?;
+    }
+    Ok(())
+}
+
+fn rustc_knows_target() -> Result<bool> {
+    let Ok(out) = Command::new(RUSTC)
+        .args(["--print", "target-list"])
+        .output()
+    else {
+        return Ok(false);
+    };
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l == super::TARGET))
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
+    eprintln!("installing {}", packages.join(" "));
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    if !root {
+        bail!(
+            "missing Debian packages; as root run: apt-get install -y {}",
+            packages.join(" ")
+        );
+    }
+    for args in [
+        vec!["update", "-qq"],
+        [&["install", "-y", "-qq"][..], packages].concat(),
+    ] {
+        let status = Command::new("apt-get")
+            .args(&args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("running apt-get")?;
+        if !status.success() {
+            bail!("apt-get {} failed ({status})", args.join(" "));
+        }
+    }
+    Ok(())
+}
+
+/// `cargo build` with Debian's compiler, building std for `target` from source.
+pub fn cargo_build(target: &str) -> Command {
+    let mut cmd = Command::new(CARGO);
+    cmd.args([
+        "build",
+        "--release",
+        "-Zbuild-std=std,panic_abort",
+        "--target",
+        target,
+    ])
+    // Without RUSTC, Debian's cargo finds rustup's rustc on PATH, which has no std source.
+    .env("RUSTC", RUSTC)
+    .env("RUSTC_BOOTSTRAP", "1")
+    // Guests are libraries (reactors); link against Debian's wasi-libc, not a bundled one.
+    .env(
+        "CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS",
+        format!(
+            "-C link-self-contained=no -L native={WASI_LIBC} \
+                 -C link-arg={WASI_LIBC}/crt1-reactor.o"
+        ),
+    );
+    cmd
+}

@@ -1,0 +1,111 @@
+//! Project chores that need more than cargo: `cargo xtask guests` builds every guest function
+//! into a Wasm component at `target/guests/NAME.wasm`.
+//!
+//! Two toolchains can build them, tried in this order:
+//! 1. a rustup toolchain with the `wasm32-wasip2` target installed: the normal way, used
+//!    wherever it is available;
+//! 2. Debian's `rustc-web` with `-Zbuild-std`, for machines where rustup cannot download the
+//!    target. Missing Debian packages are installed (as root) before the build.
+
+mod debian;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const TARGET: &str = "wasm32-wasip2";
+
+fn main() -> Result<()> {
+    let task = std::env::args().nth(1);
+    match task.as_deref() {
+        Some("guests") => build_guests(),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask guests    build every guest into target/guests/NAME.wasm"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .into()
+}
+
+fn build_guests() -> Result<()> {
+    let root = workspace_root();
+    let target_dir = root.join("target/guests-build");
+    let mut cargo = if rustup_has_target()? {
+        eprintln!("building guests with rustup's {TARGET} target");
+        let mut cmd = Command::new("cargo");
+        cmd.args(["build", "--release", "--target", TARGET]);
+        cmd
+    } else {
+        eprintln!("rustup has no {TARGET} target; building guests with Debian's rustc-web");
+        debian::ensure_toolchain()?;
+        debian::cargo_build(TARGET)
+    };
+    cargo
+        .current_dir(root.join("guests"))
+        .arg("--target-dir")
+        .arg(&target_dir);
+    let status = cargo.status().context("running cargo for the guests")?;
+    if !status.success() {
+        bail!("building the guests failed ({status})");
+    }
+    collect(
+        &target_dir.join(TARGET).join("release"),
+        &root.join("target/guests"),
+    )
+}
+
+/// Whether `rustup` is on PATH and lists `wasm32-wasip2` among the installed targets.
+fn rustup_has_target() -> Result<bool> {
+    match Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+    {
+        Ok(out) => Ok(out.status.success()
+            && String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == TARGET)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).context("running rustup"),
+    }
+}
+
+/// Copies `release/*.wasm` to `out/NAME.wasm`, turning cargo's `image_processing` back into the
+/// crate's name, `image-processing`.
+fn collect(release: &Path, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut built = Vec::new();
+    for entry in
+        std::fs::read_dir(release).with_context(|| format!("reading {}", release.display()))?
+    {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "wasm") {
+            let name = path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .replace('_', "-");
+            let dest = out.join(format!("{name}.wasm"));
+            std::fs::copy(&path, &dest)
+                .with_context(|| format!("copying to {}", dest.display()))?;
+            built.push(name);
+        }
+    }
+    if built.is_empty() {
+        bail!(
+            "the guest build produced no .wasm files in {}",
+            release.display()
+        );
+    }
+    built.sort();
+    eprintln!("guests in {}: {}", out.display(), built.join(", "));
+    Ok(())
+}
