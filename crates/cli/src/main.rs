@@ -1,7 +1,9 @@
 //! `limes`: the command line of the Limes serverless platform.
 
+mod client;
 mod policy_args;
 mod run;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +25,69 @@ struct Cli {
 enum Command {
     /// Run a function (a component exporting component:run/run) once or --repeat times.
     Run(run::RunArgs),
+    /// Run a node: the REST API, wasi:http functions, registry and metrics.
+    Serve(serve::ServeArgs),
+    /// Deploy a component to a node as a new version of NAME.
+    Deploy {
+        #[command(flatten)]
+        node: client::NodeArg,
+        #[command(flatten)]
+        args: client::DeployArgs,
+    },
+    /// List the functions of a node.
+    Ls {
+        #[command(flatten)]
+        node: client::NodeArg,
+    },
+    /// Invoke a function on a node.
+    Invoke {
+        #[command(flatten)]
+        node: client::NodeArg,
+        #[command(flatten)]
+        args: client::InvokeArgs,
+    },
+    /// Remove a function and all its versions from a node.
+    Rm {
+        #[command(flatten)]
+        node: client::NodeArg,
+        /// The function's name
+        name: String,
+    },
+    /// Make another version of a function active.
+    Rollback {
+        #[command(flatten)]
+        node: client::NodeArg,
+        #[command(flatten)]
+        args: client::RollbackArgs,
+    },
+}
+
+/// A failure, printed as `error: <kind>: <message>`.
+#[derive(Debug)]
+pub struct CliError {
+    kind: String,
+    message: String,
+}
+
+impl CliError {
+    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<limes_runtime::Error> for CliError {
+    fn from(e: limes_runtime::Error) -> Self {
+        Self::new(e.kind(), e.to_string())
+    }
+}
+
+impl From<limes_node::NodeError> for CliError {
+    fn from(e: limes_node::NodeError) -> Self {
+        Self::new(e.kind(), e.to_string())
+    }
 }
 
 fn main() -> ExitCode {
@@ -47,12 +112,18 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run::run(args).await,
+            Command::Serve(args) => serve::serve(args).await,
+            Command::Deploy { node, args } => client::deploy(&node.node, args).await,
+            Command::Ls { node } => client::list(&node.node).await,
+            Command::Invoke { node, args } => client::invoke(&node.node, args).await,
+            Command::Rm { node, name } => client::remove(&node.node, &name).await,
+            Command::Rollback { node, args } => client::rollback(&node.node, args).await,
         }
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}: {e}", e.kind());
+            eprintln!("error: {}: {}", e.kind, e.message);
             ExitCode::FAILURE
         }
     }

@@ -1,8 +1,9 @@
-//! The policy flags shared by every command that loads a function.
+//! The policy flags shared by every command that loads a function (`run`, `deploy`).
 
 use std::time::Duration;
 
 use clap::Args;
+use limes_node::manifest::{parse_duration, parse_env, parse_size};
 use limes_runtime::{DirMount, NetworkPolicy, Policy};
 
 /// A function's limits and grants, as command-line flags.
@@ -12,7 +13,7 @@ pub struct PolicyArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub mem: Option<u64>,
     /// Wall-clock timeout per invocation, such as 500ms or 10s [default: 30s]
-    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// CPU budget in fuel units (about one per Wasm instruction) [default: unmetered]
     #[arg(long, value_name = "N")]
@@ -48,17 +49,33 @@ impl PolicyArgs {
             ..defaults
         }
     }
-}
 
-fn parse_size(s: &str) -> Result<u64, String> {
-    s.parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
-        .map_err(|e| format!("{s:?}: {e}"))
-}
-
-fn parse_env(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!("{s:?}: expected K=V")),
+    /// The flags given, as the node API's manifest query parameters.
+    pub fn to_query(&self) -> Vec<(String, String)> {
+        let mut q = Vec::new();
+        let mut push = |k: &str, v: String| q.push((k.to_owned(), v));
+        if let Some(m) = self.mem {
+            push("memory", m.to_string());
+        }
+        if let Some(t) = self.timeout {
+            push("timeout", format!("{}ms", t.as_millis()));
+        }
+        if let Some(f) = self.fuel {
+            push("fuel", f.to_string());
+        }
+        for d in &self.dirs {
+            let ro = if d.writable { "" } else { ":ro" };
+            push("dir", format!("{}::{}{ro}", d.host.display(), d.guest));
+        }
+        for (k, v) in &self.env {
+            push("env", format!("{k}={v}"));
+        }
+        for a in &self.allow_bind {
+            push("allow_bind", a.to_string());
+        }
+        for a in &self.allow_connect {
+            push("allow_connect", a.to_string());
+        }
+        q
     }
 }

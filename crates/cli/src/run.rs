@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use clap::Args;
 use hdrhistogram::Histogram;
-use limes_runtime::{Error, Invocation, Runtime, RuntimeConfig};
+use limes_runtime::{Invocation, Runtime, RuntimeConfig};
 
+use crate::CliError;
 use crate::policy_args::PolicyArgs;
 
 #[derive(Args)]
@@ -27,7 +28,7 @@ pub struct RunArgs {
     cache_dir: Option<PathBuf>,
 }
 
-pub async fn run(cli: RunArgs) -> Result<(), Error> {
+pub async fn run(cli: RunArgs) -> Result<(), CliError> {
     let config = RuntimeConfig {
         cache_dir: Some(cli.cache_dir.unwrap_or_else(crate::default_cache_dir)),
         ..RuntimeConfig::default()
@@ -38,9 +39,7 @@ pub async fn run(cli: RunArgs) -> Result<(), Error> {
         let runtime = runtime.clone();
         tokio::task::spawn_blocking(move || runtime.load_file(file, policy))
             .await
-            .map_err(|e| Error::Trap {
-                message: format!("the loader stopped: {e}"),
-            })??
+            .map_err(|e| CliError::new("io", format!("the loader stopped: {e}")))??
     };
     let stats = runtime.cache_stats();
     if stats.compiles > 0 {

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use limes_runtime::{PoolConfig, Policy, Runtime, RuntimeConfig};
+use limes_runtime::{Policy, PoolConfig, Runtime, RuntimeConfig};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -19,33 +19,56 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 fn main() {
     let noop_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guests/noop.wasm");
     let Ok(noop) = std::fs::read(&noop_path) else {
-        eprintln!("SKIPPED: {} is missing; run `cargo xtask guests` first", noop_path.display());
+        eprintln!(
+            "SKIPPED: {} is missing; run `cargo xtask guests` first",
+            noop_path.display()
+        );
         return;
     };
-    let iterations: u64 =
-        std::env::var("LIMES_BENCH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let iterations: u64 = std::env::var("LIMES_BENCH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let config = |pool| RuntimeConfig { cache_dir: Some(cache.path().into()), pool, ..RuntimeConfig::default() };
+    let config = |pool| RuntimeConfig {
+        cache_dir: Some(cache.path().into()),
+        pool,
+        ..RuntimeConfig::default()
+    };
 
     // First compilation: a fresh runtime each time, and a fresh cache dir so nothing is reused.
     let mut compile = histogram();
     for _ in 0..10 {
         let fresh = tempfile::tempdir().unwrap();
-        let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(fresh.path().into()), ..config(small_pool()) }).unwrap();
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: Some(fresh.path().into()),
+            ..config(small_pool())
+        })
+        .unwrap();
         runtime.load(&noop, Policy::default()).unwrap();
         record(&mut compile, runtime.cache_stats().compile_time);
     }
 
     // A restart: a new runtime on a warm cache dir deserializes instead of compiling.
-    Runtime::new(config(small_pool())).unwrap().load(&noop, Policy::default()).unwrap();
+    Runtime::new(config(small_pool()))
+        .unwrap()
+        .load(&noop, Policy::default())
+        .unwrap();
     let mut cached_load = histogram();
     for _ in 0..10 {
         let runtime = Runtime::new(config(small_pool())).unwrap();
         let started = Instant::now();
         runtime.load(&noop, Policy::default()).unwrap();
         record(&mut cached_load, started.elapsed());
-        assert_eq!(runtime.cache_stats().compiles, 0, "a warm cache must not compile");
+        assert_eq!(
+            runtime.cache_stats().compiles,
+            0,
+            "a warm cache must not compile"
+        );
     }
 
     // Cold starts from the AOT cache.
@@ -77,7 +100,10 @@ fn main() {
     report("execution of run()", &exec);
     report("first compilation", &compile);
     report("load from a warm on-disk cache", &cached_load);
-    report("original Limes cold start (engine + compile + instantiate)", &original);
+    report(
+        "original Limes cold start (engine + compile + instantiate)",
+        &original,
+    );
     println!(
         "ratio original/limes cold start at p50: {:.0}x",
         original.value_at_quantile(0.5) as f64 / cold.value_at_quantile(0.5) as f64
@@ -91,7 +117,10 @@ struct Plain {
 
 impl WasiView for Plain {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -101,15 +130,31 @@ async fn original_limes_cold_start(wasm: &[u8]) {
     let component = Component::new(&engine, wasm).unwrap();
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
-    let mut store = Store::new(&engine, Plain { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
-    let instance = linker.instantiate_async(&mut store, &component).await.unwrap();
-    let iface = component.get_export_index(None, "component:run/run").unwrap();
+    let mut store = Store::new(
+        &engine,
+        Plain {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+        },
+    );
+    let instance = linker
+        .instantiate_async(&mut store, &component)
+        .await
+        .unwrap();
+    let iface = component
+        .get_export_index(None, "component:run/run")
+        .unwrap();
     let run = component.get_export_index(Some(&iface), "run").unwrap();
-    instance.get_typed_func::<(&str,), (String,)>(&mut store, &run).unwrap();
+    instance
+        .get_typed_func::<(&str,), (String,)>(&mut store, &run)
+        .unwrap();
 }
 
 fn small_pool() -> PoolConfig {
-    PoolConfig { max_instances: 4, ..PoolConfig::default() }
+    PoolConfig {
+        max_instances: 4,
+        ..PoolConfig::default()
+    }
 }
 
 fn histogram() -> Histogram<u64> {

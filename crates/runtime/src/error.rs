@@ -36,7 +36,10 @@ pub enum Error {
     #[error("the component cannot be linked: {message}")]
     Link { message: String },
     /// The component lacks the export a Limes function needs.
-    #[error("the component does not export `{export}`")]
+    #[error(
+        "the component does not export `{export}`: a Limes function exports component:run/run, \
+         an HTTP function wasi:http/incoming-handler"
+    )]
     MissingExport { export: String },
     /// The export exists but with another type.
     #[error("`{export}` has the wrong type: expected `{expected}`, found `{found}`")]
@@ -48,6 +51,15 @@ pub enum Error {
     /// The function's policy cannot be applied (for example a preopened dir that is missing).
     #[error("invalid policy: {message}")]
     InvalidPolicy { message: String },
+    /// The function was invoked the wrong way: `invoke` on an HTTP function or the reverse.
+    #[error("this is a {} function, not a {} function", found.as_str(), expected.as_str())]
+    WrongKind {
+        expected: crate::FunctionKind,
+        found: crate::FunctionKind,
+    },
+    /// An HTTP request the function cannot be given (for example one without a host).
+    #[error("bad request: {message}")]
+    BadRequest { message: String },
     /// The guest trapped: a panic, an out-of-bounds access, a stack overflow, an `exit`.
     #[error("{message}")]
     Trap { message: String },
@@ -81,6 +93,8 @@ impl Error {
             Error::MissingExport { .. } => "missing-export",
             Error::WrongSignature { .. } => "wrong-signature",
             Error::InvalidPolicy { .. } => "invalid-policy",
+            Error::WrongKind { .. } => "wrong-kind",
+            Error::BadRequest { .. } => "bad-request",
             Error::Trap { .. } => "trap",
             Error::Timeout { .. } => "timeout",
             Error::MemoryLimit { .. } => "memory-limit",

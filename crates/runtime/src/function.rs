@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::{ComponentExportIndex, InstancePre};
 use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::host::{Host, MemoryLimitHit};
 use crate::output::{Capture, Output};
@@ -20,13 +21,40 @@ pub struct Function {
     inner: Arc<Prepared>,
 }
 
-struct Prepared {
-    pre: InstancePre<Host>,
-    run: ComponentExportIndex,
+pub(crate) struct Prepared {
+    pub pre: InstancePre<Host>,
+    pub entry: Entry,
     digest: Digest,
-    policy: Policy,
+    pub policy: Policy,
     /// Keeps the engines' ticker alive as long as any function can still run.
     _runtime: Arc<RuntimeInner>,
+}
+
+/// What a function exports, which decides how it is invoked.
+pub(crate) enum Entry {
+    /// `component:run/run#run`: invoked with [`Function::invoke`].
+    Run(ComponentExportIndex),
+    /// `wasi:http/incoming-handler`: invoked with [`Function::handle_http`].
+    Http(ProxyPre<Host>),
+}
+
+/// The kind of a function, from what its component exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FunctionKind {
+    /// Exports `component:run/run`: `run(args: string) -> string`.
+    Run,
+    /// Exports `wasi:http/incoming-handler` (the `wasi:http/proxy` world).
+    Http,
+}
+
+impl FunctionKind {
+    /// `run` or `http`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FunctionKind::Run => "run",
+            FunctionKind::Http => "http",
+        }
+    }
 }
 
 /// The outcome of a successful invocation.
@@ -47,7 +75,7 @@ pub struct Invocation {
 
 /// Why the epoch callback stopped a guest.
 #[derive(Debug)]
-enum Interrupted {
+pub(crate) enum Interrupted {
     Cancelled,
     TimedOut,
 }
@@ -66,7 +94,7 @@ impl std::error::Error for Interrupted {}
 impl Function {
     pub(crate) fn new(
         pre: InstancePre<Host>,
-        run: ComponentExportIndex,
+        entry: Entry,
         digest: Digest,
         policy: Policy,
         runtime: Arc<RuntimeInner>,
@@ -74,11 +102,23 @@ impl Function {
         Self {
             inner: Arc::new(Prepared {
                 pre,
-                run,
+                entry,
                 digest,
                 policy,
                 _runtime: runtime,
             }),
+        }
+    }
+
+    pub(crate) fn prepared(&self) -> &Prepared {
+        &self.inner
+    }
+
+    /// Whether this is a `run` or an HTTP function.
+    pub fn kind(&self) -> FunctionKind {
+        match self.inner.entry {
+            Entry::Run(_) => FunctionKind::Run,
+            Entry::Http(_) => FunctionKind::Http,
         }
     }
 
@@ -110,30 +150,14 @@ impl Function {
         let stdout = Capture::new(policy.output_limit);
         let stderr = Capture::new(policy.output_limit);
 
-        let work = async {
-            let mut store = Store::new(
-                self.inner.pre.engine(),
-                Host::new(policy, &stdout, &stderr)?,
-            );
-            store.limiter(|host| &mut host.limiter);
-            if let Some(fuel) = policy.fuel {
-                store
-                    .set_fuel(fuel)
-                    .map_err(|e| Error::InvalidPolicy { message: chain(&e) })?;
-            }
-            // Check once a tick: a force stop or the deadline ends the guest at its next check,
-            // and in between the guest yields so that other invocations on this thread run.
-            let token = cancel.clone();
-            store.set_epoch_deadline(1);
-            store.epoch_deadline_callback(move |_| {
-                if token.is_cancelled() {
-                    Err(wasmtime::Error::new(Interrupted::Cancelled))
-                } else if Instant::now() >= deadline {
-                    Err(wasmtime::Error::new(Interrupted::TimedOut))
-                } else {
-                    Ok(UpdateDeadline::Yield(1))
-                }
+        let Entry::Run(run_export) = &self.inner.entry else {
+            return Err(Error::WrongKind {
+                expected: FunctionKind::Run,
+                found: self.kind(),
             });
+        };
+        let work = async {
+            let mut store = self.inner.new_store(cancel, deadline, &stdout, &stderr)?;
             let classify = |e| classify(e, policy, &stderr);
             let instance = self
                 .inner
@@ -142,7 +166,7 @@ impl Function {
                 .await
                 .map_err(classify)?;
             let run = instance
-                .get_typed_func::<(&str,), (String,)>(&mut store, &self.inner.run)
+                .get_typed_func::<(&str,), (String,)>(&mut store, run_export)
                 .map_err(classify)?;
             let cold_start = started.elapsed();
             let entered = Instant::now();
@@ -173,8 +197,43 @@ impl Function {
     }
 }
 
+impl Prepared {
+    /// A fresh store for one invocation, with the policy's limits and the epoch callback that
+    /// enforces the deadline and the force stop.
+    pub(crate) fn new_store(
+        &self,
+        cancel: &CancellationToken,
+        deadline: Instant,
+        stdout: &Capture,
+        stderr: &Capture,
+    ) -> Result<Store<Host>, Error> {
+        let policy = &self.policy;
+        let mut store = Store::new(self.pre.engine(), Host::new(policy, stdout, stderr)?);
+        store.limiter(|host| &mut host.limiter);
+        if let Some(fuel) = policy.fuel {
+            store
+                .set_fuel(fuel)
+                .map_err(|e| Error::InvalidPolicy { message: chain(&e) })?;
+        }
+        // Check once a tick: a force stop or the deadline ends the guest at its next check,
+        // and in between the guest yields so that other invocations on this thread run.
+        let token = cancel.clone();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if token.is_cancelled() {
+                Err(wasmtime::Error::new(Interrupted::Cancelled))
+            } else if Instant::now() >= deadline {
+                Err(wasmtime::Error::new(Interrupted::TimedOut))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        Ok(store)
+    }
+}
+
 /// Turns a Wasmtime failure into the error a user should see.
-fn classify(error: wasmtime::Error, policy: &Policy, stderr: &Capture) -> Error {
+pub(crate) fn classify(error: wasmtime::Error, policy: &Policy, stderr: &Capture) -> Error {
     if let Some(why) = error.downcast_ref::<Interrupted>() {
         return match why {
             Interrupted::Cancelled => Error::Cancelled,

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::output::Capture;
 use crate::{Error, Policy};
@@ -12,7 +13,41 @@ use crate::{Error, Policy};
 pub(crate) struct Host {
     wasi: WasiCtx,
     table: ResourceTable,
+    http: WasiHttpCtx,
+    outgoing: NoOutgoingHttp,
     pub limiter: MemoryLimiter,
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outgoing,
+        }
+    }
+}
+
+/// Outgoing `wasi:http` requests are refused: a function reaches the network only through
+/// `wasi:sockets`, where the connect allowlist applies. (Wasmtime's default would let any guest
+/// send HTTP anywhere.)
+struct NoOutgoingHttp;
+
+/// What `WasiHttpHooks::send_request` returns: the response, and a future for the body's end.
+type SendResult = wasmtime_wasi_http::Result<(
+    http::Response<wasmtime_wasi_http::WasiBody>,
+    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+)>;
+
+impl WasiHttpHooks for NoOutgoingHttp {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _body_done: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
 }
 
 impl WasiView for Host {
@@ -57,6 +92,8 @@ impl Host {
         Ok(Self {
             wasi: wasi.build(),
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            outgoing: NoOutgoingHttp,
             limiter: MemoryLimiter::new(policy.memory_limit),
         })
     }

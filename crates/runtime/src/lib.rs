@@ -28,6 +28,7 @@ mod engine;
 mod error;
 mod function;
 mod host;
+mod http;
 mod output;
 mod policy;
 mod signature;
@@ -38,7 +39,8 @@ use std::sync::{Arc, OnceLock};
 pub use cache::{CacheStats, Digest};
 pub use config::{PoolConfig, RuntimeConfig};
 pub use error::Error;
-pub use function::{Function, Invocation};
+pub use function::{Function, FunctionKind, Invocation};
+pub use http::{HttpBody, HttpInvocation};
 pub use output::Output;
 pub use policy::{DirMount, NetworkPolicy, Policy};
 pub use signature::{RUN_FUNCTION, RUN_INTERFACE};
@@ -46,6 +48,7 @@ pub use tokio_util::sync::CancellationToken;
 
 use cache::AotCache;
 use engine::Kernel;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// Loads functions and owns what they share: engines, the AOT cache and the epoch ticker.
 ///
@@ -105,7 +108,8 @@ impl Runtime {
     }
 
     /// Loads a function from component bytes: validates them, compiles them unless the cache
-    /// has them, checks the `component:run/run#run` export and links the imports.
+    /// has them, checks the export (`component:run/run#run`, or `wasi:http/incoming-handler` for
+    /// an HTTP function) and links the imports.
     ///
     /// Compiling blocks the calling thread (tens of milliseconds for a small component); async
     /// callers should load on a blocking thread.
@@ -115,14 +119,29 @@ impl Runtime {
         let kernel = self.kernel(policy.fuel.is_some())?;
         let digest = Digest::of(wasm);
         let component = self.inner.cache.get_or_compile(kernel, digest, wasm)?;
-        let run = signature::find_run(&component)?;
+        let run = signature::find_run(&component);
         let pre = kernel
             .linker
             .instantiate_pre(&component)
             .map_err(|e| Error::Link {
                 message: error::chain(&e),
             })?;
-        Ok(Function::new(pre, run, digest, policy, self.inner.clone()))
+        let entry = match run {
+            Ok(run) => function::Entry::Run(run),
+            // Not a run function: it may be an HTTP one.
+            Err(Error::MissingExport { export }) => match ProxyPre::new(pre.clone()) {
+                Ok(proxy) => function::Entry::Http(proxy),
+                Err(_) => return Err(Error::MissingExport { export }),
+            },
+            Err(other) => return Err(other),
+        };
+        Ok(Function::new(
+            pre,
+            entry,
+            digest,
+            policy,
+            self.inner.clone(),
+        ))
     }
 
     fn kernel(&self, metered: bool) -> Result<&Kernel, Error> {

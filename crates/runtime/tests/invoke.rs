@@ -8,7 +8,10 @@ use limes_runtime::{DirMount, Policy};
 #[tokio::test]
 async fn sort_gives_the_original_limes_result() {
     let sort = load("sort", Policy::default());
-    assert_eq!(sort.invoke("f,e,d,c,b,a").await.unwrap().result, "[a,b,c,d,e,f]");
+    assert_eq!(
+        sort.invoke("f,e,d,c,b,a").await.unwrap().result,
+        "[a,b,c,d,e,f]"
+    );
 }
 
 #[tokio::test]
@@ -55,19 +58,31 @@ async fn instances_do_not_share_state() {
 #[tokio::test]
 async fn a_component_not_written_in_rust_runs() {
     let f = runtime().load(&wat("echo"), Policy::default()).unwrap();
-    assert_eq!(f.invoke("hand-written").await.unwrap().result, "hand-written");
+    assert_eq!(
+        f.invoke("hand-written").await.unwrap().result,
+        "hand-written"
+    );
 }
 
 #[tokio::test]
 async fn output_is_captured_and_truncated_at_the_bound() {
-    let print = load("print", Policy { output_limit: 100, ..Policy::default() });
+    let print = load(
+        "print",
+        Policy {
+            output_limit: 100,
+            ..Policy::default()
+        },
+    );
     let small = print.invoke("2").await.unwrap();
     assert_eq!(small.stdout.text(), "line 0\nline 1\n");
     assert!(!small.stdout.truncated);
     assert_eq!(small.stderr.text(), "to stderr\n");
 
     let big = print.invoke("10000").await.unwrap();
-    assert_eq!(big.result, "printed 10000", "truncation must not fail the function");
+    assert_eq!(
+        big.result, "printed 10000",
+        "truncation must not fail the function"
+    );
     assert_eq!(big.stdout.bytes.len(), 100);
     assert!(big.stdout.truncated);
 }
@@ -75,27 +90,79 @@ async fn output_is_captured_and_truncated_at_the_bound() {
 #[tokio::test]
 async fn preopened_dirs_honour_read_only() {
     let dir = tempfile::tempdir().unwrap();
-    let rw = DirMount { host: dir.path().into(), guest: "/data".into(), writable: true };
-    let files = load("files", Policy { dirs: vec![rw.clone()], ..Policy::default() });
-    assert_eq!(files.invoke("write /data/note.txt hello").await.unwrap().result, "wrote 5 bytes");
-    assert_eq!(std::fs::read_to_string(dir.path().join("note.txt")).unwrap(), "hello");
+    let rw = DirMount {
+        host: dir.path().into(),
+        guest: "/data".into(),
+        writable: true,
+    };
+    let files = load(
+        "files",
+        Policy {
+            dirs: vec![rw.clone()],
+            ..Policy::default()
+        },
+    );
+    assert_eq!(
+        files
+            .invoke("write /data/note.txt hello")
+            .await
+            .unwrap()
+            .result,
+        "wrote 5 bytes"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("note.txt")).unwrap(),
+        "hello"
+    );
 
-    let ro = DirMount { writable: false, ..rw };
-    let files = load("files", Policy { dirs: vec![ro], ..Policy::default() });
-    assert_eq!(files.invoke("read /data/note.txt").await.unwrap().result, "hello");
-    let denied = files.invoke("write /data/note.txt changed").await.unwrap().result;
+    let ro = DirMount {
+        writable: false,
+        ..rw
+    };
+    let files = load(
+        "files",
+        Policy {
+            dirs: vec![ro],
+            ..Policy::default()
+        },
+    );
+    assert_eq!(
+        files.invoke("read /data/note.txt").await.unwrap().result,
+        "hello"
+    );
+    let denied = files
+        .invoke("write /data/note.txt changed")
+        .await
+        .unwrap()
+        .result;
     assert!(denied.starts_with("error:"), "{denied}");
-    assert_eq!(std::fs::read_to_string(dir.path().join("note.txt")).unwrap(), "hello");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("note.txt")).unwrap(),
+        "hello"
+    );
 
     let none = load("files", Policy::default());
-    assert!(none.invoke("read /data/note.txt").await.unwrap().result.starts_with("error:"));
+    assert!(
+        none.invoke("read /data/note.txt")
+            .await
+            .unwrap()
+            .result
+            .starts_with("error:")
+    );
 }
 
 #[tokio::test]
 async fn io_mode_workloads_use_the_preopened_dir() {
     let dir = tempfile::tempdir().unwrap();
-    let data = DirMount { host: dir.path().into(), guest: "/data".into(), writable: true };
-    let policy = Policy { dirs: vec![data], ..Policy::default() };
+    let data = DirMount {
+        host: dir.path().into(),
+        guest: "/data".into(),
+        writable: true,
+    };
+    let policy = Policy {
+        dirs: vec![data],
+        ..Policy::default()
+    };
     let image = load("image-processing", policy.clone());
     image.invoke("mode=prepare size=40").await.unwrap();
     let io = image.invoke("mode=io size=40").await.unwrap().result;

@@ -16,13 +16,19 @@ async fn force_stop_ends_a_loop_within_100ms_and_the_host_serves_on() {
         async move { spin.invoke_with("", &token).await }
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!task.is_finished(), "the loop must still be running before the stop");
+    assert!(
+        !task.is_finished(),
+        "the loop must still be running before the stop"
+    );
     let stopped = Instant::now();
     token.cancel();
     let outcome = task.await.unwrap();
     let latency = stopped.elapsed();
     assert!(matches!(outcome, Err(Error::Cancelled)), "{outcome:?}");
-    assert!(latency < Duration::from_millis(100), "stopped after {latency:?}");
+    assert!(
+        latency < Duration::from_millis(100),
+        "stopped after {latency:?}"
+    );
 
     let echo = load("echo", Policy::default());
     assert_eq!(echo.invoke("next").await.unwrap().result, "next");
@@ -31,10 +37,19 @@ async fn force_stop_ends_a_loop_within_100ms_and_the_host_serves_on() {
 #[tokio::test]
 async fn timeout_ends_a_loop() {
     let limit = Duration::from_millis(200);
-    let spin = load("infinite-loop", Policy { timeout: limit, ..Policy::default() });
+    let spin = load(
+        "infinite-loop",
+        Policy {
+            timeout: limit,
+            ..Policy::default()
+        },
+    );
     let started = Instant::now();
     let outcome = spin.invoke("").await;
-    assert!(matches!(outcome, Err(Error::Timeout { limit: l }) if l == limit), "{outcome:?}");
+    assert!(
+        matches!(outcome, Err(Error::Timeout { limit: l }) if l == limit),
+        "{outcome:?}"
+    );
     assert!(started.elapsed() >= limit);
     assert_eq!(outcome.unwrap_err().kind(), "timeout");
 }
@@ -42,9 +57,18 @@ async fn timeout_ends_a_loop() {
 #[tokio::test]
 async fn memory_hog_stops_at_the_limit_and_the_next_call_works() {
     let limit = 32 << 20;
-    let hog = load("memory-hog", Policy { memory_limit: limit, ..Policy::default() });
+    let hog = load(
+        "memory-hog",
+        Policy {
+            memory_limit: limit,
+            ..Policy::default()
+        },
+    );
     match hog.invoke("256").await {
-        Err(Error::MemoryLimit { limit: l, requested }) => {
+        Err(Error::MemoryLimit {
+            limit: l,
+            requested,
+        }) => {
             assert_eq!(l, limit);
             assert!(requested > limit);
         }
@@ -55,11 +79,26 @@ async fn memory_hog_stops_at_the_limit_and_the_next_call_works() {
 
 #[tokio::test]
 async fn fuel_budget_ends_a_loop() {
-    let spin = load("infinite-loop", Policy { fuel: Some(1_000_000), ..Policy::default() });
+    let spin = load(
+        "infinite-loop",
+        Policy {
+            fuel: Some(1_000_000),
+            ..Policy::default()
+        },
+    );
     let outcome = spin.invoke("").await;
-    assert!(matches!(outcome, Err(Error::FuelExhausted { budget: 1_000_000 })), "{outcome:?}");
+    assert!(
+        matches!(outcome, Err(Error::FuelExhausted { budget: 1_000_000 })),
+        "{outcome:?}"
+    );
     // A budget that suffices lets a function finish.
-    let sort = load("sort", Policy { fuel: Some(10_000_000), ..Policy::default() });
+    let sort = load(
+        "sort",
+        Policy {
+            fuel: Some(10_000_000),
+            ..Policy::default()
+        },
+    );
     assert_eq!(sort.invoke("b,a").await.unwrap().result, "[a,b]");
 }
 
@@ -67,7 +106,9 @@ async fn fuel_budget_ends_a_loop() {
 async fn deep_recursion_is_a_stack_overflow_trap() {
     let outcome = load("deep-recursion", Policy::default()).invoke("").await;
     match outcome {
-        Err(Error::Trap { message }) => assert!(message.contains("call stack exhausted"), "{message}"),
+        Err(Error::Trap { message }) => {
+            assert!(message.contains("call stack exhausted"), "{message}")
+        }
         other => panic!("expected a trap, got {other:?}"),
     }
 }
@@ -76,28 +117,56 @@ async fn deep_recursion_is_a_stack_overflow_trap() {
 async fn a_panic_is_a_trap_carrying_its_message() {
     match load("panic", Policy::default()).invoke("now").await {
         Err(Error::Trap { message }) => {
-            assert!(message.contains("guest panicked on purpose: now"), "{message}");
+            assert!(
+                message.contains("guest panicked on purpose: now"),
+                "{message}"
+            );
         }
         other => panic!("expected a trap, got {other:?}"),
     }
 }
 
 fn allow(bind: &[&str], connect: &[&str]) -> Policy {
-    let parse = |l: &[&str]| l.iter().map(|s| NetworkPolicy::parse_entry(s).unwrap()).collect();
-    Policy { network: NetworkPolicy { bind: parse(bind), connect: parse(connect) }, ..Policy::default() }
+    let parse = |l: &[&str]| {
+        l.iter()
+            .map(|s| NetworkPolicy::parse_entry(s).unwrap())
+            .collect()
+    };
+    Policy {
+        network: NetworkPolicy {
+            bind: parse(bind),
+            connect: parse(connect),
+        },
+        ..Policy::default()
+    }
 }
 
 #[tokio::test]
 async fn bind_follows_the_allowlist() {
     for op in ["tcp-bind", "udp-bind"] {
-        let allowed = load("net", allow(&["127.0.0.1"], &[])).invoke(&format!("{op} 127.0.0.1:0")).await;
-        assert!(allowed.unwrap().result.starts_with("ok "), "{op} to an allowed IP");
+        let allowed = load("net", allow(&["127.0.0.1"], &[]))
+            .invoke(&format!("{op} 127.0.0.1:0"))
+            .await;
+        assert!(
+            allowed.unwrap().result.starts_with("ok "),
+            "{op} to an allowed IP"
+        );
 
-        let other_ip = load("net", allow(&["127.0.0.1"], &[])).invoke(&format!("{op} 127.0.0.2:0")).await;
-        assert!(other_ip.unwrap().result.starts_with("denied"), "{op} outside the list");
+        let other_ip = load("net", allow(&["127.0.0.1"], &[]))
+            .invoke(&format!("{op} 127.0.0.2:0"))
+            .await;
+        assert!(
+            other_ip.unwrap().result.starts_with("denied"),
+            "{op} outside the list"
+        );
 
-        let no_policy = load("net", Policy::default()).invoke(&format!("{op} 127.0.0.1:0")).await;
-        assert!(no_policy.unwrap().result.starts_with("denied"), "{op} with no network");
+        let no_policy = load("net", Policy::default())
+            .invoke(&format!("{op} 127.0.0.1:0"))
+            .await;
+        assert!(
+            no_policy.unwrap().result.starts_with("denied"),
+            "{op} with no network"
+        );
     }
 }
 
@@ -106,12 +175,28 @@ async fn connect_follows_the_allowlist() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let target = format!("tcp-connect {}", listener.local_addr().unwrap());
 
-    let allowed = load("net", allow(&[], &["127.0.0.0/8"])).invoke(&target).await.unwrap();
-    assert_eq!(allowed.result, format!("ok {}", listener.local_addr().unwrap().port()));
+    let allowed = load("net", allow(&[], &["127.0.0.0/8"]))
+        .invoke(&target)
+        .await
+        .unwrap();
+    assert_eq!(
+        allowed.result,
+        format!("ok {}", listener.local_addr().unwrap().port())
+    );
 
-    let elsewhere = load("net", allow(&[], &["10.0.0.0/8"])).invoke(&target).await.unwrap();
-    assert!(elsewhere.result.starts_with("denied"), "{}", elsewhere.result);
+    let elsewhere = load("net", allow(&[], &["10.0.0.0/8"]))
+        .invoke(&target)
+        .await
+        .unwrap();
+    assert!(
+        elsewhere.result.starts_with("denied"),
+        "{}",
+        elsewhere.result
+    );
 
-    let none = load("net", Policy::default()).invoke(&target).await.unwrap();
+    let none = load("net", Policy::default())
+        .invoke(&target)
+        .await
+        .unwrap();
     assert!(none.result.starts_with("denied"), "{}", none.result);
 }

@@ -22,7 +22,9 @@ pub fn guest(name: &str) -> PathBuf {
 
 /// A component assembled from a `.wat` file under `tests/wat`.
 pub fn wat(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wat").join(format!("{name}.wat"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/wat")
+        .join(format!("{name}.wat"));
     wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -34,5 +36,7 @@ pub fn runtime() -> &'static Runtime {
 
 /// Loads a guest with a policy into the shared runtime.
 pub fn load(name: &str, policy: Policy) -> Function {
-    runtime().load_file(guest(name), policy).unwrap_or_else(|e| panic!("loading {name}: {e}"))
+    runtime()
+        .load_file(guest(name), policy)
+        .unwrap_or_else(|e| panic!("loading {name}: {e}"))
 }

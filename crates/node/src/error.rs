@@ -1,0 +1,80 @@
+//! The errors of a node's operations, each with its HTTP status and a stable kind.
+
+use http::StatusCode;
+
+/// A failed node operation.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A function name that does not follow the naming rule.
+    #[error(
+        "invalid function name {0:?}: use 1–63 characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
+    )]
+    InvalidName(String),
+    /// No function of that name is deployed.
+    #[error("no function named {0:?}")]
+    NotFound(String),
+    /// The function has no such version.
+    #[error("function {name:?} has no version {version}")]
+    NoSuchVersion { name: String, version: u32 },
+    /// The manifest or a request parameter is not valid.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Loading or invoking the function failed.
+    #[error(transparent)]
+    Function(#[from] limes_runtime::Error),
+    /// The function already runs as many invocations as its manifest allows.
+    #[error("function {0:?} is at its concurrency limit; retry shortly")]
+    Busy(String),
+    /// The node runs as many instances as it has capacity for.
+    #[error("the node is at capacity; retry shortly or elsewhere")]
+    Full,
+    /// The registry or artifact store failed.
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+impl NodeError {
+    /// The HTTP status that reports this error.
+    pub fn status(&self) -> StatusCode {
+        use limes_runtime::Error as E;
+        match self {
+            NodeError::InvalidName(_) | NodeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            NodeError::NotFound(_) | NodeError::NoSuchVersion { .. } => StatusCode::NOT_FOUND,
+            NodeError::Busy(_) | NodeError::Full => StatusCode::TOO_MANY_REQUESTS,
+            NodeError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            NodeError::Function(e) => match e {
+                e if e.is_load_error() => StatusCode::BAD_REQUEST,
+                E::WrongKind { .. } | E::BadRequest { .. } => StatusCode::BAD_REQUEST,
+                E::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                E::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
+                E::Capacity { .. } => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        }
+    }
+
+    /// A stable, kebab-case name for the error, as in `{"error": {"kind": …}}`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NodeError::InvalidName(_) => "invalid-name",
+            NodeError::NotFound(_) => "not-found",
+            NodeError::NoSuchVersion { .. } => "no-such-version",
+            NodeError::BadRequest(_) => "bad-request",
+            NodeError::Function(e) => e.kind(),
+            NodeError::Busy(_) => "function-busy",
+            NodeError::Full => "node-full",
+            NodeError::Storage(_) => "storage",
+        }
+    }
+
+    /// Whether a retry later may succeed (the 429s); they carry `Retry-After`.
+    pub fn is_retryable(&self) -> bool {
+        self.status() == StatusCode::TOO_MANY_REQUESTS
+    }
+}
+
+impl From<crate::registry::RegistryError> for NodeError {
+    fn from(e: crate::registry::RegistryError) -> Self {
+        NodeError::Storage(e.to_string())
+    }
+}

@@ -1,0 +1,72 @@
+//! A Limes edge node: deployed functions in a persistent registry, served over HTTP.
+//!
+//! This crate sits on `limes-runtime`. It adds what a serverless node needs around the runtime:
+//! - a registry of functions and versions in redb, and a content-addressed artifact store;
+//!   a restart loads every function from the AOT cache without compiling;
+//! - the REST API under `/v1`, and `wasi:http` functions under `/fn/{name}/…`;
+//! - admission control: per-function and per-node limits answered with 429, never a queue;
+//! - Prometheus metrics and `tracing` logs with a request id on every line;
+//! - graceful shutdown.
+
+mod api;
+mod artifacts;
+mod error;
+pub mod manifest;
+mod metrics;
+mod node;
+mod openapi;
+mod registry;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use api::ROUTES;
+pub use error::NodeError;
+pub use manifest::Manifest;
+pub use node::{Node, NodeConfig, validate_name};
+pub use openapi::document as openapi_document;
+pub use registry::{FunctionRecord, Version};
+
+/// The node's HTTP application: routes, body limit, request ids and request logs.
+pub fn app(node: Arc<Node>) -> Router {
+    let body_limit = node.config().body_limit;
+    api::routes(node)
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &http::Request<_>| {
+            let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", id, method = %request.method(), path = %request.uri().path())
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Serves `node` on `listener` until `shutdown` completes, then stops accepting and lets
+/// in-flight requests finish for up to `grace`.
+pub async fn serve(
+    node: Arc<Node>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let signal = stopping.clone();
+    let server = axum::serve(listener, app(node)).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; finishing in-flight requests");
+        signal.notify_one();
+    });
+    tokio::select! {
+        outcome = server.into_future() => outcome,
+        () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_secs = grace.as_secs_f64(), "in-flight requests outlived the shutdown grace; stopping anyway");
+            Ok(())
+        }
+    }
+}

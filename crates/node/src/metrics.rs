@@ -1,0 +1,173 @@
+//! The node's Prometheus metrics, served at `/metrics` in the text format.
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use limes_runtime::CacheStats;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    function: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FunctionLabel {
+    function: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Tier {
+    tier: String,
+}
+
+/// Buckets from 1 µs doubling to about 8 s: cold starts sit in the first few, executions anywhere.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1e-6, 2.0, 24))
+}
+
+/// Every metric of a node.
+pub struct Metrics {
+    registry: Registry,
+    invocations: Family<Outcome, Counter>,
+    cold_start: Family<FunctionLabel, Histogram, fn() -> Histogram>,
+    execution: Family<FunctionLabel, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+    rejected: Family<Reason, Counter>,
+    functions: Gauge,
+    compiles: Counter,
+    compile_seconds: Counter<f64, AtomicU64>,
+    cache_hits: Family<Tier, Counter>,
+    /// The cache counters already reported, so that each scrape adds only what is new.
+    seen: Mutex<CacheStats>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("limes");
+        let m = Self {
+            invocations: Family::default(),
+            cold_start: Family::new_with_constructor(latency_histogram),
+            execution: Family::new_with_constructor(latency_histogram),
+            in_flight: Gauge::default(),
+            rejected: Family::default(),
+            functions: Gauge::default(),
+            compiles: Counter::default(),
+            compile_seconds: Counter::default(),
+            cache_hits: Family::default(),
+            seen: Mutex::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "invocations",
+            "Invocations by function and outcome",
+            m.invocations.clone(),
+        );
+        registry.register(
+            "cold_start_seconds",
+            "Time from request to guest entry",
+            m.cold_start.clone(),
+        );
+        registry.register(
+            "execution_seconds",
+            "Time spent in the guest",
+            m.execution.clone(),
+        );
+        registry.register("in_flight", "Instances running now", m.in_flight.clone());
+        registry.register(
+            "rejected",
+            "Invocations refused by admission control",
+            m.rejected.clone(),
+        );
+        registry.register("functions", "Functions deployed", m.functions.clone());
+        registry.register(
+            "compiles",
+            "Components compiled (AOT cache misses)",
+            m.compiles.clone(),
+        );
+        registry.register(
+            "compile_seconds",
+            "Time spent compiling",
+            m.compile_seconds.clone(),
+        );
+        registry.register(
+            "aot_cache_hits",
+            "Loads served by the AOT cache, by tier",
+            m.cache_hits.clone(),
+        );
+        Self { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// Counts one finished invocation; `timings` is `(cold start, execution)` when it ran.
+    pub fn invocation(&self, function: &str, outcome: &str, timings: Option<(Duration, Duration)>) {
+        let labels = Outcome {
+            function: function.to_owned(),
+            outcome: outcome.to_owned(),
+        };
+        self.invocations.get_or_create(&labels).inc();
+        if let Some((cold, exec)) = timings {
+            let f = FunctionLabel {
+                function: function.to_owned(),
+            };
+            self.cold_start
+                .get_or_create(&f)
+                .observe(cold.as_secs_f64());
+            self.execution.get_or_create(&f).observe(exec.as_secs_f64());
+        }
+    }
+
+    /// Counts an invocation refused by admission control.
+    pub fn rejected(&self, reason: &str) {
+        self.rejected
+            .get_or_create(&Reason {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The gauge of running instances.
+    pub fn in_flight(&self) -> &Gauge {
+        &self.in_flight
+    }
+
+    /// Sets the number of deployed functions.
+    pub fn set_functions(&self, n: usize) {
+        self.functions.set(n as i64);
+    }
+
+    /// The metrics in Prometheus text format, with the AOT cache counters brought up to date.
+    pub fn render(&self, cache: CacheStats) -> String {
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            self.compiles.inc_by(cache.compiles - seen.compiles);
+            self.compile_seconds
+                .inc_by((cache.compile_time - seen.compile_time).as_secs_f64());
+            let tier = |t: &str| {
+                self.cache_hits
+                    .get_or_create(&Tier { tier: t.to_owned() })
+                    .clone()
+            };
+            tier("memory").inc_by(cache.memory_hits - seen.memory_hits);
+            tier("disk").inc_by(cache.disk_hits - seen.disk_hits);
+            *seen = cache;
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,352 @@
+//! A node's state and operations: the deployed functions, their admission and their invocation.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use limes_runtime::{Function, Invocation, PoolConfig, Runtime, RuntimeConfig};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::artifacts::ArtifactStore;
+use crate::error::NodeError;
+use crate::manifest::Manifest;
+use crate::metrics::Metrics;
+use crate::registry::{FunctionRecord, Registry, Version};
+
+/// Settings of a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Where the registry, the artifacts and the AOT cache live.
+    pub data_dir: PathBuf,
+    /// Instances the node runs at once, over all functions; past it invocations get 429.
+    ///
+    /// Default 64: four times the default per-function limit, and well inside the runtime's
+    /// instance pool, so that admission refuses work before the pool would.
+    pub capacity: u32,
+    /// Largest request body accepted (components and invocation arguments); past it, 413.
+    ///
+    /// Default 32 MiB: larger than any reasonable component (an 18 MB Python component fits).
+    pub body_limit: usize,
+    /// The runtime's instance pool.
+    pub pool: PoolConfig,
+}
+
+impl NodeConfig {
+    /// The defaults, with state under `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            capacity: 64,
+            body_limit: 32 << 20,
+            pool: PoolConfig::default(),
+        }
+    }
+}
+
+/// A deployed function's active version, ready to run.
+pub struct Live {
+    /// The loaded function.
+    pub function: Function,
+    /// Its version number.
+    pub version: u32,
+    /// One permit per invocation that may run at once.
+    slots: Arc<Semaphore>,
+}
+
+/// An invocation let in by admission control; dropping it frees its slots.
+pub struct Admitted {
+    /// The function to run.
+    pub live: Arc<Live>,
+    _function_slot: OwnedSemaphorePermit,
+    _node_slot: OwnedSemaphorePermit,
+    node: Arc<Node>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.node.metrics.in_flight().dec();
+    }
+}
+
+/// A Limes node.
+pub struct Node {
+    runtime: Runtime,
+    registry: Registry,
+    artifacts: ArtifactStore,
+    live: RwLock<HashMap<String, Arc<Live>>>,
+    capacity: Arc<Semaphore>,
+    /// Serializes deploys, rollbacks and deletes, so the live table follows the registry's order.
+    writes: tokio::sync::Mutex<()>,
+    /// The node's metrics.
+    pub metrics: Metrics,
+    config: NodeConfig,
+}
+
+impl Node {
+    /// Opens the node's state under `config.data_dir` and loads every deployed function from
+    /// the AOT cache. A function that no longer loads (say, a preopened dir was removed) is
+    /// logged and skipped; its registry entry is kept.
+    pub fn open(config: NodeConfig) -> Result<Arc<Self>, NodeError> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| NodeError::Storage(format!("creating {}: {e}", dir.display())))?;
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: Some(dir.join("aot")),
+            pool: config.pool.clone(),
+            ..RuntimeConfig::default()
+        })?;
+        let artifacts = ArtifactStore::open(dir.join("artifacts"))
+            .map_err(|e| NodeError::Storage(format!("opening the artifact store: {e}")))?;
+        let registry = Registry::open(&dir.join("registry.redb"))?;
+        let node = Arc::new(Self {
+            capacity: Arc::new(Semaphore::new(config.capacity as usize)),
+            runtime,
+            registry,
+            artifacts,
+            live: RwLock::default(),
+            writes: tokio::sync::Mutex::new(()),
+            metrics: Metrics::default(),
+            config,
+        });
+        for record in node.registry.list()? {
+            let version = record.active_version();
+            match node.load_version(version) {
+                Ok(live) => node.set_live(&record.name, Some(live)),
+                Err(e) => {
+                    tracing::error!(function = %record.name, version = version.version, error = %e, "could not load a deployed function")
+                }
+            }
+        }
+        Ok(node)
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The runtime the node runs functions on.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Instances running now.
+    pub fn in_flight(&self) -> u32 {
+        self.config.capacity - self.capacity.available_permits() as u32
+    }
+
+    fn load_version(&self, version: &Version) -> Result<Arc<Live>, NodeError> {
+        let digest = version.digest.parse().map_err(NodeError::Storage)?;
+        let bytes = self
+            .artifacts
+            .get(&digest)
+            .map_err(|e| NodeError::Storage(format!("artifact {digest}: {e}")))?;
+        let policy = version
+            .manifest
+            .to_policy()
+            .map_err(NodeError::BadRequest)?;
+        let function = self.runtime.load(&bytes, policy)?;
+        Ok(Arc::new(Live {
+            function,
+            version: version.version,
+            slots: Arc::new(Semaphore::new(version.manifest.max_concurrency as usize)),
+        }))
+    }
+
+    fn set_live(&self, name: &str, live: Option<Arc<Live>>) {
+        let mut table = self.live.write().unwrap_or_else(|p| p.into_inner());
+        match live {
+            Some(live) => table.insert(name.to_owned(), live),
+            None => table.remove(name),
+        };
+        self.metrics.set_functions(table.len());
+    }
+
+    /// The active version of `name`.
+    pub fn live(&self, name: &str) -> Result<Arc<Live>, NodeError> {
+        let table = self.live.read().unwrap_or_else(|p| p.into_inner());
+        table
+            .get(name)
+            .cloned()
+            .ok_or_else(|| NodeError::NotFound(name.to_owned()))
+    }
+
+    /// Deploys `component` as a new version of `name`. When this returns, the artifact and the
+    /// registry entry are durable, and the version serves invocations.
+    pub async fn deploy(
+        self: &Arc<Self>,
+        name: &str,
+        component: Bytes,
+        manifest: Manifest,
+    ) -> Result<Version, NodeError> {
+        validate_name(name)?;
+        let policy = manifest.to_policy().map_err(NodeError::BadRequest)?;
+        let _writing = self.writes.lock().await;
+        let node = self.clone();
+        let name_owned = name.to_owned();
+        // Compiling and syncing block; keep them off the async workers.
+        let (version, live) = blocking(move || {
+            let function = node.runtime.load(&component, policy)?;
+            let digest = node
+                .artifacts
+                .put(&component)
+                .map_err(|e| NodeError::Storage(format!("storing the artifact: {e}")))?;
+            let kind = function.kind().as_str();
+            let version = node.registry.add_version(
+                &name_owned,
+                digest.to_string(),
+                kind,
+                manifest.clone(),
+            )?;
+            let slots = Arc::new(Semaphore::new(manifest.max_concurrency as usize));
+            Ok((
+                version.clone(),
+                Arc::new(Live {
+                    function,
+                    version: version.version,
+                    slots,
+                }),
+            ))
+        })
+        .await?;
+        self.set_live(name, Some(live));
+        tracing::info!(function = name, version = version.version, digest = %version.digest, "deployed");
+        Ok(version)
+    }
+
+    /// Every deployed function.
+    pub fn list(&self) -> Result<Vec<FunctionRecord>, NodeError> {
+        Ok(self.registry.list()?)
+    }
+
+    /// The function `name` with all its versions.
+    pub fn get(&self, name: &str) -> Result<FunctionRecord, NodeError> {
+        validate_name(name)?;
+        self.registry
+            .get(name)?
+            .ok_or_else(|| NodeError::NotFound(name.to_owned()))
+    }
+
+    /// Removes `name` and its versions. Invocations already running finish.
+    pub async fn remove(&self, name: &str) -> Result<(), NodeError> {
+        validate_name(name)?;
+        let _writing = self.writes.lock().await;
+        if !self.registry.remove(name)? {
+            return Err(NodeError::NotFound(name.to_owned()));
+        }
+        self.set_live(name, None);
+        tracing::info!(function = name, "removed");
+        Ok(())
+    }
+
+    /// Makes an earlier (or later) version of `name` the active one.
+    pub async fn rollback(
+        self: &Arc<Self>,
+        name: &str,
+        version: u32,
+    ) -> Result<FunctionRecord, NodeError> {
+        let record = self.get(name)?;
+        let _writing = self.writes.lock().await;
+        let target = record
+            .versions
+            .iter()
+            .find(|v| v.version == version)
+            .cloned()
+            .ok_or_else(|| NodeError::NoSuchVersion {
+                name: name.to_owned(),
+                version,
+            })?;
+        let node = self.clone();
+        let live = blocking(move || node.load_version(&target)).await?;
+        let record =
+            self.registry
+                .set_active(name, version)?
+                .ok_or_else(|| NodeError::NoSuchVersion {
+                    name: name.to_owned(),
+                    version,
+                })?;
+        self.set_live(name, Some(live));
+        tracing::info!(function = name, version, "rolled back");
+        Ok(record)
+    }
+
+    /// Lets an invocation of `name` in, or refuses it at once: never a queue.
+    pub fn admit(self: &Arc<Self>, name: &str) -> Result<Admitted, NodeError> {
+        let live = self.live(name)?;
+        let Ok(function_slot) = live.slots.clone().try_acquire_owned() else {
+            self.metrics.rejected("function_busy");
+            return Err(NodeError::Busy(name.to_owned()));
+        };
+        let Ok(node_slot) = self.capacity.clone().try_acquire_owned() else {
+            self.metrics.rejected("node_full");
+            return Err(NodeError::Full);
+        };
+        self.metrics.in_flight().inc();
+        Ok(Admitted {
+            live,
+            _function_slot: function_slot,
+            _node_slot: node_slot,
+            node: self.clone(),
+        })
+    }
+
+    /// Admits and runs one invocation of the `run` function `name`.
+    pub async fn invoke(
+        self: &Arc<Self>,
+        name: &str,
+        args: &str,
+    ) -> Result<(Invocation, u32), NodeError> {
+        let admitted = self.admit(name)?;
+        let started = Instant::now();
+        let outcome = admitted.live.function.invoke(args).await;
+        match &outcome {
+            Ok(i) => self
+                .metrics
+                .invocation(name, "ok", Some((i.cold_start, i.execution))),
+            Err(e) => {
+                tracing::debug!(function = name, error = %e, elapsed_us = started.elapsed().as_micros() as u64, "invocation failed");
+                self.metrics.invocation(name, e.kind(), None);
+            }
+        }
+        Ok((outcome?, admitted.live.version))
+    }
+}
+
+/// Runs blocking work on the blocking pool; a panic there becomes a storage error.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
+) -> Result<T, NodeError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| NodeError::Storage(format!("a blocking task failed: {e}")))?
+}
+
+/// Function names: 1–63 of `a-z 0-9 - _`, starting with a letter or digit, so that a name is
+/// safe in a URL path, a file name, a metric label and a NATS subject.
+pub fn validate_name(name: &str) -> Result<(), NodeError> {
+    let ok = (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(NodeError::InvalidName(name.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names() {
+        for good in ["sort", "a", "img-2_x"] {
+            assert!(super::validate_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-x", "Sort", "a/b", "a.b", &"x".repeat(64)] {
+            assert!(super::validate_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The node's OpenAPI 3 document, served at `/v1/openapi.json`.
+
+use serde_json::{Value, json};
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn name_param() -> Value {
+    json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"}})
+}
+
+/// The document. Every route in [`crate::api::ROUTES`] is described; a test holds it to that.
+pub fn document() -> Value {
+    let manifest_params: Vec<Value> = crate::manifest::KEYS
+        .iter()
+        .map(|k| json!({"name": k, "in": "query", "required": false, "schema": {"type": "string"}}))
+        .collect();
+    let mut deploy_params = vec![name_param()];
+    deploy_params.extend(manifest_params);
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Limes node API", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Deploy and invoke WebAssembly functions on a Limes edge node."},
+        "paths": {
+            "/healthz": {"get": {"summary": "Liveness and load", "responses": {"200": {"description": "The node serves"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Text exposition format"}}}},
+            "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3"}}}},
+            "/v1/functions": {"get": {"summary": "List functions", "responses": {"200": {"description": "Every function with its active version"}}}},
+            "/v1/functions/{name}": {
+                "get": {"summary": "A function with all its versions", "parameters": [name_param()],
+                        "responses": {"200": {"description": "The function"}, "404": error_response("No such function")}},
+                "put": {"summary": "Deploy a new version",
+                        "description": "The body is the component (application/wasm) with the manifest as query parameters, or multipart/form-data with parts `component` and `manifest` (JSON with the same keys).",
+                        "parameters": deploy_params,
+                        "requestBody": {"required": true, "content": {
+                            "application/wasm": {"schema": {"type": "string", "format": "binary"}},
+                            "multipart/form-data": {"schema": {"type": "object", "properties": {
+                                "component": {"type": "string", "format": "binary"},
+                                "manifest": {"type": "string"}}}}}},
+                        "responses": {"201": {"description": "Deployed", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Deployed"}}}},
+                                      "400": error_response("Invalid name, manifest or component"),
+                                      "413": {"description": "Body too large"}}},
+                "delete": {"summary": "Remove a function and its versions", "parameters": [name_param()],
+                           "responses": {"204": {"description": "Removed"}, "404": error_response("No such function")}}
+            },
+            "/v1/functions/{name}/rollback": {"post": {"summary": "Make another version active",
+                "parameters": [name_param(), {"name": "version", "in": "query", "required": true, "schema": {"type": "integer"}}],
+                "responses": {"200": {"description": "The function"}, "404": error_response("No such function or version")}}},
+            "/v1/functions/{name}/invoke": {"post": {"summary": "Invoke a run function",
+                "parameters": [name_param()],
+                "requestBody": {"content": {"text/plain": {"schema": {"type": "string"}}}},
+                "responses": {
+                    "200": {"description": "The result; headers x-limes-cold-start-us, x-limes-execution-us and x-limes-version",
+                            "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    "400": error_response("Not a run function, or args not UTF-8"),
+                    "404": error_response("No such function"),
+                    "429": error_response("Function or node at capacity; see Retry-After"),
+                    "500": error_response("The function trapped, hit its memory limit or ran out of fuel"),
+                    "504": error_response("The function timed out")}}},
+            "/fn/{name}/{path}": {"get": {"summary": "A request to a wasi:http function (any method)",
+                "description": "The function sees the request with the path after /fn/{name}.",
+                "parameters": [name_param(), {"name": "path", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"default": {"description": "Whatever the function answers"},
+                              "429": error_response("Function or node at capacity")}}}
+        },
+        "components": {"schemas": {
+            "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+                "kind": {"type": "string"}, "message": {"type": "string"}}}}},
+            "Deployed": {"type": "object", "properties": {
+                "name": {"type": "string"}, "version": {"type": "integer"},
+                "digest": {"type": "string"}, "kind": {"type": "string", "enum": ["run", "http"]}}}
+        }}
+    })
+}

@@ -1,0 +1,222 @@
+//! The registry of functions and their versions, in an embedded database (redb).
+//!
+//! One table maps a function's name to its record (JSON): every version ever deployed, and which
+//! one is active. Each change is one write transaction, committed durably before the API
+//! acknowledges it.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::Manifest;
+
+const FUNCTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("functions");
+
+/// A failure of the registry's storage.
+#[derive(Debug, thiserror::Error)]
+#[error("registry: {0}")]
+pub struct RegistryError(String);
+
+fn storage<E: std::fmt::Display>(e: E) -> RegistryError {
+    RegistryError(e.to_string())
+}
+
+/// A deployed function and all its versions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionRecord {
+    /// The function's name.
+    pub name: String,
+    /// The version that serves invocations.
+    pub active: u32,
+    /// Every version, oldest first.
+    pub versions: Vec<Version>,
+}
+
+impl FunctionRecord {
+    /// The version that serves invocations.
+    pub fn active_version(&self) -> &Version {
+        self.versions
+            .iter()
+            .find(|v| v.version == self.active)
+            .expect("the active version is kept")
+    }
+}
+
+/// One deployed version of a function.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Version {
+    /// 1, 2, …: the order of deployment.
+    pub version: u32,
+    /// SHA-256 of the component.
+    pub digest: String,
+    /// `run` or `http`.
+    pub kind: String,
+    /// The policy and limits.
+    pub manifest: Manifest,
+    /// Seconds since the Unix epoch.
+    pub deployed_at: u64,
+}
+
+/// The function registry.
+pub struct Registry {
+    db: Database,
+}
+
+impl Registry {
+    /// Opens (or creates) the registry database at `path`.
+    pub fn open(path: &Path) -> Result<Self, RegistryError> {
+        let db = Database::create(path).map_err(storage)?;
+        let tx = db.begin_write().map_err(storage)?;
+        tx.open_table(FUNCTIONS).map_err(storage)?;
+        tx.commit().map_err(storage)?;
+        Ok(Self { db })
+    }
+
+    /// Every function, by name.
+    pub fn list(&self) -> Result<Vec<FunctionRecord>, RegistryError> {
+        let tx = self.db.begin_read().map_err(storage)?;
+        let table = tx.open_table(FUNCTIONS).map_err(storage)?;
+        let mut all = Vec::new();
+        for entry in table.iter().map_err(storage)? {
+            let (_, value) = entry.map_err(storage)?;
+            all.push(serde_json::from_slice(value.value()).map_err(storage)?);
+        }
+        Ok(all)
+    }
+
+    /// The function called `name`.
+    pub fn get(&self, name: &str) -> Result<Option<FunctionRecord>, RegistryError> {
+        let tx = self.db.begin_read().map_err(storage)?;
+        let table = tx.open_table(FUNCTIONS).map_err(storage)?;
+        let value = table.get(name).map_err(storage)?;
+        value
+            .map(|v| serde_json::from_slice(v.value()).map_err(storage))
+            .transpose()
+    }
+
+    /// Adds a version to `name` (creating the function) and makes it active.
+    pub fn add_version(
+        &self,
+        name: &str,
+        digest: String,
+        kind: &str,
+        manifest: Manifest,
+    ) -> Result<Version, RegistryError> {
+        self.update(name, |record| {
+            let mut record = record.unwrap_or_else(|| FunctionRecord {
+                name: name.to_owned(),
+                active: 0,
+                versions: Vec::new(),
+            });
+            let version = Version {
+                version: record.versions.last().map_or(1, |v| v.version + 1),
+                digest,
+                kind: kind.to_owned(),
+                manifest,
+                deployed_at: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            };
+            record.active = version.version;
+            record.versions.push(version.clone());
+            (Some(record), version)
+        })
+    }
+
+    /// Makes `version` the active version of `name`. `Ok(None)` when there is no such function
+    /// or version.
+    pub fn set_active(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<Option<FunctionRecord>, RegistryError> {
+        self.update(name, |record| match record {
+            Some(mut r) if r.versions.iter().any(|v| v.version == version) => {
+                r.active = version;
+                (Some(r.clone()), Some(r))
+            }
+            other => (other, None),
+        })
+    }
+
+    /// Removes `name` and all its versions. Returns whether it existed.
+    pub fn remove(&self, name: &str) -> Result<bool, RegistryError> {
+        let tx = self.db.begin_write().map_err(storage)?;
+        let existed = {
+            let mut table = tx.open_table(FUNCTIONS).map_err(storage)?;
+            table.remove(name).map_err(storage)?.is_some()
+        };
+        tx.commit().map_err(storage)?;
+        Ok(existed)
+    }
+
+    /// Reads, changes and writes one record in a single durable transaction.
+    fn update<T>(
+        &self,
+        name: &str,
+        change: impl FnOnce(Option<FunctionRecord>) -> (Option<FunctionRecord>, T),
+    ) -> Result<T, RegistryError> {
+        let tx = self.db.begin_write().map_err(storage)?;
+        let out = {
+            let mut table = tx.open_table(FUNCTIONS).map_err(storage)?;
+            let current = match table.get(name).map_err(storage)? {
+                Some(v) => Some(serde_json::from_slice(v.value()).map_err(storage)?),
+                None => None,
+            };
+            let (next, out) = change(current);
+            if let Some(next) = next {
+                let bytes = serde_json::to_vec(&next).map_err(storage)?;
+                table.insert(name, bytes.as_slice()).map_err(storage)?;
+            }
+            out
+        };
+        tx.commit().map_err(storage)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_accumulate_survive_reopen_and_roll_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.redb");
+        {
+            let registry = Registry::open(&path).unwrap();
+            assert_eq!(
+                registry
+                    .add_version("f", "aa".into(), "run", Manifest::default())
+                    .unwrap()
+                    .version,
+                1
+            );
+            assert_eq!(
+                registry
+                    .add_version("f", "bb".into(), "run", Manifest::default())
+                    .unwrap()
+                    .version,
+                2
+            );
+        }
+        let registry = Registry::open(&path).unwrap();
+        let record = registry.get("f").unwrap().unwrap();
+        assert_eq!((record.active, record.versions.len()), (2, 2));
+        assert_eq!(
+            registry
+                .set_active("f", 1)
+                .unwrap()
+                .unwrap()
+                .active_version()
+                .digest,
+            "aa"
+        );
+        assert!(registry.set_active("f", 9).unwrap().is_none());
+        assert!(registry.remove("f").unwrap());
+        assert!(registry.get("f").unwrap().is_none());
+        assert!(registry.list().unwrap().is_empty());
+    }
+}

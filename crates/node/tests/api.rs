@@ -1,0 +1,514 @@
+//! The node against a real server on a loopback port: the API, admission, restarts, metrics.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use limes_node::{Node, NodeConfig};
+use reqwest::{Client, StatusCode};
+use serde_json::Value;
+
+fn guest(name: &str) -> Vec<u8> {
+    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/guests")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "guest {name} ({}): {e}; run `cargo xtask guests` first",
+            path.display()
+        )
+    })
+}
+
+struct TestNode {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl TestNode {
+    async fn start(config: NodeConfig) -> Self {
+        let node = Node::open(config).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(limes_node::serve(
+            node,
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(5),
+        ));
+        Self {
+            url,
+            stop: Some(stop),
+            server,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.server.await.unwrap().unwrap();
+    }
+
+    fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    async fn deploy(
+        &self,
+        name: &str,
+        guest_name: &str,
+        query: &[(&str, &str)],
+    ) -> reqwest::Response {
+        Client::new()
+            .put(self.at(&format!("/v1/functions/{name}")))
+            .query(query)
+            .body(guest(guest_name))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn invoke(&self, name: &str, args: &str) -> reqwest::Response {
+        Client::new()
+            .post(self.at(&format!("/v1/functions/{name}/invoke")))
+            .body(args.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn metrics(&self) -> String {
+        reqwest::get(self.at("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+async fn error_kind(response: reqwest::Response) -> String {
+    let body: Value = response.json().await.unwrap();
+    body["error"]["kind"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn config(dir: &Path) -> NodeConfig {
+    NodeConfig::new(dir)
+}
+
+#[tokio::test]
+async fn deploy_invoke_list_version_rollback_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+
+    let first = node.deploy("greet", "echo", &[]).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(
+        (first["version"].as_u64(), first["kind"].as_str()),
+        (Some(1), Some("run"))
+    );
+
+    let response = node.invoke("greet", "hello").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().contains_key("x-limes-cold-start-us"));
+    assert!(response.headers().contains_key("x-limes-execution-us"));
+    assert_eq!(response.text().await.unwrap(), "hello");
+
+    // A redeploy is version 2 and keeps version 1.
+    assert_eq!(
+        node.deploy("greet", "sort", &[]).await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        node.invoke("greet", "b,a").await.text().await.unwrap(),
+        "[a,b]"
+    );
+    let described: Value = reqwest::get(node.at("/v1/functions/greet"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(described["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(described["active"], 2);
+
+    let listed: Value = reqwest::get(node.at("/v1/functions"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["functions"][0]["name"], "greet");
+
+    let rolled = Client::new()
+        .post(node.at("/v1/functions/greet/rollback?version=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rolled.status(), StatusCode::OK);
+    assert_eq!(
+        node.invoke("greet", "b,a").await.text().await.unwrap(),
+        "b,a",
+        "version 1 echoes"
+    );
+    let missing = Client::new()
+        .post(node.at("/v1/functions/greet/rollback?version=7"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+
+    let deleted = Client::new()
+        .delete(node.at("/v1/functions/greet"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        node.invoke("greet", "x").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_keeps_functions_and_compiles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    assert_eq!(
+        node.deploy("sort", "sort", &[("memory", "32MiB")])
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    node.stop().await;
+
+    let node = TestNode::start(config(dir.path())).await;
+    assert_eq!(
+        node.invoke("sort", "c,a,b").await.text().await.unwrap(),
+        "[a,b,c]"
+    );
+    let metrics = node.metrics().await;
+    assert!(metrics.contains("limes_compiles_total 0\n"), "{metrics}");
+    assert!(
+        metrics.contains("limes_aot_cache_hits_total{tier=\"disk\"} 1\n"),
+        "{metrics}"
+    );
+    let described: Value = reqwest::get(node.at("/v1/functions/sort"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        described["versions"][0]["manifest"]["memory_limit"],
+        32 << 20
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_gets_429_while_admitted_calls_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Arc::new(TestNode::start(config(dir.path())).await);
+    assert_eq!(
+        node.deploy("mb", "mandelbrot", &[("max_concurrency", "2")])
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let args = "size=700 iterations=600";
+    let expected = workloads_result(args);
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let node = node.clone();
+            tokio::spawn(async move {
+                let r = node.invoke("mb", args).await;
+                let retry_after = r.headers().get("retry-after").is_some();
+                (r.status(), retry_after, r.text().await.unwrap())
+            })
+        })
+        .collect();
+    let (mut ok, mut refused) = (0, 0);
+    for call in calls {
+        let (status, retry_after, body) = call.await.unwrap();
+        match status {
+            StatusCode::OK => {
+                ok += 1;
+                assert_eq!(body, expected);
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                refused += 1;
+                assert!(retry_after, "a 429 carries Retry-After");
+                assert!(body.contains("function-busy"), "{body}");
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(ok >= 2 && refused >= 1, "ok {ok}, refused {refused}");
+    assert!(
+        node.metrics()
+            .await
+            .contains("limes_rejected_total{reason=\"function_busy\"}")
+    );
+}
+
+/// The checksum line mandelbrot returns, computed natively by the same source.
+fn workloads_result(args: &str) -> String {
+    let (size, iterations) = (700u32, 600u32);
+    assert_eq!(args, format!("size={size} iterations={iterations}"));
+    let pixels = mandelbrot_native(size, iterations);
+    format!(
+        "mandelbrot size={size} iterations={iterations} checksum={:016x}",
+        fnv(&pixels)
+    )
+}
+
+fn mandelbrot_native(size: u32, iterations: u32) -> Vec<u8> {
+    let n = size as usize;
+    let scale = 3.0 / f64::from(size);
+    let mut pixels = Vec::with_capacity(n * n);
+    for y in 0..n {
+        let ci = -1.5 + y as f64 * scale;
+        for x in 0..n {
+            let cr = -2.0 + x as f64 * scale;
+            let (mut zr, mut zi, mut i) = (0.0f64, 0.0f64, 0u32);
+            while i < iterations && zr * zr + zi * zi <= 4.0 {
+                let t = zr * zr - zi * zi + cr;
+                zi = 2.0 * zr * zi + ci;
+                zr = t;
+                i += 1;
+            }
+            pixels.push((i % 256) as u8);
+        }
+    }
+    pixels
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[tokio::test]
+async fn bad_input_gets_413_400_and_404() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(NodeConfig {
+        body_limit: 1 << 20,
+        ..config(dir.path())
+    })
+    .await;
+    let client = Client::new();
+
+    let huge = client
+        .put(node.at("/v1/functions/big"))
+        .body(vec![0u8; 2 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    let bad_name = node.deploy("Bad.Name", "echo", &[]).await;
+    assert_eq!(bad_name.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_kind(bad_name).await, "invalid-name");
+
+    let not_wasm = client
+        .put(node.at("/v1/functions/junk"))
+        .body("#!/bin/sh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_wasm.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_kind(not_wasm).await, "not-wasm");
+
+    let bad_manifest = node.deploy("echo", "echo", &[("memory", "lots")]).await;
+    assert_eq!(bad_manifest.status(), StatusCode::BAD_REQUEST);
+
+    let unknown = node.invoke("nobody", "x").await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_kind(unknown).await, "not-found");
+
+    // The node still serves after all of that.
+    assert_eq!(
+        node.deploy("echo", "echo", &[]).await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        node.invoke("echo", "alive").await.text().await.unwrap(),
+        "alive"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn function_failures_map_to_status_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    node.deploy("boom", "panic", &[]).await;
+    let trap = node.invoke("boom", "x").await;
+    assert_eq!(trap.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body: Value = trap.json().await.unwrap();
+    assert_eq!(body["error"]["kind"], "trap");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("guest panicked on purpose")
+    );
+
+    node.deploy("spin", "infinite-loop", &[("timeout", "100ms")])
+        .await;
+    let timeout = node.invoke("spin", "").await;
+    assert_eq!(timeout.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(error_kind(timeout).await, "timeout");
+
+    node.deploy("hog", "memory-hog", &[("memory", "16MiB")])
+        .await;
+    assert_eq!(
+        error_kind(node.invoke("hog", "64").await).await,
+        "memory-limit"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_wasi_http_function_answers_with_headers_and_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    let deployed: Value = node
+        .deploy("hello", "http-hello", &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(deployed["kind"], "http");
+
+    let response = reqwest::get(node.at("/fn/hello/some/path?x=1"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-limes-example"], "hello");
+    assert_eq!(
+        response.text().await.unwrap(),
+        "hello from wasi:http: GET /some/path?x=1\n"
+    );
+
+    let posted = Client::new()
+        .post(node.at("/fn/hello/"))
+        .body("12345")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        posted.text().await.unwrap(),
+        "hello from wasi:http: POST / (5 bytes)\n"
+    );
+
+    // An HTTP function is not invoked through /invoke, and a run function not through /fn.
+    assert_eq!(
+        error_kind(node.invoke("hello", "").await).await,
+        "wrong-kind"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn multipart_deploy_takes_a_json_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    let form = reqwest::multipart::Form::new()
+        .part("component", reqwest::multipart::Part::bytes(guest("echo")))
+        .text(
+            "manifest",
+            r#"{"memory": "16MiB", "timeout": "2s", "env": {"A": "1"}}"#,
+        );
+    let response = Client::new()
+        .put(node.at("/v1/functions/m"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let described: Value = reqwest::get(node.at("/v1/functions/m"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let manifest = &described["versions"][0]["manifest"];
+    assert_eq!(
+        (
+            manifest["memory_limit"].as_u64(),
+            manifest["timeout_ms"].as_u64()
+        ),
+        (Some(16 << 20), Some(2000))
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_move_with_invocations() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    node.deploy("echo", "echo", &[]).await;
+    let line = "limes_invocations_total{function=\"echo\",outcome=\"ok\"}";
+    assert!(!node.metrics().await.contains(line));
+    for _ in 0..3 {
+        node.invoke("echo", "x").await;
+    }
+    let metrics = node.metrics().await;
+    assert!(metrics.contains(&format!("{line} 3\n")), "{metrics}");
+    assert!(
+        metrics.contains("limes_cold_start_seconds_count{function=\"echo\"} 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("limes_compiles_total 1\n"), "{metrics}");
+    assert!(metrics.contains("limes_in_flight 0\n"), "{metrics}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn every_route_is_in_the_openapi_document_and_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    let doc: Value = reqwest::get(node.at("/v1/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let client = Client::new();
+    for (method, path) in limes_node::ROUTES {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} is not documented"
+        );
+        let concrete = path.replace("{name}", "nobody").replace("{path}", "x");
+        let request = client.request(method.to_uppercase().parse().unwrap(), node.at(&concrete));
+        let response = request.send().await.unwrap();
+        assert_ne!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        if response.status() == StatusCode::NOT_FOUND {
+            assert_ne!(
+                error_kind(response).await,
+                "no-route",
+                "{method} {path} is not routed"
+            );
+        }
+    }
+    let unrouted = reqwest::get(node.at("/v2/nothing")).await.unwrap();
+    assert_eq!(error_kind(unrouted).await, "no-route");
+    node.stop().await;
+}
