@@ -115,8 +115,8 @@ pub async fn list(node: &str) -> Result<(), CliError> {
         println!(
             "{:<24} {:>7} {:>8} {:<5} {}",
             f["name"].as_str().unwrap_or("?"),
-            f["version"],
-            f["versions"],
+            f["version"].as_u64().unwrap_or(0),
+            f["versions"].as_u64().unwrap_or(0),
             f["kind"].as_str().unwrap_or("?"),
             f["digest"].as_str().map_or("?", |d| &d[..d.len().min(16)])
         );

@@ -1,5 +1,6 @@
 //! `limes`: the command line of the Limes serverless platform.
 
+mod bench;
 mod client;
 mod policy_args;
 mod run;
@@ -27,6 +28,8 @@ enum Command {
     Run(run::RunArgs),
     /// Run a node: the REST API, wasi:http functions, registry and metrics.
     Serve(serve::ServeArgs),
+    /// Benchmarks; see `limes bench --help`.
+    Bench(bench::BenchArgs),
     /// Deploy a component to a node as a new version of NAME.
     Deploy {
         #[command(flatten)]
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run::run(args).await,
             Command::Serve(args) => serve::serve(args).await,
+            Command::Bench(args) => bench::bench(args).await,
             Command::Deploy { node, args } => client::deploy(&node.node, args).await,
             Command::Ls { node } => client::list(&node.node).await,
             Command::Invoke { node, args } => client::invoke(&node.node, args).await,
