@@ -116,3 +116,58 @@ pub fn cargo_build(target: &str) -> Command {
     );
     cmd
 }
+
+/// Fetches the kernel of Debian's `linux-image-cloud-amd64` into `dir/vmlinuz`, for the
+/// benchmark's QEMU microVM. Only the package file is downloaded and unpacked; nothing is
+/// installed on the host.
+pub fn fetch_cloud_kernel(dir: &Path) -> Result<()> {
+    let dest = dir.join("vmlinuz");
+    if dest.exists() {
+        eprintln!("kernel already at {}", dest.display());
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    let depends = Command::new("apt-cache")
+        .args(["depends", "linux-image-cloud-amd64"])
+        .output()?;
+    let package = String::from_utf8_lossy(&depends.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Depends: ").map(str::to_owned))
+        .context("apt-cache knows no linux-image-cloud-amd64 (run apt-get update)")?;
+    let status = Command::new("apt-get")
+        .current_dir(dir)
+        .args(["download", &package])
+        .status()?;
+    if !status.success() {
+        bail!("apt-get download {package} failed ({status})");
+    }
+    let deb = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .context("the download left no .deb")?;
+    let unpacked = dir.join("unpacked");
+    let status = Command::new("dpkg")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&unpacked)
+        .status()?;
+    if !status.success() {
+        bail!("dpkg -x {} failed ({status})", deb.display());
+    }
+    let kernel = std::fs::read_dir(unpacked.join("boot"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .context("the package has no /boot/vmlinuz-*")?;
+    std::fs::copy(&kernel, &dest)?;
+    std::fs::remove_dir_all(&unpacked)?;
+    std::fs::remove_file(&deb)?;
+    eprintln!(
+        "kernel {} at {}",
+        kernel.file_name().unwrap_or_default().to_string_lossy(),
+        dest.display()
+    );
+    Ok(())
+}

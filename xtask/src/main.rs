@@ -1,5 +1,6 @@
 //! Project chores that need more than cargo: `cargo xtask guests` builds every guest function
-//! into a Wasm component at `target/guests/NAME.wasm`.
+//! into a Wasm component at `target/guests/NAME.wasm`, and the same workloads as a static native
+//! binary, `target/guests/workload-native`, for the benchmark's native baselines.
 //!
 //! Two toolchains can build them, tried in this order:
 //! 1. a rustup toolchain with the `wasm32-wasip2` target installed: the normal way, used
@@ -20,6 +21,9 @@ fn main() -> Result<()> {
     let task = std::env::args().nth(1);
     match task.as_deref() {
         Some("guests") => build_guests(),
+        Some("microvm-kernel") => {
+            debian::fetch_cloud_kernel(&workspace_root().join("target/microvm"))
+        }
         _ => {
             eprintln!(
                 "usage: cargo xtask guests    build every guest into target/guests/NAME.wasm"
@@ -60,7 +64,50 @@ fn build_guests() -> Result<()> {
     collect(
         &target_dir.join(TARGET).join("release"),
         &root.join("target/guests"),
-    )
+    )?;
+    build_native(&root)
+}
+
+/// Builds `workload-native` statically linked, so that it runs as a microVM's `/init` and in an
+/// empty container root with no libraries beside it.
+fn build_native(root: &Path) -> Result<()> {
+    let host = host_triple()?;
+    let status = Command::new("cargo")
+        .current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "workload-native",
+            "--target",
+            &host,
+        ])
+        // With an explicit --target, RUSTFLAGS reach only the target's crates, not build scripts.
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .status()
+        .context("running cargo for workload-native")?;
+    if !status.success() {
+        bail!("building workload-native failed ({status})");
+    }
+    let built = root
+        .join("target")
+        .join(&host)
+        .join("release/workload-native");
+    let dest = root.join("target/guests/workload-native");
+    std::fs::copy(&built, &dest).with_context(|| format!("copying to {}", dest.display()))?;
+    eprintln!("native baseline: {}", dest.display());
+    Ok(())
+}
+
+fn host_triple() -> Result<String> {
+    let out = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .context("running rustc -vV")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .context("rustc -vV printed no host triple")
 }
 
 /// Whether `rustup` is on PATH and lists `wasm32-wasip2` among the installed targets.

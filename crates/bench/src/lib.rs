@@ -6,3 +6,4 @@ pub mod load;
 pub mod node;
 pub mod process;
 pub mod stats;
+pub mod study;

@@ -7,10 +7,40 @@ use limes_bench::node::NodeBench;
 
 use crate::CliError;
 
+/// Without a mode, `limes bench` runs the study: every workload on every backend it finds.
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
     #[command(subcommand)]
-    mode: BenchMode,
+    mode: Option<BenchMode>,
+    #[command(flatten)]
+    study: StudyArgs,
+}
+
+#[derive(Args)]
+struct StudyArgs {
+    /// A few iterations on small inputs (what CI runs)
+    #[arg(long)]
+    quick: bool,
+    /// Where to write raw.csv, report.md, report.html and the SVG plots
+    #[arg(long, default_value = "bench-out")]
+    out: PathBuf,
+    /// Backends to try, comma-separated [default: all]
+    #[arg(long, value_delimiter = ',')]
+    backends: Option<Vec<String>>,
+    /// Workloads to run, comma-separated: noop, mandelbrot, image-processing [default: all]
+    #[arg(long, value_delimiter = ',')]
+    workloads: Option<Vec<String>>,
+    /// Measured iterations per backend and workload [default: 30, or 5 with --quick]
+    #[arg(long)]
+    iterations: Option<usize>,
+    /// Run microVMs under emulation (TCG) when no hardware virtualization is usable; their
+    /// figures are labelled "emulated — not comparable"
+    #[arg(long)]
+    allow_emulated: bool,
+    /// Directory of the built guests and workload-native
+    #[arg(long, default_value = "target/guests")]
+    guests: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -34,7 +64,10 @@ enum BenchMode {
 }
 
 pub async fn bench(args: BenchArgs) -> Result<(), CliError> {
-    match args.mode {
+    let Some(mode) = args.mode else {
+        return study(args.study).await;
+    };
+    match mode {
         BenchMode::Node {
             requests,
             concurrency,
@@ -54,4 +87,38 @@ pub async fn bench(args: BenchArgs) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+async fn study(args: StudyArgs) -> Result<(), CliError> {
+    use limes_bench::study::{report, run};
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let limes = std::env::current_exe().map_err(|e| CliError::new("io", e.to_string()))?;
+    let options = run::Options {
+        guests: args.guests,
+        limes,
+        quick: args.quick,
+        iterations: args.iterations,
+        backends: args.backends,
+        workloads: args.workloads,
+        allow_emulated: args.allow_emulated,
+    };
+    let study = run::run(options)
+        .await
+        .map_err(|e| CliError::new("bench", e))?;
+    report::write_all(&study, &args.out, &command)
+        .map_err(|e| CliError::new("io", e.to_string()))?;
+    for (backend, why) in &study.unavailable {
+        eprintln!("{backend}: unavailable: {why}");
+    }
+    for failure in &study.failures {
+        eprintln!("failed: {failure}");
+    }
+    for line in report::headline(&study) {
+        println!("{line}");
+    }
+    println!("report: {}", args.out.join("report.md").display());
+    if study.samples.is_empty() {
+        return Err(CliError::new("bench", "no backend produced a measurement"));
+    }
+    Ok(())
 }

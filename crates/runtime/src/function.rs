@@ -71,6 +71,8 @@ pub struct Invocation {
     pub cold_start: Duration,
     /// The call of `run` itself.
     pub execution: Duration,
+    /// Bytes of linear memory the instance had at the end: the guest's peak memory.
+    pub memory: u64,
 }
 
 /// Why the epoch callback stopped a guest.
@@ -174,12 +176,17 @@ impl Function {
                 .call_async(&mut store, (args,))
                 .await
                 .map_err(classify)?;
-            Ok((result, cold_start, entered.elapsed()))
+            Ok((
+                result,
+                cold_start,
+                entered.elapsed(),
+                store.data().limiter.used(),
+            ))
         };
 
         // The epoch callback stops guest code; these arms also stop a guest that is blocked in
         // the host (sleeping, waiting on a socket), where no epoch check runs.
-        let (result, cold_start, execution) = tokio::select! {
+        let (result, cold_start, execution, memory) = tokio::select! {
             biased;
             outcome = work => outcome?,
             () = cancel.cancelled() => return Err(Error::Cancelled),
@@ -193,6 +200,77 @@ impl Function {
             stderr: stderr.take(),
             cold_start,
             execution,
+            memory,
+        })
+    }
+
+    /// An instance to call again and again: no cold start after the first, and no isolation
+    /// between the calls. For benchmarks, and for functions known to keep no state.
+    pub async fn warm(&self) -> Result<WarmInstance, Error> {
+        let Entry::Run(run_export) = &self.inner.entry else {
+            return Err(Error::WrongKind {
+                expected: FunctionKind::Run,
+                found: self.kind(),
+            });
+        };
+        let policy = &self.inner.policy;
+        let stdout = Capture::new(policy.output_limit);
+        let stderr = Capture::new(policy.output_limit);
+        let mut store = self.inner.new_store(
+            &CancellationToken::new(),
+            Instant::now() + policy.timeout,
+            &stdout,
+            &stderr,
+        )?;
+        let classify = |e| classify(e, policy, &stderr);
+        let instance = self
+            .inner
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(classify)?;
+        let run = instance
+            .get_typed_func::<(String,), (String,)>(&mut store, run_export)
+            .map_err(classify)?;
+        Ok(WarmInstance {
+            function: self.clone(),
+            store,
+            run,
+            stdout,
+            stderr,
+        })
+    }
+}
+
+/// An instance kept between calls; see [`Function::warm`].
+pub struct WarmInstance {
+    function: Function,
+    store: Store<Host>,
+    run: wasmtime::component::TypedFunc<(String,), (String,)>,
+    stdout: Capture,
+    stderr: Capture,
+}
+
+impl WarmInstance {
+    /// Calls `run` on the kept instance, under the function's timeout. After an error the
+    /// instance may be unusable; make a new one.
+    pub async fn invoke(&mut self, args: &str) -> Result<Invocation, Error> {
+        let policy = &self.function.inner.policy;
+        let entered = Instant::now();
+        self.store.data_mut().deadline = entered + policy.timeout;
+        self.store.set_epoch_deadline(1);
+        let outcome = self
+            .run
+            .call_async(&mut self.store, (args.to_owned(),))
+            .await;
+        let (result,) = outcome.map_err(|e| classify(e, policy, &self.stderr))?;
+        Ok(Invocation {
+            result,
+            stdout: self.stdout.take(),
+            stderr: self.stderr.take(),
+            cold_start: Duration::ZERO,
+            execution: entered.elapsed(),
+            memory: self.store.data().limiter.used(),
         })
     }
 }
@@ -208,7 +286,9 @@ impl Prepared {
         stderr: &Capture,
     ) -> Result<Store<Host>, Error> {
         let policy = &self.policy;
-        let mut store = Store::new(self.pre.engine(), Host::new(policy, stdout, stderr)?);
+        let mut host = Host::new(policy, stdout, stderr)?;
+        host.deadline = deadline;
+        let mut store = Store::new(self.pre.engine(), host);
         store.limiter(|host| &mut host.limiter);
         if let Some(fuel) = policy.fuel {
             store
@@ -219,10 +299,10 @@ impl Prepared {
         // and in between the guest yields so that other invocations on this thread run.
         let token = cancel.clone();
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
+        store.epoch_deadline_callback(move |store| {
             if token.is_cancelled() {
                 Err(wasmtime::Error::new(Interrupted::Cancelled))
-            } else if Instant::now() >= deadline {
+            } else if Instant::now() >= store.data().deadline {
                 Err(wasmtime::Error::new(Interrupted::TimedOut))
             } else {
                 Ok(UpdateDeadline::Yield(1))

@@ -16,6 +16,8 @@ pub(crate) struct Host {
     http: WasiHttpCtx,
     outgoing: NoOutgoingHttp,
     pub limiter: MemoryLimiter,
+    /// When the current call must end; the epoch callback compares against it.
+    pub deadline: std::time::Instant,
 }
 
 impl WasiHttpView for Host {
@@ -95,6 +97,7 @@ impl Host {
             http: WasiHttpCtx::new(),
             outgoing: NoOutgoingHttp,
             limiter: MemoryLimiter::new(policy.memory_limit),
+            deadline: std::time::Instant::now() + policy.timeout,
         })
     }
 }
@@ -127,6 +130,11 @@ impl std::error::Error for MemoryLimitHit {}
 impl MemoryLimiter {
     fn new(limit: u64) -> Self {
         Self { limit, used: 0 }
+    }
+
+    /// Bytes of linear memory the instance has now: its peak, as Wasm memories never shrink.
+    pub fn used(&self) -> u64 {
+        self.used
     }
 }
 

@@ -39,7 +39,7 @@ use std::sync::{Arc, OnceLock};
 pub use cache::{CacheStats, Digest};
 pub use config::{PoolConfig, RuntimeConfig};
 pub use error::Error;
-pub use function::{Function, FunctionKind, Invocation};
+pub use function::{Function, FunctionKind, Invocation, WarmInstance};
 pub use http::{HttpBody, HttpInvocation};
 pub use output::Output;
 pub use policy::{DirMount, NetworkPolicy, Policy};

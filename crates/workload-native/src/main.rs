@@ -1,0 +1,55 @@
+//! `workload-native WORKLOAD [ARGS...]`: runs one of the study's workloads natively, built from
+//! the same source as the Wasm guests (`guests/workloads`).
+//!
+//! It speaks a line protocol on stdout that every baseline (process, container, microVM serial
+//! console) can be read with:
+//! - `limes-ready` as soon as `main` is entered: the host's clock at this line ends the cold
+//!   start;
+//! - `limes-exec-ns N`: the workload's own duration, measured inside (a VM's clock may differ
+//!   from the host's, but its intervals do not);
+//! - `limes-result TEXT` or `limes-error TEXT`.
+//!
+//! Run as PID 1 (the `/init` of a microVM's initramfs), it takes its arguments from the kernel
+//! command line after `--` and powers the machine off when done.
+
+use std::io::Write;
+use std::time::Instant;
+
+fn main() {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "limes-ready");
+    let _ = out.flush();
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let (name, args) = match argv.split_first() {
+        Some((name, rest)) => (name.clone(), rest.join(" ")),
+        None => (String::new(), String::new()),
+    };
+    let started = Instant::now();
+    let outcome = workloads::run(&name, &args);
+    let _ = writeln!(out, "limes-exec-ns {}", started.elapsed().as_nanos());
+    let code = match outcome {
+        Ok(result) => {
+            let _ = writeln!(out, "limes-result {result}");
+            0
+        }
+        Err(e) => {
+            let _ = writeln!(out, "limes-error {e}");
+            1
+        }
+    };
+    let _ = out.flush();
+    drop(out);
+    if std::process::id() == 1 {
+        power_off();
+    }
+    std::process::exit(code);
+}
+
+/// As the init of a microVM: flush the console and power off, which ends QEMU with status 0.
+fn power_off() {
+    // SAFETY: plain syscalls without pointers; as PID 1 there is nothing else to shut down.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_POWER_OFF);
+    }
+}
