@@ -110,8 +110,9 @@ pub fn cargo_build(target: &str) -> Command {
     .env(
         "CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS",
         format!(
-            "-C link-self-contained=no -L native={WASI_LIBC} \
-                 -C link-arg={WASI_LIBC}/crt1-reactor.o"
+            "{} -C link-self-contained=no -L native={WASI_LIBC} \
+             -C link-arg={WASI_LIBC}/crt1-reactor.o",
+            super::WASM_RUSTFLAGS
         ),
     );
     cmd

@@ -6,6 +6,11 @@
 
 use crate::{Args, Mode, checksum};
 
+/// Pixels computed side by side. The lanes are independent, so the compiler can vectorize them
+/// (SSE2 natively, simd128 in Wasm), and a Wasm runtime's per-loop interruption check is paid once
+/// for four pixels instead of once for each.
+const LANES: usize = 4;
+
 /// Renders the set over [-2, 1] × [-1.5, 1.5] as one byte of escape time per pixel.
 pub fn render(size: u32, iterations: u32) -> Vec<u8> {
     let n = size as usize;
@@ -13,16 +18,31 @@ pub fn render(size: u32, iterations: u32) -> Vec<u8> {
     let scale = 3.0 / f64::from(size.max(1));
     for y in 0..n {
         let ci = -1.5 + y as f64 * scale;
-        for x in 0..n {
-            let cr = -2.0 + x as f64 * scale;
-            let (mut zr, mut zi, mut i) = (0.0f64, 0.0f64, 0u32);
-            while i < iterations && zr * zr + zi * zi <= 4.0 {
-                let t = zr * zr - zi * zi + cr;
-                zi = 2.0 * zr * zi + ci;
-                zr = t;
-                i += 1;
+        for x0 in (0..n).step_by(LANES) {
+            let mut cr = [0.0f64; LANES];
+            for (l, c) in cr.iter_mut().enumerate() {
+                *c = -2.0 + (x0 + l) as f64 * scale;
             }
-            pixels.push((i % 256) as u8);
+            let (mut zr, mut zi, mut count) = ([0.0f64; LANES], [0.0f64; LANES], [0u32; LANES]);
+            for _ in 0..iterations {
+                let mut any = false;
+                for l in 0..LANES {
+                    // A lane that escaped keeps its z, so it stays escaped and stops counting:
+                    // the same count as iterating each pixel on its own until it escapes.
+                    let (r2, i2) = (zr[l] * zr[l], zi[l] * zi[l]);
+                    let inside = r2 + i2 <= 4.0;
+                    let next_zi = 2.0 * zr[l] * zi[l] + ci;
+                    zr[l] = if inside { r2 - i2 + cr[l] } else { zr[l] };
+                    zi[l] = if inside { next_zi } else { zi[l] };
+                    count[l] += u32::from(inside);
+                    any |= inside;
+                }
+                if !any {
+                    break;
+                }
+            }
+            let lanes = LANES.min(n - x0);
+            pixels.extend(count[..lanes].iter().map(|&i| (i % 256) as u8));
         }
     }
     pixels
