@@ -225,7 +225,7 @@ async fn a_flood_gets_429_while_admitted_calls_succeed() {
         StatusCode::CREATED
     );
     let args = "size=700 iterations=600";
-    let expected = workloads_result(args);
+    let expected = workloads::run("mandelbrot", args).unwrap();
     let calls: Vec<_> = (0..12)
         .map(|_| {
             let node = node.clone();
@@ -258,44 +258,6 @@ async fn a_flood_gets_429_while_admitted_calls_succeed() {
             .await
             .contains("limes_rejected_total{reason=\"function_busy\"}")
     );
-}
-
-/// The checksum line mandelbrot returns, computed natively by the same source.
-fn workloads_result(args: &str) -> String {
-    let (size, iterations) = (700u32, 600u32);
-    assert_eq!(args, format!("size={size} iterations={iterations}"));
-    let pixels = mandelbrot_native(size, iterations);
-    format!(
-        "mandelbrot size={size} iterations={iterations} checksum={:016x}",
-        fnv(&pixels)
-    )
-}
-
-fn mandelbrot_native(size: u32, iterations: u32) -> Vec<u8> {
-    let n = size as usize;
-    let scale = 3.0 / f64::from(size);
-    let mut pixels = Vec::with_capacity(n * n);
-    for y in 0..n {
-        let ci = -1.5 + y as f64 * scale;
-        for x in 0..n {
-            let cr = -2.0 + x as f64 * scale;
-            let (mut zr, mut zi, mut i) = (0.0f64, 0.0f64, 0u32);
-            while i < iterations && zr * zr + zi * zi <= 4.0 {
-                let t = zr * zr - zi * zi + cr;
-                zi = 2.0 * zr * zi + ci;
-                zr = t;
-                i += 1;
-            }
-            pixels.push((i % 256) as u8);
-        }
-    }
-    pixels
-}
-
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 #[tokio::test]
