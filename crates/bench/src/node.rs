@@ -157,7 +157,7 @@ impl NodeBench {
         let port = free_port()?;
         let mut serve = Command::new(&wasmtime);
         serve
-            .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+            .args(["serve", "-Scli", "--addr", &format!("127.0.0.1:{port}")])
             .arg(self.guests.join("http-hello.wasm"));
         let theirs = Server::start(serve, port, "/").await?;
         let peer = measure(

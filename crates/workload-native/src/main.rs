@@ -7,6 +7,7 @@
 //!   start;
 //! - `limes-exec-ns N`: the workload's own duration, measured inside (a VM's clock may differ
 //!   from the host's, but its intervals do not);
+//! - `limes-rss-kib N`: its own peak RSS;
 //! - `limes-result TEXT` or `limes-error TEXT`.
 //!
 //! Run as PID 1 (the `/init` of a microVM's initramfs), it takes its arguments from the kernel
@@ -27,6 +28,9 @@ fn main() {
     let started = Instant::now();
     let outcome = workloads::run(&name, &args);
     let _ = writeln!(out, "limes-exec-ns {}", started.elapsed().as_nanos());
+    if let Some(kib) = peak_rss_kib() {
+        let _ = writeln!(out, "limes-rss-kib {kib}");
+    }
     let code = match outcome {
         Ok(result) => {
             let _ = writeln!(out, "limes-result {result}");
@@ -43,6 +47,19 @@ fn main() {
         power_off();
     }
     std::process::exit(code);
+}
+
+/// This process's peak RSS (VmHWM). The parent cannot get it from `wait4`: Linux carries the
+/// RSS high-water mark of the forked parent across `exec` into that figure.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// As the init of a microVM: flush the console and power off, which ends QEMU with status 0.

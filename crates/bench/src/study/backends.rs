@@ -384,7 +384,7 @@ impl Backend {
             }
             Backend::MicrovmQemu { kernel } => {
                 let initramfs = initramfs(ctx, w)?;
-                blocking(microvm::qemu_command(
+                blocking_vmm(microvm::qemu_command(
                     kernel, &initramfs, &ctx.accel, w.name, &args,
                 ))
                 .await
@@ -397,7 +397,7 @@ impl Backend {
                 std::fs::write(&config, body).map_err(|e| e.to_string())?;
                 let mut cmd = Command::new(binary);
                 cmd.arg("--no-api").arg("--config-file").arg(&config);
-                blocking(cmd).await
+                blocking_vmm(cmd).await
             }
         }
     }
@@ -438,14 +438,22 @@ fn in_process(
 }
 
 async fn blocking(cmd: Command) -> Result<Measurement, String> {
-    tokio::task::spawn_blocking(move || run_process(cmd))
+    tokio::task::spawn_blocking(move || run_process(cmd, false))
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+/// As [`blocking`], for a VMM, whose own RSS is the isolation unit's.
+async fn blocking_vmm(cmd: Command) -> Result<Measurement, String> {
+    tokio::task::spawn_blocking(move || run_process(cmd, true))
         .await
         .map_err(|e| e.to_string())?
 }
 
 /// Spawns `cmd` and reads the workload's line protocol (see `workload-native`) as it arrives:
-/// the host's clock at `limes-ready` ends the cold start. Peak RSS comes from `wait4`.
-pub fn run_process(mut cmd: Command) -> Result<Measurement, String> {
+/// the host's clock at `limes-ready` ends the cold start. Peak RSS is the workload's own report,
+/// or for a VMM (`vmm`) the VMM's from `wait4`.
+pub fn run_process(mut cmd: Command, vmm: bool) -> Result<Measurement, String> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     let started = Instant::now();
     let mut child = cmd
@@ -457,6 +465,7 @@ pub fn run_process(mut cmd: Command) -> Result<Measurement, String> {
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let (mut ready, mut exec, mut result, mut error, mut other) =
         (None, None, None, None, Vec::new());
+    let mut reported_rss = None;
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
         let line = line.trim_end_matches('\r');
@@ -466,6 +475,8 @@ pub fn run_process(mut cmd: Command) -> Result<Measurement, String> {
             exec = ns.trim().parse::<f64>().ok().map(|ns| ns / 1e6);
         } else if let Some(r) = line.strip_prefix("limes-result") {
             result = Some(r.strip_prefix(' ').unwrap_or(r).to_owned());
+        } else if let Some(kib) = line.strip_prefix("limes-rss-kib ") {
+            reported_rss = kib.trim().parse::<u64>().ok();
         } else if let Some(e) = line.strip_prefix("limes-error ") {
             error = Some(e.to_owned());
         } else if other.len() < 20 {
@@ -484,13 +495,22 @@ pub fn run_process(mut cmd: Command) -> Result<Measurement, String> {
     // A CLI without the protocol (wasmtime) prints its result as the last plain line.
     let result = result.or_else(|| other.last().cloned().filter(|_| status == 0));
     match result {
-        Some(result) if status == 0 => Ok(Measurement {
-            cold_ms: ready.map(ms),
-            exec_ms: exec,
-            e2e_ms,
-            rss_kib: Some(rss_kib),
-            result,
-        }),
+        Some(result) if status == 0 => {
+            // A VM's isolation unit is the VMM process; otherwise the workload's own report is
+            // right, and wait4's figure includes the forked parent's pages.
+            let rss = if vmm {
+                rss_kib
+            } else {
+                reported_rss.unwrap_or(rss_kib)
+            };
+            Ok(Measurement {
+                cold_ms: ready.map(ms),
+                exec_ms: exec,
+                e2e_ms,
+                rss_kib: Some(rss),
+                result,
+            })
+        }
         _ => Err(format!(
             "{program} exited with status {status}: {}{}",
             stderr.trim(),

@@ -148,6 +148,27 @@ pub fn headline(study: &Study) -> Vec<String> {
     lines
 }
 
+/// Limes's execution targets against native (issue 4), each MET or MISSED, from the medians.
+pub fn targets(study: &Study) -> Vec<String> {
+    let exec = |backend: &str, workload: &str, mode: &str| {
+        summary(&of(study, backend, workload, mode), |s| s.m.exec_ms).map(|s| s.p50)
+    };
+    [
+        ("mandelbrot", "noio", 1.25),
+        ("mandelbrot", "io", 1.25),
+        ("image-processing", "io", 1.5),
+    ]
+    .into_iter()
+    .filter_map(|(w, mode, target)| {
+        let ratio = exec("limes-cold", w, mode)? / exec("native-process", w, mode)?;
+        let verdict = if ratio <= target { "MET" } else { "MISSED" };
+        Some(format!(
+            "{w} {mode}: Limes execution {ratio:.2}x native, target ≤ {target}x: {verdict}"
+        ))
+    })
+    .collect()
+}
+
 fn table(study: &Study, out: &mut String) {
     let _ = writeln!(
         out,
@@ -235,6 +256,10 @@ pub fn markdown(study: &Study, command: &str) -> String {
     }
     let _ = writeln!(out, "\n## Headline ratios (same run)\n");
     for line in headline(study) {
+        let _ = writeln!(out, "- {line}");
+    }
+    let _ = writeln!(out, "\n## Targets\n");
+    for line in targets(study) {
         let _ = writeln!(out, "- {line}");
     }
     let _ = writeln!(out, "\n## Verdicts (comparable backends only)\n");
@@ -385,6 +410,11 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("Limes is 100x faster"), "{md}");
+        // limes-cold executes at 1.2 + i ms against native's 1.0 + i: 2.2 / 2.0 = 1.10x.
+        assert!(
+            md.contains("mandelbrot noio: Limes execution 1.10x native, target ≤ 1.25x: MET"),
+            "{md}"
+        );
         let html = html(&md);
         assert!(html.contains("<table>") && html.contains("<img src=\"cold_start.svg\""));
     }
