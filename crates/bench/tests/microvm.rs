@@ -32,14 +32,8 @@ fn a_microvm_boots_the_workload_as_init_and_powers_off() {
     microvm::write_initramfs(&initramfs, &native, &[]).unwrap();
     let accel = kvm::detect();
     let args = "mode=noio size=32 iterations=50";
-    let m = run_process(microvm::qemu_command(
-        &kernel,
-        &initramfs,
-        &accel,
-        "mandelbrot",
-        args,
-    ))
-    .unwrap();
+    let qemu = microvm::qemu_command(&kernel, &initramfs, &accel, "mandelbrot", args);
+    let m = run_process(qemu, true).unwrap();
     assert_eq!(m.result, workloads::run("mandelbrot", args).unwrap());
     let cold = m.cold_ms.expect("the guest reported readiness");
     assert!(cold > 0.0 && cold <= m.e2e_ms);
