@@ -160,22 +160,16 @@ impl Function {
         };
         let work = async {
             let mut store = self.inner.new_store(cancel, deadline, &stdout, &stderr)?;
-            let classify = |e| classify(e, policy, &stderr);
-            let instance = self
+            let run = self
                 .inner
-                .pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(classify)?;
-            let run = instance
-                .get_typed_func::<(&str,), (String,)>(&mut store, run_export)
-                .map_err(classify)?;
+                .instantiate_run(&mut store, run_export, &stderr)
+                .await?;
             let cold_start = started.elapsed();
             let entered = Instant::now();
             let (result,) = run
-                .call_async(&mut store, (args,))
+                .call_async(&mut store, (args.to_owned(),))
                 .await
-                .map_err(classify)?;
+                .map_err(|e| classify(e, policy, &stderr))?;
             Ok((
                 result,
                 cold_start,
@@ -222,16 +216,10 @@ impl Function {
             &stdout,
             &stderr,
         )?;
-        let classify = |e| classify(e, policy, &stderr);
-        let instance = self
+        let run = self
             .inner
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(classify)?;
-        let run = instance
-            .get_typed_func::<(String,), (String,)>(&mut store, run_export)
-            .map_err(classify)?;
+            .instantiate_run(&mut store, run_export, &stderr)
+            .await?;
         Ok(WarmInstance {
             function: self.clone(),
             store,
@@ -276,6 +264,24 @@ impl WarmInstance {
 }
 
 impl Prepared {
+    /// Instantiates the function in `store` and returns its `run`.
+    async fn instantiate_run(
+        &self,
+        store: &mut Store<Host>,
+        run_export: &ComponentExportIndex,
+        stderr: &Capture,
+    ) -> Result<wasmtime::component::TypedFunc<(String,), (String,)>, Error> {
+        let classify = |e| classify(e, &self.policy, stderr);
+        let instance = self
+            .pre
+            .instantiate_async(&mut *store)
+            .await
+            .map_err(classify)?;
+        instance
+            .get_typed_func::<(String,), (String,)>(&mut *store, run_export)
+            .map_err(classify)
+    }
+
     /// A fresh store for one invocation, with the policy's limits and the epoch callback that
     /// enforces the deadline and the force stop.
     pub(crate) fn new_store(
