@@ -70,6 +70,39 @@ fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     }
 }
 
+/// The charts' coordinates: a category or count on x, a log-scale value on y.
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordusize, LogCoord<f64>>,
+>;
+
+/// Draws one backend's points joined by a line, with its legend entry.
+fn line(
+    chart: &mut Chart,
+    points: Vec<(usize, f64)>,
+    name: String,
+    colour: RGBColor,
+) -> Result<()> {
+    chart
+        .draw_series(LineSeries::new(points, colour.stroke_width(2)).point_size(4))
+        .map_err(err)?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour.stroke_width(2)));
+    Ok(())
+}
+
+/// Draws the legend box at `position`.
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .position(position)
+        .draw()
+        .map_err(err)
+}
+
 fn cold_start(study: &Study, path: &Path) -> Result<()> {
     let rows: Vec<(String, Summary)> = study
         .ran
@@ -115,13 +148,7 @@ fn cold_start(study: &Study, path: &Path) -> Result<()> {
             .draw_series([Cross::new((i, s.p99), 6, colour.stroke_width(2))])
             .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present().map_err(err)
 }
 
@@ -166,19 +193,9 @@ fn execution(study: &Study, path: &Path) -> Result<()> {
         .map_err(err)?;
     for (i, (name, points)) in series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        chart
-            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)).point_size(4))
-            .map_err(err)?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour.stroke_width(2)));
+        line(&mut chart, points.clone(), name.clone(), colour)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present().map_err(err)
 }
 
@@ -212,19 +229,9 @@ fn concurrency(study: &Study, path: &Path) -> Result<()> {
             .filter(|p| p.backend == *b)
             .map(|p| (p.in_flight, p.throughput))
             .collect();
-        chart
-            .draw_series(LineSeries::new(points, colour.stroke_width(2)).point_size(4))
-            .map_err(err)?
-            .label(b.to_string())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour.stroke_width(2)));
+        line(&mut chart, points, b.to_string(), colour)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     root.present().map_err(err)
 }
 
