@@ -7,7 +7,10 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::load::{self, LoadReport};
+use bytes::Bytes;
+use hyper::Method;
+
+use crate::load::{self, LoadReport, Target};
 use crate::process::{Server, find_on_path, free_port};
 
 /// What to run.
@@ -33,31 +36,36 @@ fn row(out: &mut String, what: &str, r: &LoadReport) {
     );
 }
 
+/// A warm-up of a tenth as many requests, then the measured run; any failed request fails it.
 async fn measure(
-    url: String,
-    method: reqwest::Method,
-    body: &'static str,
-    expect: Option<String>,
+    target: Target,
     requests: usize,
     concurrency: usize,
 ) -> Result<LoadReport, String> {
-    let make = move |c: &reqwest::Client| c.request(method.clone(), url.as_str()).body(body);
-    let make = std::sync::Arc::new(make);
-    let warm = make.clone();
-    load::run(
-        move |c| warm(c),
-        requests / 10 + 1,
-        concurrency,
-        expect.clone(),
-    )
-    .await;
-    let report = load::run(move |c| make(c), requests, concurrency, expect)
-        .await
-        .ok_or("no request succeeded")?;
-    if report.errors > 0 {
-        return Err(format!("{} of {} requests failed", report.errors, requests));
+    tokio::task::spawn_blocking(move || {
+        load::run(&target, requests / 10 + 1, concurrency)?;
+        let report = load::run(&target, requests, concurrency)?;
+        if report.errors > 0 {
+            return Err(format!(
+                "{} of {requests} requests to {} failed",
+                report.errors, target.path
+            ));
+        }
+        Ok(report)
+    })
+    .await
+    .map_err(|e| format!("the load generator failed: {e}"))?
+}
+
+/// A request to `server`.
+fn target(server: &Server, method: Method, path: &str, expect: Option<&str>) -> Target {
+    Target {
+        addr: server.addr(),
+        method,
+        path: path.to_owned(),
+        body: Bytes::new(),
+        expect: expect.map(|e| Bytes::copy_from_slice(e.as_bytes())),
     }
-    Ok(report)
 }
 
 impl NodeBench {
@@ -104,10 +112,7 @@ impl NodeBench {
         );
         let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
         let floor = measure(
-            limes.url("/healthz"),
-            reqwest::Method::GET,
-            "",
-            None,
+            target(&limes, Method::GET, "/healthz", None),
             self.requests,
             1,
         )
@@ -117,28 +122,15 @@ impl NodeBench {
             "Limes: GET /healthz (the HTTP stack alone)",
             &floor,
         );
-        let post = reqwest::Method::POST;
-        let invoke = limes.url("/v1/functions/noop/invoke");
+        let invoke = target(&limes, Method::POST, "/v1/functions/noop/invoke", Some(""));
         for concurrency in [1, self.concurrency] {
-            let r = measure(
-                invoke.clone(),
-                post.clone(),
-                "",
-                Some(String::new()),
-                self.requests,
-                concurrency,
-            )
-            .await?;
+            let r = measure(invoke.clone(), self.requests, concurrency).await?;
             row(&mut out, "Limes: no-op invoke", &r);
         }
 
-        let hello = "hello from wasi:http: GET /\n".to_owned();
-        let get = reqwest::Method::GET;
+        let hello = "hello from wasi:http: GET /\n";
         let ours = measure(
-            limes.url("/fn/hello/"),
-            get.clone(),
-            "",
-            Some(hello.clone()),
+            target(&limes, Method::GET, "/fn/hello/", Some(hello)),
             self.requests,
             self.concurrency,
         )
@@ -161,10 +153,7 @@ impl NodeBench {
             .arg(self.guests.join("http-hello.wasm"));
         let theirs = Server::start(serve, port, "/").await?;
         let peer = measure(
-            theirs.url("/"),
-            get,
-            "",
-            Some(hello),
+            target(&theirs, Method::GET, "/", Some(hello)),
             self.requests,
             self.concurrency,
         )

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -57,6 +58,13 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let stopping = Arc::new(tokio::sync::Notify::new());
     let signal = stopping.clone();
+    // Nagle's algorithm would hold a streamed body's second write until the client's delayed
+    // ACK (40 ms on Linux) whenever a response goes out in more than one write.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app(node)).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections; finishing in-flight requests");

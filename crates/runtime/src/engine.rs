@@ -39,7 +39,14 @@ impl Kernel {
             .max_memories_per_component(pool.max_memories_per_component)
             .max_tables_per_component(pool.max_tables_per_component)
             .max_memory_size(usize::try_from(pool.max_memory_size).unwrap_or(usize::MAX))
-            .linear_memory_keep_resident(pool.keep_resident);
+            .linear_memory_keep_resident(pool.keep_resident)
+            // Tables too: decommitting them with `madvise` costs a TLB shootdown on every core
+            // per instance, which dominated the wasi:http path under concurrency.
+            .table_keep_resident(pool.keep_resident)
+            // Without PAGEMAP_SCAN (Linux 6.7+), reuse memsets the whole kept-resident prefix
+            // of every memory: 1 MiB per instance, the largest cost of a no-op invocation. With
+            // it, only the pages the guest dirtied are reset. `Auto` falls back where absent.
+            .pagemap_scan(wasmtime::Enabled::Auto);
 
         let mut wasm = wasmtime::Config::new();
         wasm.wasm_component_model(true)
