@@ -48,12 +48,15 @@ pub struct RollbackArgs {
     version: u32,
 }
 
-fn url(node: &str, path: &str) -> String {
+pub fn url(node: &str, path: &str) -> String {
     format!("{}{path}", node.trim_end_matches('/'))
 }
 
 /// Turns a response into its body text, or into an error that carries the node's message.
-async fn check(response: Result<Response, reqwest::Error>, node: &str) -> Result<String, CliError> {
+pub async fn check(
+    response: Result<Response, reqwest::Error>,
+    node: &str,
+) -> Result<String, CliError> {
     let response =
         response.map_err(|e| CliError::new("node-unreachable", format!("{node}: {e}")))?;
     let status = response.status();
@@ -128,7 +131,22 @@ pub async fn invoke(node: &str, args: InvokeArgs) -> Result<(), CliError> {
     let request = Client::new()
         .post(url(node, &format!("/v1/functions/{}/invoke", args.name)))
         .body(args.args);
-    println!("{}", check(request.send().await, node).await?);
+    let response = request.send().await;
+    // Where it ran goes to stderr, so that stdout is the result alone.
+    if let Ok(r) = &response
+        && let Some(added) = r.headers().get("x-limes-forward-us")
+    {
+        let ran_on = r.headers().get("x-limes-node");
+        let text = |v: Option<&reqwest::header::HeaderValue>| {
+            v.and_then(|v| v.to_str().ok()).unwrap_or("?").to_owned()
+        };
+        eprintln!(
+            "ran on {} (forwarding added {} µs)",
+            text(ran_on),
+            text(Some(added))
+        );
+    }
+    println!("{}", check(response, node).await?);
     Ok(())
 }
 

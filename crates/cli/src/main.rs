@@ -2,6 +2,7 @@
 
 mod bench;
 mod client;
+mod cluster;
 mod policy_args;
 mod run;
 mod serve;
@@ -63,6 +64,20 @@ enum Command {
         #[command(flatten)]
         args: client::RollbackArgs,
     },
+    /// The edge cluster a node belongs to.
+    Cluster {
+        #[command(flatten)]
+        node: client::NodeArg,
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
+    },
+    /// Emergency mode: urgent functions first, nodes released for them.
+    Emergency {
+        #[command(flatten)]
+        node: client::NodeArg,
+        #[command(subcommand)]
+        command: cluster::EmergencyCommand,
+    },
 }
 
 /// A failure, printed as `error: <kind>: <message>`.
@@ -122,6 +137,8 @@ fn main() -> ExitCode {
             Command::Invoke { node, args } => client::invoke(&node.node, args).await,
             Command::Rm { node, name } => client::remove(&node.node, &name).await,
             Command::Rollback { node, args } => client::rollback(&node.node, args).await,
+            Command::Cluster { node, command } => cluster::cluster(&node.node, command).await,
+            Command::Emergency { node, command } => cluster::emergency(&node.node, command).await,
         }
     });
     match outcome {

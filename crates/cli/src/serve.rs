@@ -23,6 +23,24 @@ pub struct ServeArgs {
     /// Largest request body, such as 32MiB; more gets 413 [default: 32MiB]
     #[arg(long, value_name = "SIZE", value_parser = limes_node::manifest::parse_size)]
     max_body: Option<u64>,
+    /// Join the edge cluster whose NATS server (with JetStream) is at URL [default: run alone]
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// This node's id in the cluster: a-z, 0-9, '-', '_' [default: the host name]
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
+    /// Where this node is, X,Y; invocations go to the nearest node with room
+    #[arg(
+        long,
+        value_name = "X,Y",
+        value_delimiter = ',',
+        num_args = 1,
+        default_value = "0,0"
+    )]
+    location: Vec<f64>,
+    /// JSON file of one-way latencies in ms, {"a": {"b": 3.5}}, overriding locations
+    #[arg(long, value_name = "FILE")]
+    latency_matrix: Option<PathBuf>,
     /// How long in-flight requests may run on after SIGTERM or ctrl-c
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = limes_node::manifest::parse_duration)]
     shutdown_grace: Duration,
@@ -44,10 +62,36 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     if let Some(b) = args.max_body {
         config.body_limit = b as usize;
     }
+    if let Some(id) = args.node_id.clone().or_else(host_name) {
+        config.node_id = id;
+    }
     let data_dir = config.data_dir.clone();
     let node = tokio::task::spawn_blocking(move || Node::open(config))
         .await
         .map_err(|e| CliError::new("io", e.to_string()))??;
+    let cluster = match &args.cluster {
+        Some(url) => {
+            let [x, y] = args.location[..] else {
+                return Err(CliError::new("bad-request", "--location takes X,Y"));
+            };
+            let mut config = limes_cluster::ClusterConfig::new(url, [x, y]);
+            config.listen = Some(format!("http://{}", args.listen));
+            if let Some(file) = &args.latency_matrix {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| CliError::new("not-found", format!("{}: {e}", file.display())))?;
+                config.latency = serde_json::from_str(&text).map_err(|e| {
+                    CliError::new("bad-request", format!("{}: {e}", file.display()))
+                })?;
+            }
+            let cluster = limes_cluster::join(&node, config).await?;
+            eprintln!(
+                "node {} joining the cluster at {url}",
+                node.config().node_id
+            );
+            Some(cluster)
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| CliError::new("io", format!("cannot listen on {}: {e}", args.listen)))?;
@@ -56,9 +100,30 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         args.listen,
         data_dir.display()
     );
-    limes_node::serve(node, listener, shutdown_signal(), args.shutdown_grace)
-        .await
-        .map_err(|e| CliError::new("io", e.to_string()))
+    let served = limes_node::serve(node, listener, shutdown_signal(), args.shutdown_grace).await;
+    if let Some(cluster) = cluster {
+        cluster.leave().await;
+    }
+    served.map_err(|e| CliError::new("io", e.to_string()))
+}
+
+/// The host name, made into a valid node id, when it can be read.
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let id: String = name
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    limes_node::validate_name(&id).is_ok().then_some(id)
 }
 
 /// Completes on ctrl-c or SIGTERM.

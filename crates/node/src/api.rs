@@ -28,6 +28,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/v1/functions/{name}"),
     ("post", "/v1/functions/{name}/rollback"),
     ("post", "/v1/functions/{name}/invoke"),
+    ("get", "/v1/cluster"),
+    ("get", "/v1/emergency"),
+    ("post", "/v1/emergency"),
+    ("delete", "/v1/emergency"),
     ("get", "/fn/{name}/{path}"),
 ];
 
@@ -47,6 +51,11 @@ pub fn routes(node: Arc<Node>) -> Router {
         )
         .route("/v1/functions/{name}/rollback", post(rollback))
         .route("/v1/functions/{name}/invoke", post(invoke))
+        .route("/v1/cluster", get(cluster_status))
+        .route(
+            "/v1/emergency",
+            get(emergency).post(declare).delete(end_emergency),
+        )
         .route("/fn/{name}", any(serve_http))
         .route("/fn/{name}/", any(serve_http))
         .route("/fn/{name}/{*path}", any(serve_http))
@@ -59,9 +68,9 @@ pub fn routes(node: Arc<Node>) -> Router {
 
 impl IntoResponse for NodeError {
     fn into_response(self) -> Response {
-        let kind = self.kind();
+        let kind = self.kind().to_owned();
         let status = self.status();
-        self.with_kind(kind, status)
+        self.with_kind(&kind, status)
     }
 }
 
@@ -81,10 +90,47 @@ impl NodeError {
 async fn healthz(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
     Json(json!({
         "status": "ok",
+        "node": node.config().node_id,
         "functions": node.list().map(|l| l.len()).unwrap_or(0),
         "in_flight": node.in_flight(),
         "capacity": node.config().capacity,
+        "cluster": cluster_json(&node),
     }))
+}
+
+fn cluster_json(node: &Node) -> serde_json::Value {
+    match node.cluster() {
+        Some(cluster) => cluster.status(),
+        None => json!({"mode": "standalone"}),
+    }
+}
+
+async fn cluster_status(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+    Json(cluster_json(&node))
+}
+
+fn not_clustered() -> NodeError {
+    NodeError::Conflict("this node runs alone; start it with --cluster".into())
+}
+
+async fn emergency(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Value>, NodeError> {
+    Ok(Json(node.cluster().ok_or_else(not_clustered)?.emergency()))
+}
+
+async fn declare(
+    State(node): State<Arc<Node>>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, NodeError> {
+    let request = serde_json::from_slice(&body)
+        .map_err(|e| NodeError::BadRequest(format!("the emergency must be JSON: {e}")))?;
+    let cluster = node.cluster().ok_or_else(not_clustered)?;
+    Ok(Json(cluster.declare(request).await?))
+}
+
+async fn end_emergency(
+    State(node): State<Arc<Node>>,
+) -> Result<Json<serde_json::Value>, NodeError> {
+    Ok(Json(node.cluster().ok_or_else(not_clustered)?.end().await?))
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
@@ -120,7 +166,7 @@ async fn describe(
     State(node): State<Arc<Node>>,
     Path(name): Path<String>,
 ) -> Result<Json<FunctionRecord>, NodeError> {
-    Ok(Json(node.get(&name)?))
+    Ok(Json(node.get(&name).await?))
 }
 
 /// `PUT /v1/functions/{name}`: the component as the raw body with the manifest in the query, or
@@ -236,17 +282,24 @@ async fn invoke(
 ) -> Result<Response, NodeError> {
     let args = std::str::from_utf8(&body)
         .map_err(|_| NodeError::BadRequest("args must be UTF-8 text".into()))?;
-    let (invocation, version) = node.invoke(&name, args).await?;
+    let ran = node.invoke(&name, args, 0).await?;
     let mut headers = HeaderMap::new();
     let micros = |d: std::time::Duration| HeaderValue::from(d.as_micros() as u64);
-    headers.insert("x-limes-cold-start-us", micros(invocation.cold_start));
-    headers.insert("x-limes-execution-us", micros(invocation.execution));
-    headers.insert("x-limes-version", HeaderValue::from(version));
+    headers.insert("x-limes-cold-start-us", micros(ran.cold_start));
+    headers.insert("x-limes-execution-us", micros(ran.execution));
+    headers.insert("x-limes-version", HeaderValue::from(ran.version));
+    headers.insert("x-limes-hops", HeaderValue::from(ran.hops));
+    if let Ok(node) = HeaderValue::from_str(&ran.node) {
+        headers.insert("x-limes-node", node);
+    }
+    if let Some(added) = ran.forward_added {
+        headers.insert("x-limes-forward-us", micros(added));
+    }
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    Ok((headers, invocation.result).into_response())
+    Ok((headers, ran.result).into_response())
 }
 
 /// `/fn/{name}/…`: a request to a `wasi:http` function, which sees the path after its name.
@@ -270,7 +323,10 @@ async fn serve_http(
             .headers
             .insert(header::HOST, HeaderValue::from_static("localhost"));
     }
-    let admitted = node.admit(&name)?;
+    // wasi:http requests run where they arrive: forwarding a streamed request body is left to
+    // a proxy in front of the cluster.
+    let reserve = node.cluster().map_or(0, |c| c.placement(&name).reserve);
+    let admitted = node.admit(&name, reserve).await?;
     let outcome = admitted
         .live
         .function

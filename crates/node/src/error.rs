@@ -31,6 +31,25 @@ pub enum NodeError {
     /// The registry or artifact store failed.
     #[error("storage: {0}")]
     Storage(String),
+    /// The cluster could not be reached or refused the operation.
+    #[error("cluster: {0}")]
+    Cluster(String),
+    /// A cluster operation on a node that runs alone, or one that conflicts with another in
+    /// progress.
+    #[error("{0}")]
+    Conflict(String),
+    /// The node that ran a forwarded invocation answered with an error.
+    #[error("on node {node}: {message}")]
+    Remote {
+        /// The node that answered.
+        node: String,
+        /// Its HTTP status.
+        status: StatusCode,
+        /// Its error kind.
+        kind: String,
+        /// Its message.
+        message: String,
+    },
 }
 
 impl NodeError {
@@ -42,6 +61,9 @@ impl NodeError {
             NodeError::NotFound(_) | NodeError::NoSuchVersion { .. } => StatusCode::NOT_FOUND,
             NodeError::Busy(_) | NodeError::Full => StatusCode::TOO_MANY_REQUESTS,
             NodeError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            NodeError::Cluster(_) => StatusCode::SERVICE_UNAVAILABLE,
+            NodeError::Conflict(_) => StatusCode::CONFLICT,
+            NodeError::Remote { status, .. } => *status,
             NodeError::Function(e) => match e {
                 e if e.is_load_error() => StatusCode::BAD_REQUEST,
                 E::WrongKind { .. } | E::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -54,7 +76,7 @@ impl NodeError {
     }
 
     /// A stable, kebab-case name for the error, as in `{"error": {"kind": …}}`.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &str {
         match self {
             NodeError::InvalidName(_) => "invalid-name",
             NodeError::NotFound(_) => "not-found",
@@ -64,6 +86,9 @@ impl NodeError {
             NodeError::Busy(_) => "function-busy",
             NodeError::Full => "node-full",
             NodeError::Storage(_) => "storage",
+            NodeError::Cluster(_) => "cluster-unavailable",
+            NodeError::Conflict(_) => "conflict",
+            NodeError::Remote { kind, .. } => kind,
         }
     }
 

@@ -10,6 +10,7 @@
 
 mod api;
 mod artifacts;
+pub mod cluster;
 mod error;
 pub mod manifest;
 mod metrics;
@@ -28,6 +29,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 pub use api::ROUTES;
+pub use cluster::{Call, Cluster, MAX_HOPS, NewVersion, Placement, Ran};
 pub use error::NodeError;
 pub use manifest::Manifest;
 pub use node::{Node, NodeConfig, validate_name};

@@ -50,6 +50,10 @@ pub struct Metrics {
     compiles: Counter,
     compile_seconds: Counter<f64, AtomicU64>,
     cache_hits: Family<Tier, Counter>,
+    forwarded: Family<Reason, Counter>,
+    forward_added: Histogram,
+    cluster_nodes: Gauge,
+    nodes_released: Gauge,
     /// The cache counters already reported, so that each scrape adds only what is new.
     seen: Mutex<CacheStats>,
 }
@@ -67,6 +71,10 @@ impl Default for Metrics {
             compiles: Counter::default(),
             compile_seconds: Counter::default(),
             cache_hits: Family::default(),
+            forwarded: Family::default(),
+            forward_added: latency_histogram(),
+            cluster_nodes: Gauge::default(),
+            nodes_released: Gauge::default(),
             seen: Mutex::default(),
             registry: Registry::default(),
         };
@@ -107,6 +115,26 @@ impl Default for Metrics {
             "Loads served by the AOT cache, by tier",
             m.cache_hits.clone(),
         );
+        registry.register(
+            "forwarded",
+            "Invocations forwarded to another node, by reason (full here, or released)",
+            m.forwarded.clone(),
+        );
+        registry.register(
+            "forward_added_seconds",
+            "Latency that forwarding added to an invocation",
+            m.forward_added.clone(),
+        );
+        registry.register(
+            "cluster_nodes",
+            "Nodes of the cluster this node sees alive, itself included",
+            m.cluster_nodes.clone(),
+        );
+        registry.register(
+            "cluster_nodes_released",
+            "Nodes the emergency plan in force releases for urgent work",
+            m.nodes_released.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -137,6 +165,22 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts an invocation forwarded to another node, and what forwarding added to it.
+    pub fn forwarded(&self, reason: &str, added: Duration) {
+        self.forwarded
+            .get_or_create(&Reason {
+                reason: reason.to_owned(),
+            })
+            .inc();
+        self.forward_added.observe(added.as_secs_f64());
+    }
+
+    /// Sets the cluster's size and the nodes released, as this node sees them.
+    pub fn set_cluster(&self, nodes: usize, released: usize) {
+        self.cluster_nodes.set(nodes as i64);
+        self.nodes_released.set(released as i64);
     }
 
     /// The gauge of running instances.

@@ -2,14 +2,15 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
-use limes_runtime::{Function, Invocation, PoolConfig, Runtime, RuntimeConfig};
+use limes_runtime::{Function, PoolConfig, Runtime, RuntimeConfig};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::artifacts::ArtifactStore;
+use crate::cluster::{Call, Cluster, MAX_HOPS, NewVersion, Ran};
 use crate::error::NodeError;
 use crate::manifest::Manifest;
 use crate::metrics::Metrics;
@@ -31,6 +32,10 @@ pub struct NodeConfig {
     pub body_limit: usize,
     /// The runtime's instance pool.
     pub pool: PoolConfig,
+    /// The node's name in a cluster and in every response's `x-limes-node`.
+    ///
+    /// Default `local`: a node that runs alone needs no name.
+    pub node_id: String,
 }
 
 impl NodeConfig {
@@ -41,6 +46,7 @@ impl NodeConfig {
             capacity: 64,
             body_limit: 32 << 20,
             pool: PoolConfig::default(),
+            node_id: "local".into(),
         }
     }
 }
@@ -79,6 +85,10 @@ pub struct Node {
     capacity: Arc<Semaphore>,
     /// Serializes deploys, rollbacks and deletes, so the live table follows the registry's order.
     writes: tokio::sync::Mutex<()>,
+    /// Serializes loading functions on first use, so that a burst of first calls compiles once.
+    loading: tokio::sync::Mutex<()>,
+    /// The cluster, once joined.
+    cluster: OnceLock<Arc<dyn Cluster>>,
     /// The node's metrics.
     pub metrics: Metrics,
     config: NodeConfig,
@@ -107,6 +117,8 @@ impl Node {
             artifacts,
             live: RwLock::default(),
             writes: tokio::sync::Mutex::new(()),
+            loading: tokio::sync::Mutex::new(()),
+            cluster: OnceLock::new(),
             metrics: Metrics::default(),
             config,
         });
@@ -132,6 +144,20 @@ impl Node {
         &self.runtime
     }
 
+    /// Joins `cluster`: from now on deploys are published to it, functions unknown here are
+    /// looked up in it, and invocations without room here are forwarded through it. A node joins
+    /// at most once.
+    pub fn join(&self, cluster: Arc<dyn Cluster>) -> Result<(), NodeError> {
+        self.cluster
+            .set(cluster)
+            .map_err(|_| NodeError::Conflict("the node has already joined a cluster".into()))
+    }
+
+    /// The cluster this node has joined, if any.
+    pub fn cluster(&self) -> Option<&Arc<dyn Cluster>> {
+        self.cluster.get()
+    }
+
     /// Instances running now.
     pub fn in_flight(&self) -> u32 {
         self.config.capacity - self.capacity.available_permits() as u32
@@ -143,11 +169,15 @@ impl Node {
             .artifacts
             .get(&digest)
             .map_err(|e| NodeError::Storage(format!("artifact {digest}: {e}")))?;
+        self.load_bytes(version, &bytes)
+    }
+
+    fn load_bytes(&self, version: &Version, bytes: &[u8]) -> Result<Arc<Live>, NodeError> {
         let policy = version
             .manifest
             .to_policy()
             .map_err(NodeError::BadRequest)?;
-        let function = self.runtime.load(&bytes, policy)?;
+        let function = self.runtime.load(bytes, policy)?;
         Ok(Arc::new(Live {
             function,
             version: version.version,
@@ -164,17 +194,84 @@ impl Node {
         self.metrics.set_functions(table.len());
     }
 
-    /// The active version of `name`.
-    pub fn live(&self, name: &str) -> Result<Arc<Live>, NodeError> {
+    fn loaded(&self, name: &str) -> Option<Arc<Live>> {
         let table = self.live.read().unwrap_or_else(|p| p.into_inner());
-        table
-            .get(name)
-            .cloned()
-            .ok_or_else(|| NodeError::NotFound(name.to_owned()))
+        table.get(name).cloned()
+    }
+
+    /// The active version of `name`, loaded on first use: a function deployed on another node
+    /// of the cluster is looked up there, its artifact fetched and compiled here once.
+    pub async fn live(self: &Arc<Self>, name: &str) -> Result<Arc<Live>, NodeError> {
+        if let Some(live) = self.loaded(name) {
+            return Ok(live);
+        }
+        validate_name(name)?;
+        let Some(cluster) = self.cluster() else {
+            return Err(NodeError::NotFound(name.to_owned()));
+        };
+        let _loading = self.loading.lock().await;
+        if let Some(live) = self.loaded(name) {
+            return Ok(live);
+        }
+        let record = match self.registry.get(name)? {
+            Some(record) => record,
+            None => {
+                let record = cluster
+                    .lookup(name.to_owned())
+                    .await?
+                    .ok_or_else(|| NodeError::NotFound(name.to_owned()))?;
+                self.registry.put(&record)?;
+                record
+            }
+        };
+        let version = record.active_version().clone();
+        let digest: limes_runtime::Digest = version.digest.parse().map_err(NodeError::Storage)?;
+        let bytes = match self.artifacts.get(&digest) {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let bytes = cluster.artifact(version.digest.clone()).await?;
+                let node = self.clone();
+                let stored = bytes.clone();
+                blocking(move || {
+                    node.artifacts
+                        .put(&stored)
+                        .map_err(|e| NodeError::Storage(format!("storing the artifact: {e}")))
+                })
+                .await?;
+                bytes
+            }
+            Err(e) => return Err(NodeError::Storage(format!("artifact {digest}: {e}"))),
+        };
+        let node = self.clone();
+        let live = blocking(move || node.load_bytes(&version, &bytes)).await?;
+        self.set_live(name, Some(live.clone()));
+        Ok(live)
+    }
+
+    /// Takes in the cluster's record of `name` (`None`: removed), as announced by another
+    /// node. The function loads again on its next invocation if its active version changed.
+    pub fn apply(&self, name: &str, record: Option<FunctionRecord>) -> Result<(), NodeError> {
+        match record {
+            Some(record) => {
+                self.registry.put(&record)?;
+                if self
+                    .loaded(name)
+                    .is_some_and(|live| live.version != record.active)
+                {
+                    self.set_live(name, None);
+                }
+            }
+            None => {
+                self.registry.remove(name)?;
+                self.set_live(name, None);
+            }
+        }
+        Ok(())
     }
 
     /// Deploys `component` as a new version of `name`. When this returns, the artifact and the
-    /// registry entry are durable, and the version serves invocations.
+    /// registry entry are durable (in the cluster too, when the node has joined one), and the
+    /// version serves invocations.
     pub async fn deploy(
         self: &Arc<Self>,
         name: &str,
@@ -185,33 +282,42 @@ impl Node {
         let policy = manifest.to_policy().map_err(NodeError::BadRequest)?;
         let _writing = self.writes.lock().await;
         let node = self.clone();
-        let name_owned = name.to_owned();
-        // Compiling and syncing block; keep them off the async workers.
-        let (version, live) = blocking(move || {
-            let function = node.runtime.load(&component, policy)?;
+        let stored = component.clone();
+        // Compiling and syncing block; keep them off the async workers. Compiling first means a
+        // component that is not valid is refused before anything is stored.
+        let (function, digest) = blocking(move || {
+            let function = node.runtime.load(&stored, policy)?;
             let digest = node
                 .artifacts
-                .put(&component)
+                .put(&stored)
                 .map_err(|e| NodeError::Storage(format!("storing the artifact: {e}")))?;
-            let kind = function.kind().as_str();
-            let version = node.registry.add_version(
-                &name_owned,
-                digest.to_string(),
-                kind,
-                manifest.clone(),
-            )?;
-            let slots = Arc::new(Semaphore::new(manifest.max_concurrency as usize));
-            Ok((
-                version.clone(),
-                Arc::new(Live {
-                    function,
-                    version: version.version,
-                    slots,
-                }),
-            ))
+            Ok((function, digest.to_string()))
         })
         .await?;
-        self.set_live(name, Some(live));
+        let kind = function.kind().as_str().to_owned();
+        let version = match self.cluster() {
+            Some(cluster) => {
+                let new = NewVersion {
+                    digest,
+                    kind,
+                    manifest: manifest.clone(),
+                };
+                let record = cluster.publish(name.to_owned(), new, component).await?;
+                self.registry.put(&record)?;
+                record.active_version().clone()
+            }
+            None => self
+                .registry
+                .add_version(name, digest, &kind, manifest.clone())?,
+        };
+        self.set_live(
+            name,
+            Some(Arc::new(Live {
+                function,
+                version: version.version,
+                slots: Arc::new(Semaphore::new(manifest.max_concurrency as usize)),
+            })),
+        );
         tracing::info!(function = name, version = version.version, digest = %version.digest, "deployed");
         Ok(version)
     }
@@ -222,18 +328,31 @@ impl Node {
     }
 
     /// The function `name` with all its versions.
-    pub fn get(&self, name: &str) -> Result<FunctionRecord, NodeError> {
+    pub async fn get(&self, name: &str) -> Result<FunctionRecord, NodeError> {
         validate_name(name)?;
-        self.registry
-            .get(name)?
-            .ok_or_else(|| NodeError::NotFound(name.to_owned()))
+        if let Some(record) = self.registry.get(name)? {
+            return Ok(record);
+        }
+        match self.cluster() {
+            Some(cluster) => cluster.lookup(name.to_owned()).await?,
+            None => None,
+        }
+        .ok_or_else(|| NodeError::NotFound(name.to_owned()))
     }
 
-    /// Removes `name` and its versions. Invocations already running finish.
+    /// Removes `name` and its versions (everywhere, in a cluster). Invocations already running
+    /// finish.
     pub async fn remove(&self, name: &str) -> Result<(), NodeError> {
         validate_name(name)?;
         let _writing = self.writes.lock().await;
-        if !self.registry.remove(name)? {
+        let existed = match self.cluster() {
+            Some(cluster) => {
+                let existed = cluster.withdraw(name.to_owned()).await?;
+                self.registry.remove(name)? || existed
+            }
+            None => self.registry.remove(name)?,
+        };
+        if !existed {
             return Err(NodeError::NotFound(name.to_owned()));
         }
         self.set_live(name, None);
@@ -247,34 +366,52 @@ impl Node {
         name: &str,
         version: u32,
     ) -> Result<FunctionRecord, NodeError> {
-        let record = self.get(name)?;
+        let no_such_version = || NodeError::NoSuchVersion {
+            name: name.to_owned(),
+            version,
+        };
+        let record = self.get(name).await?;
+        if !record.versions.iter().any(|v| v.version == version) {
+            return Err(no_such_version());
+        }
         let _writing = self.writes.lock().await;
-        let target = record
-            .versions
-            .iter()
-            .find(|v| v.version == version)
-            .cloned()
-            .ok_or_else(|| NodeError::NoSuchVersion {
-                name: name.to_owned(),
-                version,
-            })?;
-        let node = self.clone();
-        let live = blocking(move || node.load_version(&target)).await?;
-        let record =
-            self.registry
-                .set_active(name, version)?
-                .ok_or_else(|| NodeError::NoSuchVersion {
-                    name: name.to_owned(),
-                    version,
-                })?;
-        self.set_live(name, Some(live));
+        let record = match self.cluster() {
+            Some(cluster) => {
+                let record = cluster.activate(name.to_owned(), version).await?;
+                self.registry.put(&record)?;
+                // Loads (fetching the artifact if need be) on the next invocation.
+                self.set_live(name, None);
+                record
+            }
+            None => {
+                let node = self.clone();
+                let target = record
+                    .versions
+                    .iter()
+                    .find(|v| v.version == version)
+                    .cloned();
+                let target = target.ok_or_else(no_such_version)?;
+                let live = blocking(move || node.load_version(&target)).await?;
+                let record = self
+                    .registry
+                    .set_active(name, version)?
+                    .ok_or_else(no_such_version)?;
+                self.set_live(name, Some(live));
+                record
+            }
+        };
         tracing::info!(function = name, version, "rolled back");
         Ok(record)
     }
 
-    /// Lets an invocation of `name` in, or refuses it at once: never a queue.
-    pub fn admit(self: &Arc<Self>, name: &str) -> Result<Admitted, NodeError> {
-        let live = self.live(name)?;
+    /// Lets an invocation of `name` in, or refuses it at once: never a queue. `reserve` node
+    /// slots stay free for others (urgent functions, during an emergency).
+    pub async fn admit(self: &Arc<Self>, name: &str, reserve: u32) -> Result<Admitted, NodeError> {
+        let live = self.live(name).await?;
+        if reserve > 0 && self.capacity.available_permits() as u32 <= reserve {
+            self.metrics.rejected("reserved_for_urgent");
+            return Err(NodeError::Full);
+        }
         let Ok(function_slot) = live.slots.clone().try_acquire_owned() else {
             self.metrics.rejected("function_busy");
             return Err(NodeError::Busy(name.to_owned()));
@@ -292,13 +429,54 @@ impl Node {
         })
     }
 
-    /// Admits and runs one invocation of the `run` function `name`.
+    /// Runs one invocation of the `run` function `name` that has been forwarded `hops` times:
+    /// here when the node has room (and, in an emergency, takes this function), otherwise on
+    /// the nearest node of the cluster that has.
     pub async fn invoke(
         self: &Arc<Self>,
         name: &str,
         args: &str,
-    ) -> Result<(Invocation, u32), NodeError> {
-        let admitted = self.admit(name)?;
+        hops: u32,
+    ) -> Result<Ran, NodeError> {
+        let cluster = self.cluster();
+        let placement = cluster.map(|c| c.placement(name)).unwrap_or_default();
+        // Past the hop limit a call runs where it is, if it can, rather than fail.
+        let forward_only = placement.elsewhere && hops < MAX_HOPS;
+        if !forward_only {
+            match self.admit(name, placement.reserve).await {
+                Ok(admitted) => return self.run_admitted(admitted, name, args, hops).await,
+                Err(NodeError::Busy(_) | NodeError::Full)
+                    if cluster.is_some() && hops < MAX_HOPS => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(cluster) = cluster else {
+            return Err(NodeError::Full);
+        };
+        let started = Instant::now();
+        let mut ran = cluster
+            .forward(Call {
+                name: name.to_owned(),
+                args: args.to_owned(),
+                hops: hops + 1,
+            })
+            .await?;
+        let added = started
+            .elapsed()
+            .saturating_sub(ran.cold_start + ran.execution);
+        ran.forward_added = Some(added);
+        self.metrics
+            .forwarded(if forward_only { "released" } else { "full" }, added);
+        Ok(ran)
+    }
+
+    async fn run_admitted(
+        &self,
+        admitted: Admitted,
+        name: &str,
+        args: &str,
+        hops: u32,
+    ) -> Result<Ran, NodeError> {
         let started = Instant::now();
         let outcome = admitted.live.function.invoke(args).await;
         match &outcome {
@@ -310,7 +488,16 @@ impl Node {
                 self.metrics.invocation(name, e.kind(), None);
             }
         }
-        Ok((outcome?, admitted.live.version))
+        let invocation = outcome?;
+        Ok(Ran {
+            result: invocation.result,
+            node: self.config.node_id.clone(),
+            version: admitted.live.version,
+            cold_start: invocation.cold_start,
+            execution: invocation.execution,
+            hops,
+            forward_added: None,
+        })
     }
 }
 

@@ -141,6 +141,11 @@ impl Registry {
         })
     }
 
+    /// Stores `record` as it is, replacing what was there: the cluster's copy is authoritative.
+    pub fn put(&self, record: &FunctionRecord) -> Result<(), RegistryError> {
+        self.update(&record.name, |_| (Some(record.clone()), ()))
+    }
+
     /// Removes `name` and all its versions. Returns whether it existed.
     pub fn remove(&self, name: &str) -> Result<bool, RegistryError> {
         let tx = self.db.begin_write().map_err(storage)?;

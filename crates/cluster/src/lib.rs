@@ -1,0 +1,729 @@
+//! A Limes edge cluster on NATS: nodes share one registry, forward what they have no room for,
+//! and free whole nodes for urgent functions in an emergency (the SPARE scheme).
+//!
+//! This crate sits on `limes-node` and implements its [`Cluster`] seam. Everything shared
+//! lives in JetStream (see [`store`]): function records in a KV bucket, components in the
+//! object store, heartbeats in a KV bucket with a TTL, the emergency plan and its decision
+//! lease in KV. Forwarded invocations are NATS request/reply ([`forward`]).
+//!
+//! A node never depends on NATS to serve what it has: when the server is unreachable it keeps
+//! running its local functions, reports `disconnected`, and reconnects by itself.
+
+pub mod forward;
+pub mod plan;
+pub mod store;
+pub mod view;
+
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use limes_node::{Call, Cluster, FunctionRecord, NewVersion, Node, NodeError, Placement, Ran};
+use serde_json::json;
+
+use crate::plan::{Declaration, Plan};
+use crate::store::Buckets;
+use crate::view::{LatencyMatrix, Member, View, nearest_with_room};
+
+/// How often a node heartbeats. Four heartbeats fit in [`VIEW_HORIZON`], so one lost message
+/// does not drop a live node.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+/// A node not heard from for this long leaves the view. With the heartbeat period and delivery
+/// this keeps the promise that a dead node leaves within 3 s.
+pub const VIEW_HORIZON: Duration = Duration::from_secs(2);
+
+/// How a node joins a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The NATS server, e.g. `nats://10.0.0.1:4222`.
+    pub url: String,
+    /// Where this node is, `[x, y]`; nearer nodes are tried first.
+    pub location: [f64; 2],
+    /// One-way latencies in ms between node ids, overriding locations where given.
+    pub latency: LatencyMatrix,
+    /// The node's HTTP address, shown to others.
+    pub listen: Option<String>,
+    /// Sleep the configured latency on each forwarded call, both ways: an in-process latency
+    /// model for experiments on one machine (`limes bench cluster`). Off for real clusters.
+    pub simulate_latency: bool,
+}
+
+impl ClusterConfig {
+    /// A node at `location` joining the NATS server at `url`.
+    pub fn new(url: impl Into<String>, location: [f64; 2]) -> Self {
+        Self {
+            url: url.into(),
+            location,
+            latency: LatencyMatrix::new(),
+            listen: None,
+            simulate_latency: false,
+        }
+    }
+}
+
+/// A node's membership in a NATS cluster.
+pub struct NatsCluster {
+    config: ClusterConfig,
+    id: String,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    /// The node; weak because the node holds this cluster.
+    node: Weak<Node>,
+    buckets: tokio::sync::Mutex<Option<Buckets>>,
+    view: Mutex<View>,
+    plan: RwLock<Option<Plan>>,
+    /// The last thing that went wrong talking to NATS, for the status.
+    last_error: Mutex<Option<String>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> NodeError {
+    NodeError::Cluster(format!("{what}: {e}"))
+}
+
+/// Joins `node` to the cluster at `config.url` and starts heartbeats, watchers and the
+/// forwarding service. Returns at once even when NATS is unreachable: the node serves its own
+/// functions meanwhile, and the cluster comes up when NATS does.
+pub async fn join(node: &Arc<Node>, config: ClusterConfig) -> Result<Arc<NatsCluster>, NodeError> {
+    let id = node.config().node_id.clone();
+    limes_node::validate_name(&id).map_err(|_| {
+        NodeError::BadRequest(format!("invalid node id {id:?}: use a-z, 0-9, '-' and '_'"))
+    })?;
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("limes-node-{id}"))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connect(config.url.as_str())
+        .await
+        .map_err(|e| unavailable(&format!("connecting to {}", config.url), e))?;
+    let js = jetstream::new(client.clone());
+    let cluster = Arc::new(NatsCluster {
+        config,
+        id,
+        client: client.clone(),
+        js,
+        node: Arc::downgrade(node),
+        buckets: tokio::sync::Mutex::new(None),
+        view: Mutex::default(),
+        plan: RwLock::default(),
+        last_error: Mutex::default(),
+    });
+    node.join(cluster.clone())?;
+    let weak = Arc::downgrade(&cluster);
+    tokio::spawn(heartbeats(weak.clone()));
+    tokio::spawn(supervise(weak.clone(), "membership", |c| {
+        Box::pin(c.watch_nodes())
+    }));
+    tokio::spawn(supervise(weak.clone(), "functions", |c| {
+        Box::pin(c.watch_functions())
+    }));
+    tokio::spawn(supervise(weak.clone(), "emergency", |c| {
+        Box::pin(c.watch_plan())
+    }));
+    let node = node.clone();
+    tokio::spawn(supervise(weak, "forwarding", move |c| {
+        Box::pin(forward::serve(c.client.clone(), node.clone()))
+    }));
+    Ok(cluster)
+}
+
+/// Runs `task` again (after a pause) whenever it fails or ends, for as long as the cluster lives.
+async fn supervise(
+    cluster: Weak<NatsCluster>,
+    what: &'static str,
+    task: impl Fn(Arc<NatsCluster>) -> BoxFuture<'static, Result<(), String>> + Send + 'static,
+) {
+    loop {
+        let Some(c) = cluster.upgrade() else { return };
+        let outcome = task(c.clone()).await;
+        let message = match outcome {
+            Ok(()) => format!("{what}: stream ended"),
+            Err(e) => format!("{what}: {e}"),
+        };
+        tracing::debug!(node = c.id, "{message}; restarting");
+        c.failed(message).await;
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn heartbeats(cluster: Weak<NatsCluster>) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(c) = cluster.upgrade() else { return };
+        if let Err(e) = c.heartbeat().await {
+            c.failed(e).await;
+        }
+    }
+}
+
+impl NatsCluster {
+    fn node(&self) -> Result<Arc<Node>, NodeError> {
+        self.node
+            .upgrade()
+            .ok_or_else(|| NodeError::Cluster("the node is shutting down".into()))
+    }
+
+    /// The buckets, opened (and created if need be) on first use and after a failure.
+    async fn buckets(&self) -> Result<Buckets, NodeError> {
+        let mut cached = self.buckets.lock().await;
+        if let Some(b) = cached.as_ref() {
+            return Ok(b.clone());
+        }
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(NodeError::Cluster(format!(
+                "NATS at {} is unreachable; reconnecting",
+                self.config.url
+            )));
+        }
+        let b = Buckets::open(&self.js).await.map_err(NodeError::Cluster)?;
+        *cached = Some(b.clone());
+        Ok(b)
+    }
+
+    /// Notes a failure; the buckets are opened afresh next time (the server may have lost them).
+    async fn failed(&self, error: String) {
+        *self.buckets.lock().await = None;
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+
+    fn me(&self) -> Member {
+        let node = self.node.upgrade();
+        Member {
+            id: self.id.clone(),
+            location: self.config.location,
+            capacity: node.as_ref().map_or(0, |n| n.config().capacity),
+            in_flight: node.as_ref().map_or(0, |n| n.in_flight()),
+            listen: self.config.listen.clone(),
+        }
+    }
+
+    async fn heartbeat(&self) -> Result<(), String> {
+        let me = self.me();
+        let value = serde_json::to_vec(&me).map_err(|e| e.to_string())?;
+        let buckets = self.buckets().await.map_err(|e| e.to_string())?;
+        buckets
+            .nodes
+            .put(&self.id, value.into())
+            .await
+            .map_err(|e| format!("heartbeat: {e}"))?;
+        // This node is always in its own view while it can reach NATS.
+        self.view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .heard(me);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.publish_metrics();
+        Ok(())
+    }
+
+    fn publish_metrics(&self) {
+        if let Some(node) = self.node.upgrade() {
+            let released = self.plan_now().map_or(0, |p| p.released.len());
+            node.metrics.set_cluster(self.members().len(), released);
+        }
+    }
+
+    /// Members alive now, this node included when it is connected.
+    pub fn members(&self) -> Vec<Member> {
+        let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        view.prune(VIEW_HORIZON * 2);
+        view.alive(VIEW_HORIZON)
+    }
+
+    fn plan_now(&self) -> Option<Plan> {
+        self.plan.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Follows heartbeats. A watch that goes quiet longer than the horizon (this node's own
+    /// heartbeats stopped arriving: the server restarted, say) is restarted.
+    async fn watch_nodes(self: Arc<Self>) -> Result<(), String> {
+        let buckets = self.buckets().await.map_err(|e| e.to_string())?;
+        let mut watch = buckets.nodes.watch_all().await.map_err(|e| e.to_string())?;
+        loop {
+            let entry = match tokio::time::timeout(VIEW_HORIZON, watch.next()).await {
+                Err(_) => return Err("no heartbeat seen, not even this node's".into()),
+                Ok(None) => return Ok(()),
+                Ok(Some(entry)) => entry.map_err(|e| e.to_string())?,
+            };
+            let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+            match entry.operation {
+                async_nats::jetstream::kv::Operation::Put => {
+                    match serde_json::from_slice::<Member>(&entry.value) {
+                        Ok(member) => view.heard(member),
+                        Err(e) => tracing::warn!(key = entry.key, error = %e, "bad heartbeat"),
+                    }
+                }
+                _ => view.left(&entry.key),
+            }
+        }
+    }
+
+    /// Follows function records: every node learns of every deploy, rollback and removal.
+    async fn watch_functions(self: Arc<Self>) -> Result<(), String> {
+        let buckets = self.buckets().await.map_err(|e| e.to_string())?;
+        let mut watch = buckets
+            .functions
+            .watch_all()
+            .await
+            .map_err(|e| e.to_string())?;
+        while let Some(entry) = watch.next().await {
+            let entry = entry.map_err(|e| e.to_string())?;
+            let node = self.node().map_err(|e| e.to_string())?;
+            let record = match entry.operation {
+                async_nats::jetstream::kv::Operation::Put => {
+                    match serde_json::from_slice::<FunctionRecord>(&entry.value) {
+                        Ok(record) => Some(record),
+                        Err(e) => {
+                            tracing::warn!(function = entry.key, error = %e, "bad function record");
+                            continue;
+                        }
+                    }
+                }
+                _ => None,
+            };
+            if let Err(e) = node.apply(&entry.key, record) {
+                tracing::error!(function = entry.key, error = %e, "could not apply a function record");
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows the emergency plan.
+    async fn watch_plan(self: Arc<Self>) -> Result<(), String> {
+        let buckets = self.buckets().await.map_err(|e| e.to_string())?;
+        let mut watch = buckets
+            .emergency
+            .watch_with_history(store::PLAN_KEY)
+            .await
+            .map_err(|e| e.to_string())?;
+        while let Some(entry) = watch.next().await {
+            let entry = entry.map_err(|e| e.to_string())?;
+            let plan: Option<Plan> = match entry.operation {
+                async_nats::jetstream::kv::Operation::Put => serde_json::from_slice(&entry.value)
+                    .map_err(|e| tracing::warn!(error = %e, "bad emergency plan"))
+                    .ok(),
+                _ => None,
+            };
+            match &plan {
+                Some(p) => {
+                    tracing::warn!(released = ?p.released, urgent = ?p.declaration.urgent, "emergency plan in force")
+                }
+                None => tracing::info!("no emergency plan in force"),
+            }
+            *self.plan.write().unwrap_or_else(|p| p.into_inner()) = plan;
+            self.publish_metrics();
+        }
+        Ok(())
+    }
+
+    /// Updates the record of `name` with compare-and-set, retrying when another node changed
+    /// it in between.
+    async fn update_record(
+        &self,
+        name: &str,
+        change: impl Fn(Option<FunctionRecord>) -> Result<FunctionRecord, NodeError>,
+    ) -> Result<FunctionRecord, NodeError> {
+        let functions = self.buckets().await?.functions;
+        loop {
+            let entry = functions
+                .entry(name)
+                .await
+                .map_err(|e| unavailable("reading a function record", e))?;
+            let (current, revision) = match entry {
+                Some(e) if e.operation == async_nats::jetstream::kv::Operation::Put => (
+                    Some(serde_json::from_slice(&e.value).map_err(|e| {
+                        NodeError::Storage(format!("the cluster's record of {name}: {e}"))
+                    })?),
+                    e.revision,
+                ),
+                Some(e) => (None, e.revision),
+                None => (None, 0),
+            };
+            let next = change(current)?;
+            let value: Bytes = serde_json::to_vec(&next)
+                .map_err(|e| NodeError::Storage(e.to_string()))?
+                .into();
+            match functions.update(name, value, revision).await {
+                Ok(_) => return Ok(next),
+                Err(e)
+                    if e.kind()
+                        == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(unavailable("storing a function record", e)),
+            }
+        }
+    }
+
+    async fn forward_call(&self, call: Call) -> Result<Ran, NodeError> {
+        let plan = self.plan_now();
+        let urgent = plan.as_ref().is_some_and(|p| p.is_urgent(&call.name));
+        let members = self.members();
+        let me = self.me();
+        // Regular work never goes to a released node; urgent work may go anywhere.
+        let candidates: Vec<Member> = nearest_with_room(&me, &members, &self.config.latency, |m| {
+            !urgent && plan.as_ref().is_some_and(|p| p.releases(&m.id))
+        })
+        .into_iter()
+        .cloned()
+        .collect();
+        let timeout = self.call_timeout(&call.name);
+        // The nearest candidate, then one failover: to the next one.
+        let mut last = NodeError::Full;
+        for target in candidates.iter().take(2) {
+            match self.call(target, &call, timeout).await {
+                Ok(ran) => return Ok(ran),
+                Err(e @ NodeError::Remote { .. }) if !e.is_retryable() => return Err(e),
+                Err(e) => {
+                    tracing::info!(target = target.id, error = %e, "forwarding failed; failing over");
+                    last = e;
+                }
+            }
+        }
+        Err(match last {
+            NodeError::Remote { .. } => NodeError::Full,
+            other => other,
+        })
+    }
+
+    /// The function's timeout plus a margin, from its manifest when this node knows it.
+    fn call_timeout(&self, name: &str) -> Duration {
+        let limit = self
+            .node
+            .upgrade()
+            .and_then(|n| n.list().ok())
+            .and_then(|all| all.into_iter().find(|r| r.name == name))
+            .map_or(limes_node::Manifest::default().timeout_ms, |r| {
+                r.active_version().manifest.timeout_ms
+            });
+        Duration::from_millis(limit) + Duration::from_secs(2)
+    }
+
+    /// One forwarded call to `target`. Gives up early if `target` leaves the view meanwhile.
+    async fn call(
+        &self,
+        target: &Member,
+        call: &Call,
+        timeout: Duration,
+    ) -> Result<Ran, NodeError> {
+        let one_way = view::distance(&self.config.latency, &self.me(), target);
+        let simulate = self.config.simulate_latency && one_way > 0.0;
+        if simulate {
+            tokio::time::sleep(Duration::from_secs_f64(one_way / 1e3)).await;
+        }
+        let request = async_nats::Request::new()
+            .headers(forward::request(&call.name, call.hops))
+            .payload(Bytes::from(call.args.clone()))
+            .timeout(Some(timeout));
+        let sent = self
+            .client
+            .send_request(forward::subject(&target.id), request);
+        let watch_target = async {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                if !self.members().iter().any(|m| m.id == target.id) {
+                    return;
+                }
+            }
+        };
+        let started = Instant::now();
+        let message = tokio::select! {
+            reply = sent => reply.map_err(|e| unavailable(&format!("calling node {}", target.id), e))?,
+            () = watch_target => {
+                return Err(NodeError::Cluster(format!(
+                    "node {} left the cluster after {:?} into the call",
+                    target.id,
+                    started.elapsed()
+                )));
+            }
+        };
+        if simulate {
+            tokio::time::sleep(Duration::from_secs_f64(one_way / 1e3)).await;
+        }
+        forward::reply(&target.id, &message)
+    }
+
+    async fn declare_plan(
+        &self,
+        request: serde_json::Value,
+    ) -> Result<serde_json::Value, NodeError> {
+        let declaration: Declaration = serde_json::from_value(request)
+            .map_err(|e| NodeError::BadRequest(format!("emergency: {e}")))?;
+        declaration.validate().map_err(NodeError::BadRequest)?;
+        self.with_lease(|| async {
+            let members = self.members();
+            if members.is_empty() {
+                return Err(NodeError::Cluster("no node is alive in the view".into()));
+            }
+            let plan = plan::decide(
+                &declaration,
+                &members,
+                &self.config.latency,
+                &self.id,
+                now_ms(),
+            );
+            let value = serde_json::to_vec(&plan).map_err(|e| NodeError::Storage(e.to_string()))?;
+            self.buckets()
+                .await?
+                .emergency
+                .put(store::PLAN_KEY, value.into())
+                .await
+                .map_err(|e| unavailable("storing the plan", e))?;
+            *self.plan.write().unwrap_or_else(|p| p.into_inner()) = Some(plan.clone());
+            self.publish_metrics();
+            Ok(plan_json(Some(&plan)))
+        })
+        .await
+    }
+
+    async fn end_plan(&self) -> Result<serde_json::Value, NodeError> {
+        self.with_lease(|| async {
+            self.buckets()
+                .await?
+                .emergency
+                .delete(store::PLAN_KEY)
+                .await
+                .map_err(|e| unavailable("ending the plan", e))?;
+            *self.plan.write().unwrap_or_else(|p| p.into_inner()) = None;
+            self.publish_metrics();
+            Ok(json!({"active": false, "ended_by": self.id}))
+        })
+        .await
+    }
+
+    /// Runs `decide` holding the decision lease, so that no two nodes decide at once. The lease
+    /// is a KV create (which fails if the key exists), released by a delete, and expires by
+    /// itself should this node die holding it.
+    async fn with_lease<F, Fut>(&self, decide: F) -> Result<serde_json::Value, NodeError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<serde_json::Value, NodeError>>,
+    {
+        let lease = self.buckets().await?.lease;
+        match lease.create(store::LEASE_KEY, self.id.clone().into()).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
+                let holder = lease
+                    .get(store::LEASE_KEY)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|v| String::from_utf8_lossy(&v).into_owned())
+                    .unwrap_or_else(|| "another node".into());
+                return Err(NodeError::Conflict(format!(
+                    "node {holder} is deciding an emergency plan now; retry in a moment"
+                )));
+            }
+            Err(e) => return Err(unavailable("taking the decision lease", e)),
+        }
+        let outcome = decide().await;
+        if let Err(e) = lease.delete(store::LEASE_KEY).await {
+            tracing::warn!(error = %e, "could not release the decision lease; it expires by itself");
+        }
+        outcome
+    }
+
+    /// Leaves the cluster on purpose: other nodes drop this one at once instead of after the
+    /// horizon.
+    pub async fn leave(&self) {
+        if let Ok(b) = self.buckets().await {
+            let _ = b.nodes.delete(&self.id).await;
+        }
+        let _ = self.client.flush().await;
+    }
+}
+
+fn plan_json(plan: Option<&Plan>) -> serde_json::Value {
+    match plan {
+        Some(p) => json!({"active": true, "plan": p}),
+        None => json!({"active": false}),
+    }
+}
+
+impl Cluster for NatsCluster {
+    fn publish(
+        &self,
+        name: String,
+        version: NewVersion,
+        component: Bytes,
+    ) -> BoxFuture<'_, Result<FunctionRecord, NodeError>> {
+        Box::pin(async move {
+            let buckets = self.buckets().await?;
+            // The artifact first: a record must never name a component the store lacks.
+            let exists = buckets.artifacts.info(&version.digest).await.is_ok();
+            if !exists {
+                let mut reader = std::io::Cursor::new(component);
+                buckets
+                    .artifacts
+                    .put(version.digest.as_str(), &mut reader)
+                    .await
+                    .map_err(|e| unavailable("storing the component", e))?;
+            }
+            self.update_record(&name, |current| {
+                let mut record = current.unwrap_or_else(|| FunctionRecord {
+                    name: name.clone(),
+                    active: 0,
+                    versions: Vec::new(),
+                });
+                let number = record.versions.last().map_or(1, |v| v.version + 1);
+                record.versions.push(limes_node::Version {
+                    version: number,
+                    digest: version.digest.clone(),
+                    kind: version.kind.clone(),
+                    manifest: version.manifest.clone(),
+                    deployed_at: now_ms() / 1000,
+                });
+                record.active = number;
+                Ok(record)
+            })
+            .await
+        })
+    }
+
+    fn activate(
+        &self,
+        name: String,
+        version: u32,
+    ) -> BoxFuture<'_, Result<FunctionRecord, NodeError>> {
+        Box::pin(async move {
+            self.update_record(&name, |current| {
+                let mut record = current.ok_or_else(|| NodeError::NotFound(name.clone()))?;
+                if !record.versions.iter().any(|v| v.version == version) {
+                    return Err(NodeError::NoSuchVersion {
+                        name: name.clone(),
+                        version,
+                    });
+                }
+                record.active = version;
+                Ok(record)
+            })
+            .await
+        })
+    }
+
+    fn withdraw(&self, name: String) -> BoxFuture<'_, Result<bool, NodeError>> {
+        Box::pin(async move {
+            let functions = self.buckets().await?.functions;
+            let existed = functions
+                .get(&name)
+                .await
+                .map_err(|e| unavailable("reading a function record", e))?
+                .is_some();
+            if existed {
+                functions
+                    .delete(&name)
+                    .await
+                    .map_err(|e| unavailable("removing a function record", e))?;
+            }
+            Ok(existed)
+        })
+    }
+
+    fn lookup(&self, name: String) -> BoxFuture<'_, Result<Option<FunctionRecord>, NodeError>> {
+        Box::pin(async move {
+            let value = self
+                .buckets()
+                .await?
+                .functions
+                .get(&name)
+                .await
+                .map_err(|e| unavailable("reading a function record", e))?;
+            value
+                .map(|v| {
+                    serde_json::from_slice(&v).map_err(|e| {
+                        NodeError::Storage(format!("the cluster's record of {name}: {e}"))
+                    })
+                })
+                .transpose()
+        })
+    }
+
+    fn artifact(&self, digest: String) -> BoxFuture<'_, Result<Bytes, NodeError>> {
+        Box::pin(async move {
+            use tokio::io::AsyncReadExt;
+            let mut object = self
+                .buckets()
+                .await?
+                .artifacts
+                .get(&digest)
+                .await
+                .map_err(|e| unavailable(&format!("fetching component {digest}"), e))?;
+            let mut bytes = Vec::new();
+            object
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(|e| unavailable(&format!("reading component {digest}"), e))?;
+            Ok(bytes.into())
+        })
+    }
+
+    fn placement(&self, name: &str) -> Placement {
+        let Some(plan) = self.plan_now() else {
+            return Placement::default();
+        };
+        if plan.is_urgent(name) {
+            return Placement::default();
+        }
+        let capacity = self.node.upgrade().map_or(0, |n| n.config().capacity);
+        Placement {
+            elsewhere: plan.releases(&self.id),
+            reserve: (f64::from(capacity) * (1.0 - plan::REGULAR_SHARE)).ceil() as u32,
+        }
+    }
+
+    fn forward(&self, call: Call) -> BoxFuture<'_, Result<Ran, NodeError>> {
+        Box::pin(self.forward_call(call))
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let state = match self.client.connection_state() {
+            async_nats::connection::State::Connected => "connected",
+            async_nats::connection::State::Disconnected => "disconnected",
+            async_nats::connection::State::Pending => "connecting",
+        };
+        let members = self.members();
+        let last_error = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        json!({
+            "mode": "cluster",
+            "nats": self.config.url,
+            "state": state,
+            "node": self.id,
+            "location": self.config.location,
+            "members": members,
+            "emergency": plan_json(self.plan_now().as_ref()),
+            "last_error": last_error,
+        })
+    }
+
+    fn declare(
+        &self,
+        request: serde_json::Value,
+    ) -> BoxFuture<'_, Result<serde_json::Value, NodeError>> {
+        Box::pin(self.declare_plan(request))
+    }
+
+    fn emergency(&self) -> serde_json::Value {
+        plan_json(self.plan_now().as_ref())
+    }
+
+    fn end(&self) -> BoxFuture<'_, Result<serde_json::Value, NodeError>> {
+        Box::pin(self.end_plan())
+    }
+}

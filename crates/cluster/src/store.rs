@@ -1,0 +1,104 @@
+//! The cluster's shared state in JetStream: which buckets, with which settings, and why.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, object_store};
+
+/// Function records (every version's digest, kind and manifest; the active version), by name.
+pub const FUNCTIONS: &str = "limes-functions";
+/// Heartbeats, by node id. Entries expire after [`HEARTBEAT_TTL`], so the bucket holds only
+/// nodes that are alive or just died.
+pub const NODES: &str = "limes-nodes";
+/// The emergency plan in force, under [`PLAN_KEY`].
+pub const EMERGENCY: &str = "limes-emergency";
+/// The decision lease, under [`LEASE_KEY`]; it expires after [`LEASE_TTL`] should its holder
+/// die while deciding.
+pub const LEASE: &str = "limes-lease";
+/// Components, named by their SHA-256.
+pub const ARTIFACTS: &str = "limes-artifacts";
+
+/// Key of the plan in [`EMERGENCY`].
+pub const PLAN_KEY: &str = "plan";
+/// Key of the lease in [`LEASE`].
+pub const LEASE_KEY: &str = "decider";
+
+/// How long a heartbeat stays in the membership bucket.
+pub const HEARTBEAT_TTL: Duration = Duration::from_secs(3);
+/// How long an unreleased lease lasts: far longer than a decision takes (milliseconds).
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// Handles to every bucket.
+#[derive(Clone)]
+pub struct Buckets {
+    pub functions: kv::Store,
+    pub nodes: kv::Store,
+    pub emergency: kv::Store,
+    pub lease: kv::Store,
+    pub artifacts: object_store::ObjectStore,
+}
+
+/// Opens the KV bucket `bucket`, creating its stream if need be.
+///
+/// The stream is created directly, with the settings async-nats gives a KV bucket, because
+/// `create_key_value` first asks for the account's limits, a reply that Debian's nats-server
+/// 2.9 words in a way async-nats 0.51 cannot read.
+async fn key_value(
+    js: &jetstream::Context,
+    bucket: &str,
+    history: i64,
+    max_age: Duration,
+) -> Result<kv::Store, String> {
+    let stream = jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: history,
+        max_age,
+        // The server refuses a duplicate window longer than the age limit.
+        duplicate_window: if max_age.is_zero() {
+            Duration::from_secs(120)
+        } else {
+            max_age
+        },
+        storage: jetstream::stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..Default::default()
+    };
+    js.get_or_create_stream(stream)
+        .await
+        .map_err(|e| format!("bucket {bucket}: {e}"))?;
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| format!("bucket {bucket}: {e}"))
+}
+
+impl Buckets {
+    /// Opens the buckets, creating those that do not exist yet. Every node does this on start;
+    /// creating a bucket that exists with the same settings is a no-op in JetStream.
+    pub async fn open(js: &jetstream::Context) -> Result<Self, String> {
+        let artifacts = match js
+            .create_object_store(object_store::Config {
+                bucket: ARTIFACTS.to_owned(),
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(store) => store,
+            Err(create) => js
+                .get_object_store(ARTIFACTS)
+                .await
+                .map_err(|e| format!("object store {ARTIFACTS}: {create}; {e}"))?,
+        };
+        Ok(Self {
+            functions: key_value(js, FUNCTIONS, 1, Duration::ZERO).await?,
+            nodes: key_value(js, NODES, 1, HEARTBEAT_TTL).await?,
+            emergency: key_value(js, EMERGENCY, 1, Duration::ZERO).await?,
+            lease: key_value(js, LEASE, 1, LEASE_TTL).await?,
+            artifacts,
+        })
+    }
+}

@@ -1,0 +1,537 @@
+//! Three nodes on one real `nats-server -js` on a loopback port, each node serving HTTP on its
+//! own port and running in its own async runtime (so that killing one drops it abruptly).
+//!
+//! Without `nats-server` these tests print that they are skipped and return; with
+//! `LIMES_REQUIRE_NATS` set (as in `scripts/test`) they fail instead.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use limes_cluster::ClusterConfig;
+use limes_node::{Node, NodeConfig};
+
+fn guest(name: &str) -> Vec<u8> {
+    let path = workloads_dir().join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build the guests with `cargo xtask guests`",
+            path.display()
+        )
+    })
+}
+
+fn workloads_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guests")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `nats-server -js` child, killed on drop.
+struct Nats {
+    child: Option<Child>,
+    port: u16,
+    store: tempfile::TempDir,
+}
+
+fn nats_server() -> Option<PathBuf> {
+    [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}
+
+impl Nats {
+    /// Starts a server, or returns `None` (the test is skipped) when there is none.
+    fn start(test: &str) -> Option<Self> {
+        if nats_server().is_none() {
+            if std::env::var_os("LIMES_REQUIRE_NATS").is_some() {
+                panic!("nats-server is required (LIMES_REQUIRE_NATS) but not installed");
+            }
+            eprintln!("SKIPPED {test}: nats-server not installed (apt-get install nats-server)");
+            return None;
+        }
+        let mut nats = Self {
+            child: None,
+            port: free_port(),
+            store: tempfile::tempdir().unwrap(),
+        };
+        nats.run();
+        Some(nats)
+    }
+
+    fn run(&mut self) {
+        let child = Command::new(nats_server().unwrap())
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting nats-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One node: its own runtime thread, HTTP port and data directory.
+struct TestNode {
+    runtime: Option<tokio::runtime::Runtime>,
+    port: u16,
+    _data: tempfile::TempDir,
+}
+
+impl TestNode {
+    fn start(nats: &Nats, id: &str, x: f64, capacity: u32) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let port = free_port();
+        let mut config = NodeConfig::new(data.path());
+        config.node_id = id.into();
+        config.capacity = capacity;
+        config.pool.max_instances = 16;
+        let url = nats.url();
+        // The test's own runtime is running on this thread; start the node's from another.
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                runtime.block_on(async {
+                    let node: Arc<Node> = Node::open(config).unwrap();
+                    let mut cluster = ClusterConfig::new(url, [x, 0.0]);
+                    cluster.listen = Some(format!("http://127.0.0.1:{port}"));
+                    limes_cluster::join(&node, cluster).await.unwrap();
+                    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                        .await
+                        .unwrap();
+                    tokio::spawn(limes_node::serve(
+                        node,
+                        listener,
+                        std::future::pending(),
+                        Duration::ZERO,
+                    ));
+                })
+            });
+        });
+        Self {
+            runtime: Some(runtime),
+            port,
+            _data: data,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Stops the node at once, as a crash would: no goodbye to the cluster.
+    fn kill(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Three nodes a, b, c at x = 0, 1 and 5 (b is nearest to a), two slots each.
+fn three(nats: &Nats) -> [TestNode; 3] {
+    [
+        TestNode::start(nats, "a", 0.0, 2),
+        TestNode::start(nats, "b", 1.0, 2),
+        TestNode::start(nats, "c", 5.0, 2),
+    ]
+}
+
+struct Answer {
+    status: u16,
+    node: Option<String>,
+    forward_us: Option<u64>,
+    body: String,
+}
+
+async fn invoke(node: &TestNode, name: &str, args: &str) -> Answer {
+    let response = reqwest::Client::new()
+        .post(node.url(&format!("/v1/functions/{name}/invoke")))
+        .body(args.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let header = |h: &str| {
+        response
+            .headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    Answer {
+        status: response.status().as_u16(),
+        node: header("x-limes-node"),
+        forward_us: header("x-limes-forward-us").and_then(|v| v.parse().ok()),
+        body: response.text().await.unwrap(),
+    }
+}
+
+async fn deploy(node: &TestNode, name: &str, guest_name: &str) {
+    let response = reqwest::Client::new()
+        .put(node.url(&format!("/v1/functions/{name}?max_concurrency=16")))
+        .body(guest(guest_name))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+}
+
+async fn json(node: &TestNode, path: &str) -> serde_json::Value {
+    reqwest::get(node.url(path))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn members(node: &TestNode) -> Vec<String> {
+    let status = json(node, "/v1/cluster").await;
+    status["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Polls `check` every 100 ms until it holds, for up to `limit`; returns how long it took.
+async fn within<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn all_see(nodes: &[&TestNode], expected: usize) {
+    for node in nodes {
+        within(Duration::from_secs(10), "membership", || async {
+            members(node).await.len() == expected
+        })
+        .await;
+    }
+}
+
+/// Holds both of `node`'s slots for `ms` with sleeping invocations; returns when they run.
+async fn fill(node: &TestNode, ms: u64) -> Vec<tokio::task::JoinHandle<Answer>> {
+    let url = node.port;
+    let handles = (0..2)
+        .map(|_| {
+            let node_url = format!("http://127.0.0.1:{url}/v1/functions/sleep/invoke");
+            tokio::spawn(async move {
+                let response = reqwest::Client::new()
+                    .post(node_url)
+                    .body(ms.to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                Answer {
+                    status: response.status().as_u16(),
+                    node: None,
+                    forward_us: None,
+                    body: response.text().await.unwrap(),
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    handles
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_on_a_invoke_on_c() {
+    let Some(nats) = Nats::start("deploy_on_a_invoke_on_c") else {
+        return;
+    };
+    let [a, _b, c] = three(&nats);
+    all_see(&[&a, &c], 3).await;
+    deploy(&a, "echo", "echo").await;
+    let answer = invoke(&c, "echo", "hello").await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, "hello"));
+    assert_eq!(answer.node.as_deref(), Some("c"), "it ran where it arrived");
+    // c lists it too, with the same version and digest.
+    let record = json(&c, "/v1/functions/echo").await;
+    assert_eq!(record["active"], 1);
+    // A second version deployed on c is version 2 on a.
+    deploy(&c, "echo", "sort").await;
+    within(Duration::from_secs(5), "version 2 reaches a", || async {
+        json(&a, "/v1/functions/echo").await["active"] == 2
+    })
+    .await;
+    assert_eq!(invoke(&a, "echo", "b,a").await.body, "[a,b]");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_node_forwards_to_the_nearest_free_one() {
+    let Some(nats) = Nats::start("a_full_node_forwards_to_the_nearest_free_one") else {
+        return;
+    };
+    let [a, b, c] = three(&nats);
+    all_see(&[&a, &b, &c], 3).await;
+    deploy(&a, "sleep", "sleep").await;
+    deploy(&a, "echo", "echo").await;
+    // Let b and c compile both before the clock matters.
+    for node in [&b, &c] {
+        assert_eq!(invoke(node, "sleep", "0").await.status, 200);
+    }
+
+    let held = fill(&a, 3000).await;
+    let answer = invoke(&a, "sleep", "1").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.node.as_deref(), Some("b"), "b is nearest to a");
+    assert!(answer.forward_us.is_some(), "a forwarded response says so");
+
+    // With b full as well, the call goes on to c.
+    let held_b = fill(&b, 3000).await;
+    within(Duration::from_secs(3), "a forwards to c", || async {
+        invoke(&a, "sleep", "1").await.node.as_deref() == Some("c")
+    })
+    .await;
+
+    // With every node full, 429.
+    let held_c = fill(&c, 3000).await;
+    let answer = invoke(&a, "sleep", "1").await;
+    assert_eq!(answer.status, 429, "{}", answer.body);
+    for h in held.into_iter().chain(held_b).chain(held_c) {
+        assert_eq!(h.await.unwrap().status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_emergency_releases_nodes_for_urgent_work_and_end_restores() {
+    let Some(nats) = Nats::start("an_emergency_releases_nodes_for_urgent_work_and_end_restores")
+    else {
+        return;
+    };
+    let [a, b, c] = three(&nats);
+    all_see(&[&a, &b, &c], 3).await;
+    deploy(&a, "regular", "echo").await;
+    deploy(&a, "alert", "echo").await;
+
+    // A bound of 3 ms (a round trip a–b is 2, b–c 8): b's regular work can go to a; c keeps
+    // its own. So b is released.
+    let response = reqwest::Client::new()
+        .post(b.url("/v1/emergency"))
+        .json(&serde_json::json!({"urgent": ["alert"], "max_added_ms": 3.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let plan: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(plan["plan"]["released"], serde_json::json!(["b"]), "{plan}");
+    for node in [&a, &b, &c] {
+        within(
+            Duration::from_secs(5),
+            "the plan reaches every node",
+            || async { json(node, "/v1/emergency").await["active"] == true },
+        )
+        .await;
+    }
+    for _ in 0..5 {
+        let regular = invoke(&b, "regular", "r").await;
+        assert_eq!(regular.status, 200, "{}", regular.body);
+        assert_eq!(regular.node.as_deref(), Some("a"), "regular work leaves b");
+        assert!(regular.forward_us.is_some());
+        let urgent = invoke(&b, "alert", "u").await;
+        assert_eq!(urgent.node.as_deref(), Some("b"), "urgent work stays on b");
+        assert_eq!(invoke(&c, "regular", "r").await.node.as_deref(), Some("c"));
+    }
+    let metrics = reqwest::get(b.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("limes_cluster_nodes_released 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("limes_forwarded_total{reason=\"released\"} 5"),
+        "{metrics}"
+    );
+
+    // Another node holding the decision lease: a declaration is refused, naming it.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let lease = js.get_key_value(limes_cluster::store::LEASE).await.unwrap();
+    lease
+        .create(limes_cluster::store::LEASE_KEY, "z".into())
+        .await
+        .unwrap();
+    let refused = reqwest::Client::new()
+        .delete(c.url("/v1/emergency"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    assert!(refused.text().await.unwrap().contains("node z"));
+    lease.delete(limes_cluster::store::LEASE_KEY).await.unwrap();
+
+    let ended = reqwest::Client::new()
+        .delete(c.url("/v1/emergency"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), 200);
+    within(Duration::from_secs(5), "end restores b", || async {
+        invoke(&b, "regular", "r").await.node.as_deref() == Some("b")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_node_leaves_the_view_within_3_s_and_calls_reroute() {
+    let Some(nats) = Nats::start("a_killed_node_leaves_the_view_within_3_s_and_calls_reroute")
+    else {
+        return;
+    };
+    let [a, mut b, c] = three(&nats);
+    all_see(&[&a, &b, &c], 3).await;
+    deploy(&a, "sleep", "sleep").await;
+    for node in [&b, &c] {
+        assert_eq!(invoke(node, "sleep", "0").await.status, 200);
+    }
+    // a is full; its overflow goes to b until b dies, then to c.
+    let held = fill(&a, 6000).await;
+    let overflow = invoke(&a, "sleep", "300").await;
+    assert_eq!(overflow.node.as_deref(), Some("b"));
+    let load = {
+        let a_url = a.url("/v1/functions/sleep/invoke");
+        tokio::spawn(async move {
+            let mut landed = Vec::new();
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(5) {
+                if let Ok(r) = reqwest::Client::new().post(&a_url).body("200").send().await {
+                    let node = r
+                        .headers()
+                        .get("x-limes-node")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    landed.push((r.status().as_u16(), node));
+                }
+            }
+            landed
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.kill();
+    let gone = within(Duration::from_secs(3), "b leaves a's view", || async {
+        !members(&a).await.contains(&"b".to_owned())
+    })
+    .await;
+    eprintln!("b left the view {gone:?} after it was killed");
+    let landed = load.await.unwrap();
+    let last = landed.last().cloned().unwrap();
+    assert_eq!(
+        last,
+        (200, Some("c".to_owned())),
+        "calls reroute to c: {landed:?}"
+    );
+    for h in held {
+        assert_eq!(h.await.unwrap().status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_serve_without_nats_and_recover_when_it_returns() {
+    let Some(mut nats) = Nats::start("nodes_serve_without_nats_and_recover_when_it_returns") else {
+        return;
+    };
+    let [a, b, c] = three(&nats);
+    all_see(&[&a, &b, &c], 3).await;
+    deploy(&a, "echo", "echo").await;
+    assert_eq!(invoke(&c, "echo", "x").await.status, 200);
+
+    nats.kill();
+    within(Duration::from_secs(5), "a reports the outage", || async {
+        json(&a, "/healthz").await["cluster"]["state"] != "connected"
+    })
+    .await;
+    // Local functions keep working; cluster writes fail with a clear 503.
+    let local = invoke(&c, "echo", "still here").await;
+    assert_eq!((local.status, local.body.as_str()), (200, "still here"));
+    let refused = reqwest::Client::new()
+        .put(a.url("/v1/functions/other"))
+        .body(guest("echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+
+    nats.run();
+    all_see(&[&a, &b, &c], 3).await;
+    within(Duration::from_secs(10), "deploys work again", || async {
+        reqwest::Client::new()
+            .put(a.url("/v1/functions/other"))
+            .body(guest("echo"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 201)
+    })
+    .await;
+    within(
+        Duration::from_secs(5),
+        "b runs the new function",
+        || async { invoke(&b, "other", "y").await.status == 200 },
+    )
+    .await;
+}

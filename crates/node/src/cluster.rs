@@ -1,0 +1,121 @@
+//! The seam between a node and the cluster it may have joined.
+//!
+//! The node knows nothing of NATS: `limes-cluster`, a layer above, implements [`Cluster`] and
+//! hands it to [`Node::join`](crate::Node::join). A node without one runs alone, exactly as
+//! before. Every method that talks to other machines returns a boxed future so the trait stays
+//! object-safe.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+use crate::error::NodeError;
+use crate::manifest::Manifest;
+use crate::registry::FunctionRecord;
+
+/// How many times one invocation may be forwarded. Two lets a call that raced into a node that
+/// just filled up move on once more, and bounds any loop.
+pub const MAX_HOPS: u32 = 2;
+
+/// A version to publish: what the node learned by compiling the component.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    /// SHA-256 of the component, hex.
+    pub digest: String,
+    /// `run` or `http`.
+    pub kind: String,
+    /// Its policy and limits.
+    pub manifest: Manifest,
+}
+
+/// Where an invocation of a function may run, as the cluster sees it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Placement {
+    /// False on a node released for urgent work, for a function that is not urgent.
+    pub elsewhere: bool,
+    /// Node slots this invocation may not take, kept free for urgent functions.
+    pub reserve: u32,
+}
+
+/// An invocation to run on another node.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The function.
+    pub name: String,
+    /// Its argument.
+    pub args: String,
+    /// Forwards so far, this one included.
+    pub hops: u32,
+}
+
+/// The outcome of an invocation, wherever it ran.
+#[derive(Debug, Clone)]
+pub struct Ran {
+    /// The function's result.
+    pub result: String,
+    /// The node that ran it.
+    pub node: String,
+    /// The version that ran.
+    pub version: u32,
+    /// Cold start on the node that ran it.
+    pub cold_start: Duration,
+    /// Time in the guest.
+    pub execution: Duration,
+    /// Forwards it took to find a node with room (0: ran where it arrived).
+    pub hops: u32,
+    /// What forwarding added to the caller's latency, beyond the time the call took on the
+    /// node that ran it; `None` when it ran where it arrived.
+    pub forward_added: Option<Duration>,
+}
+
+/// What a node needs from the cluster it has joined.
+pub trait Cluster: Send + Sync + 'static {
+    /// Stores a new version of `name` in the cluster (artifact first, then the function's
+    /// record) and returns the record with it active. The deploy is acknowledged only once this
+    /// returns.
+    fn publish(
+        &self,
+        name: String,
+        version: NewVersion,
+        component: Bytes,
+    ) -> BoxFuture<'_, Result<FunctionRecord, NodeError>>;
+
+    /// Makes `version` the active version of `name` everywhere.
+    fn activate(
+        &self,
+        name: String,
+        version: u32,
+    ) -> BoxFuture<'_, Result<FunctionRecord, NodeError>>;
+
+    /// Removes `name` everywhere; false when the cluster has no such function.
+    fn withdraw(&self, name: String) -> BoxFuture<'_, Result<bool, NodeError>>;
+
+    /// The cluster's record of `name`, for a function this node has not heard of yet.
+    fn lookup(&self, name: String) -> BoxFuture<'_, Result<Option<FunctionRecord>, NodeError>>;
+
+    /// The component with this digest.
+    fn artifact(&self, digest: String) -> BoxFuture<'_, Result<Bytes, NodeError>>;
+
+    /// Where an invocation of `name` that arrives here may run.
+    fn placement(&self, name: &str) -> Placement;
+
+    /// Runs `call` on the nearest other node with room; [`NodeError::Full`] when none has.
+    fn forward(&self, call: Call) -> BoxFuture<'_, Result<Ran, NodeError>>;
+
+    /// The cluster as this node sees it: connection, members, emergency (for `/healthz` and
+    /// `GET /v1/cluster`).
+    fn status(&self) -> serde_json::Value;
+
+    /// Declares an emergency (`POST /v1/emergency`); the request is the cluster's to parse.
+    fn declare(
+        &self,
+        request: serde_json::Value,
+    ) -> BoxFuture<'_, Result<serde_json::Value, NodeError>>;
+
+    /// The emergency plan in force, if any (`GET /v1/emergency`).
+    fn emergency(&self) -> serde_json::Value;
+
+    /// Ends the emergency (`DELETE /v1/emergency`).
+    fn end(&self) -> BoxFuture<'_, Result<serde_json::Value, NodeError>>;
+}
