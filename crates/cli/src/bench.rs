@@ -61,6 +61,31 @@ enum BenchMode {
         #[arg(long)]
         wasmtime: Option<PathBuf>,
     },
+    /// SPARE's experiment: N nodes on NATS under regular load, then emergencies with looser and
+    /// looser latency bounds; nodes released against latency added (in-process latency model).
+    Cluster {
+        /// Edge nodes
+        #[arg(long, default_value_t = 6)]
+        nodes: usize,
+        /// Instance slots per node
+        #[arg(long, default_value_t = 8)]
+        capacity: u32,
+        /// Regular callers per node
+        #[arg(long, default_value_t = 2)]
+        callers: usize,
+        /// Length of each phase
+        #[arg(long, default_value = "5s", value_parser = limes_node::manifest::parse_duration)]
+        phase: std::time::Duration,
+        /// Latency bounds of the emergencies, ms
+        #[arg(long, value_delimiter = ',', default_value = "2,4,6,10")]
+        bounds: Vec<f64>,
+        /// Directory of the built guests
+        #[arg(long, default_value = "target/guests")]
+        guests: PathBuf,
+        /// Where to write report.md and the plot
+        #[arg(long, default_value = "bench-out/cluster")]
+        out: PathBuf,
+    },
 }
 
 pub async fn bench(args: BenchArgs) -> Result<(), CliError> {
@@ -84,6 +109,29 @@ pub async fn bench(args: BenchArgs) -> Result<(), CliError> {
             };
             let report = bench.run().await.map_err(|e| CliError::new("bench", e))?;
             println!("{report}");
+            Ok(())
+        }
+        BenchMode::Cluster {
+            nodes,
+            capacity,
+            callers,
+            phase,
+            bounds,
+            guests,
+            out,
+        } => {
+            let bench = limes_bench::cluster::ClusterBench {
+                nodes,
+                capacity,
+                callers,
+                phase,
+                bounds,
+                guests,
+                out: out.clone(),
+            };
+            let report = bench.run().await.map_err(|e| CliError::new("bench", e))?;
+            println!("{report}");
+            println!("report: {}", out.join("report.md").display());
             Ok(())
         }
     }

@@ -197,19 +197,20 @@ impl NatsCluster {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
     }
 
-    fn me(&self) -> Member {
-        let node = self.node.upgrade();
+    /// This node as a member; `in_flight` is what its heartbeat reports.
+    fn me(&self, in_flight: u32) -> Member {
         Member {
             id: self.id.clone(),
             location: self.config.location,
-            capacity: node.as_ref().map_or(0, |n| n.config().capacity),
-            in_flight: node.as_ref().map_or(0, |n| n.in_flight()),
+            capacity: self.node.upgrade().map_or(0, |n| n.config().capacity),
+            in_flight,
             listen: self.config.listen.clone(),
         }
     }
 
     async fn heartbeat(&self) -> Result<(), String> {
-        let me = self.me();
+        let peak = self.node.upgrade().map_or(0, |n| n.take_peak_in_flight());
+        let me = self.me(peak);
         let value = serde_json::to_vec(&me).map_err(|e| e.to_string())?;
         let buckets = self.buckets().await.map_err(|e| e.to_string())?;
         buckets
@@ -371,7 +372,7 @@ impl NatsCluster {
         let plan = self.plan_now();
         let urgent = plan.as_ref().is_some_and(|p| p.is_urgent(&call.name));
         let members = self.members();
-        let me = self.me();
+        let me = self.me(0);
         // Regular work never goes to a released node; urgent work may go anywhere.
         let candidates: Vec<Member> = nearest_with_room(&me, &members, &self.config.latency, |m| {
             !urgent && plan.as_ref().is_some_and(|p| p.releases(&m.id))
@@ -418,7 +419,7 @@ impl NatsCluster {
         call: &Call,
         timeout: Duration,
     ) -> Result<Ran, NodeError> {
-        let one_way = view::distance(&self.config.latency, &self.me(), target);
+        let one_way = view::distance(&self.config.latency, &self.me(0), target);
         let simulate = self.config.simulate_latency && one_way > 0.0;
         if simulate {
             tokio::time::sleep(Duration::from_secs_f64(one_way / 1e3)).await;

@@ -14,7 +14,7 @@ pub struct Member {
     pub location: [f64; 2],
     /// Instances it may run at once.
     pub capacity: u32,
-    /// Instances running when it sent this heartbeat.
+    /// Most instances it ran at once since its previous heartbeat.
     pub in_flight: u32,
     /// Its HTTP address, for people and tools (`limes cluster status`).
     pub listen: Option<String>,

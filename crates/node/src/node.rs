@@ -89,6 +89,8 @@ pub struct Node {
     loading: tokio::sync::Mutex<()>,
     /// The cluster, once joined.
     cluster: OnceLock<Arc<dyn Cluster>>,
+    /// Most instances running at once since [`Node::take_peak_in_flight`] was last called.
+    peak: std::sync::atomic::AtomicU32,
     /// The node's metrics.
     pub metrics: Metrics,
     config: NodeConfig,
@@ -119,6 +121,7 @@ impl Node {
             writes: tokio::sync::Mutex::new(()),
             loading: tokio::sync::Mutex::new(()),
             cluster: OnceLock::new(),
+            peak: Default::default(),
             metrics: Metrics::default(),
             config,
         });
@@ -161,6 +164,14 @@ impl Node {
     /// Instances running now.
     pub fn in_flight(&self) -> u32 {
         self.config.capacity - self.capacity.available_permits() as u32
+    }
+
+    /// Most instances running at once since the previous call, which starts a new period. A
+    /// cluster heartbeat reports this rather than a snapshot, which would miss short calls.
+    pub fn take_peak_in_flight(&self) -> u32 {
+        self.peak
+            .swap(self.in_flight(), std::sync::atomic::Ordering::Relaxed)
+            .max(self.in_flight())
     }
 
     fn load_version(&self, version: &Version) -> Result<Arc<Live>, NodeError> {
@@ -421,6 +432,8 @@ impl Node {
             return Err(NodeError::Full);
         };
         self.metrics.in_flight().inc();
+        self.peak
+            .fetch_max(self.in_flight(), std::sync::atomic::Ordering::Relaxed);
         Ok(Admitted {
             live,
             _function_slot: function_slot,

@@ -1,0 +1,431 @@
+//! `limes bench cluster`: SPARE's experiment on a Limes cluster. N edge nodes on one real
+//! NATS server carry a steady regular load; then emergencies with looser and looser latency
+//! bounds release more and more nodes, and the report sets the fraction of nodes released
+//! against the latency added to regular work and the latency of urgent functions.
+//!
+//! Inter-node latency comes from an **in-process latency model**: every forwarded call sleeps
+//! the configured one-way latency before its request and after its reply
+//! (`ClusterConfig::simulate_latency`). The nodes run in this process on one machine, so NATS
+//! itself adds only loopback time. `tc netem` in network namespaces is not used.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use limes_cluster::ClusterConfig;
+use limes_node::{Node, NodeConfig};
+use plotters::prelude::*;
+
+use crate::process::{find_on_path, free_port};
+use crate::stats::Summary;
+
+/// What to run.
+pub struct ClusterBench {
+    /// Edge nodes (at least 6 for the experiment; fewer only for a smoke run).
+    pub nodes: usize,
+    /// Instance slots per node.
+    pub capacity: u32,
+    /// Regular callers per node, each in a closed loop.
+    pub callers: usize,
+    /// Length of each measured phase.
+    pub phase: Duration,
+    /// Latency bounds to declare emergencies with, in ms.
+    pub bounds: Vec<f64>,
+    /// Where `sleep.wasm` and `echo.wasm` are.
+    pub guests: PathBuf,
+    /// Where to write report.md and released_vs_latency.svg.
+    pub out: PathBuf,
+}
+
+/// The regular function's work: a 2 ms wait that holds an instance slot (as an I/O-bound
+/// function does) without competing with the other nodes for this machine's two cores.
+const REGULAR_ARGS: &str = "2";
+/// Between two urgent calls on a released node: urgent requests arrive at a steady rate (200/s
+/// per node) rather than in a tight loop that would take this machine's cores from the rest.
+const URGENT_PAUSE: Duration = Duration::from_millis(5);
+/// One-way latency between grid neighbours, ms.
+const SPACING_MS: f64 = 2.0;
+
+/// A `nats-server -js` child, killed on drop.
+struct NatsServer {
+    child: Child,
+    url: String,
+    _store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    fn start() -> Result<Self, String> {
+        let binary = find_on_path("nats-server")
+            .or_else(|| Some(PathBuf::from("/usr/sbin/nats-server")).filter(|p| p.exists()))
+            .ok_or("nats-server not found (apt-get install nats-server)")?;
+        let port = free_port()?;
+        let store = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let child = Command::new(binary)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting nats-server: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return Err("nats-server did not start".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _store: store,
+        })
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One phase's figures.
+struct Phase {
+    bound_ms: Option<f64>,
+    released: Vec<String>,
+    regular: Summary,
+    regular_forwarded: f64,
+    urgent: Option<Summary>,
+    errors: usize,
+}
+
+/// Node `i` of a grid three wide, `SPACING_MS` apart.
+fn location(i: usize) -> [f64; 2] {
+    [(i % 3) as f64 * SPACING_MS, (i / 3) as f64 * SPACING_MS]
+}
+
+impl ClusterBench {
+    /// Runs the experiment, writes its report and plot, and returns the report.
+    pub async fn run(&self) -> Result<String, String> {
+        let nats = NatsServer::start()?;
+        let data = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mut nodes = Vec::new();
+        for i in 0..self.nodes {
+            let mut config = NodeConfig::new(data.path().join(format!("n{i}")));
+            config.node_id = format!("n{i}");
+            config.capacity = self.capacity;
+            config.pool.max_instances = self.capacity * 2;
+            let node = tokio::task::spawn_blocking(move || Node::open(config))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            let mut cluster = ClusterConfig::new(nats.url.clone(), location(i));
+            cluster.simulate_latency = true;
+            limes_cluster::join(&node, cluster)
+                .await
+                .map_err(|e| e.to_string())?;
+            nodes.push(node);
+        }
+        wait_for(
+            Duration::from_secs(15),
+            "every node to see the others",
+            || nodes.iter().all(|n| members(n) == self.nodes),
+        )
+        .await?;
+        let read = |f: &str| {
+            std::fs::read(self.guests.join(f))
+                .map_err(|e| format!("{f}: {e}; run cargo xtask guests"))
+        };
+        let regular = bytes::Bytes::from(read("sleep.wasm")?);
+        let urgent = bytes::Bytes::from(read("echo.wasm")?);
+        let manifest = |c: u32| limes_node::Manifest {
+            max_concurrency: c,
+            ..Default::default()
+        };
+        nodes[0]
+            .deploy("regular", regular, manifest(self.capacity))
+            .await
+            .map_err(|e| e.to_string())?;
+        nodes[0]
+            .deploy("alert", urgent, manifest(self.capacity))
+            .await
+            .map_err(|e| e.to_string())?;
+        // Every node compiles both before anything is measured.
+        for node in &nodes {
+            for (name, args) in [("regular", "0"), ("alert", "")] {
+                node.invoke(name, args, 0)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+
+        let mut phases = vec![self.phase(&nodes, None).await?];
+        for &bound in &self.bounds {
+            let declaration = serde_json::json!({"urgent": ["alert"], "max_added_ms": bound});
+            let cluster = nodes[0].cluster().ok_or("node 0 is not clustered")?;
+            cluster
+                .declare(declaration)
+                .await
+                .map_err(|e| e.to_string())?;
+            wait_for(
+                Duration::from_secs(10),
+                "the plan to reach every node",
+                || {
+                    nodes.iter().all(|n| {
+                        n.cluster().is_some_and(|c| {
+                            c.emergency()["plan"]["declaration"]["max_added_ms"] == bound
+                        })
+                    })
+                },
+            )
+            .await?;
+            phases.push(self.phase(&nodes, Some(bound)).await?);
+            cluster.end().await.map_err(|e| e.to_string())?;
+            wait_for(
+                Duration::from_secs(10),
+                "the end to reach every node",
+                || {
+                    nodes.iter().all(|n| {
+                        n.cluster()
+                            .is_some_and(|c| c.emergency()["active"] == false)
+                    })
+                },
+            )
+            .await?;
+        }
+        let report = self.report(&phases);
+        std::fs::create_dir_all(&self.out).map_err(|e| e.to_string())?;
+        std::fs::write(self.out.join("report.md"), &report).map_err(|e| e.to_string())?;
+        plot(
+            &phases,
+            self.nodes,
+            &self.out.join("released_vs_latency.svg"),
+        )?;
+        Ok(report)
+    }
+
+    /// Regular callers on every node, urgent callers on the released ones, for one phase.
+    async fn phase(&self, nodes: &[Arc<Node>], bound_ms: Option<f64>) -> Result<Phase, String> {
+        let released: Vec<String> = nodes[0]
+            .cluster()
+            .and_then(|c| c.emergency()["plan"]["released"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        let until = Instant::now() + self.phase;
+        let mut callers = tokio::task::JoinSet::new();
+        for node in nodes {
+            let is_released = released.contains(&node.config().node_id);
+            for _ in 0..self.callers {
+                callers.spawn(closed_loop(
+                    node.clone(),
+                    "regular",
+                    REGULAR_ARGS,
+                    Duration::ZERO,
+                    until,
+                ));
+            }
+            if is_released {
+                callers.spawn(closed_loop(
+                    node.clone(),
+                    "alert",
+                    "alert",
+                    URGENT_PAUSE,
+                    until,
+                ));
+            }
+        }
+        let (mut regular, mut urgent, mut forwarded, mut errors) = (vec![], vec![], 0usize, 0);
+        while let Some(done) = callers.join_next().await {
+            let calls = done.map_err(|e| e.to_string())?;
+            for call in calls {
+                match call {
+                    Ok((name, ms, was_forwarded)) if name == "regular" => {
+                        regular.push(ms);
+                        forwarded += usize::from(was_forwarded);
+                    }
+                    Ok((_, ms, _)) => urgent.push(ms),
+                    Err(_) => errors += 1,
+                }
+            }
+        }
+        Ok(Phase {
+            bound_ms,
+            released,
+            regular_forwarded: forwarded as f64 / regular.len().max(1) as f64,
+            regular: Summary::of(&regular).ok_or("no regular call succeeded")?,
+            urgent: Summary::of(&urgent),
+            errors,
+        })
+    }
+
+    fn report(&self, phases: &[Phase]) -> String {
+        let base = &phases[0].regular;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# Emergency consolidation on a Limes cluster (SPARE's experiment)\n"
+        );
+        let _ = writeln!(
+            out,
+            "{} nodes on one `nats-server -js`, {} slots each, on a grid three wide with {SPACING_MS} ms \
+             one-way between neighbours. Every node has {} closed-loop callers of the regular \
+             function (a {REGULAR_ARGS} ms wait); during an emergency each released node also calls the \
+             urgent function every {URGENT_PAUSE:?}. Phases of {:?}.\n",
+            self.nodes, self.capacity, self.callers, self.phase
+        );
+        let _ = writeln!(
+            out,
+            "**Latency model: in-process** (`ClusterConfig::simulate_latency`): each forwarded call \
+             sleeps the one-way latency before its request and after its reply. Not `tc netem`; \
+             NATS itself runs on loopback.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| bound ms | released | fraction | regular p50 ms | p99 ms | added p50 ms | added p99 ms | forwarded | urgent p50 ms | urgent p99 ms | errors |"
+        );
+        let _ = writeln!(
+            out,
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        );
+        for p in phases {
+            let (u50, u99) = p.urgent.as_ref().map_or(("—".into(), "—".into()), |u| {
+                (format!("{:.2}", u.p50), format!("{:.2}", u.p99))
+            });
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.2} | {:.2} | {:.2} | {:+.2} | {:+.2} | {:.0} % | {u50} | {u99} | {} |",
+                p.bound_ms.map_or("no emergency".into(), |b| format!("{b}")),
+                if p.released.is_empty() {
+                    "—".into()
+                } else {
+                    p.released.join(", ")
+                },
+                p.released.len() as f64 / self.nodes as f64,
+                p.regular.p50,
+                p.regular.p99,
+                p.regular.p50 - base.p50,
+                p.regular.p99 - base.p99,
+                p.regular_forwarded * 100.0,
+                p.errors
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\n\"added\" is against the no-emergency phase of the same run. Urgent latencies are \
+             measured on the released nodes. Plot: `released_vs_latency.svg`."
+        );
+        out
+    }
+}
+
+type Call = Result<(&'static str, f64, bool), String>;
+
+/// Calls `name` on `node` until `until`, waiting `pause` between calls.
+async fn closed_loop(
+    node: Arc<Node>,
+    name: &'static str,
+    args: &'static str,
+    pause: Duration,
+    until: Instant,
+) -> Vec<Call> {
+    let mut calls = Vec::new();
+    while Instant::now() < until {
+        tokio::time::sleep(pause).await;
+        let sent = Instant::now();
+        let outcome = node.invoke(name, args, 0).await;
+        calls.push(match outcome {
+            Ok(ran) => Ok((
+                name,
+                sent.elapsed().as_secs_f64() * 1e3,
+                ran.forward_added.is_some(),
+            )),
+            Err(e) => {
+                // A 429 answer is immediate: back off so as not to spin.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                Err(e.to_string())
+            }
+        });
+    }
+    calls
+}
+
+fn members(node: &Node) -> usize {
+    node.cluster()
+        .and_then(|c| c.status()["members"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
+async fn wait_for(limit: Duration, what: &str, check: impl Fn() -> bool) -> Result<(), String> {
+    let started = Instant::now();
+    while !check() {
+        if started.elapsed() > limit {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+fn plot(phases: &[Phase], nodes: usize, path: &Path) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let base = &phases[0].regular;
+    let points = |pick: fn(&Summary) -> f64| -> Vec<(f64, f64)> {
+        phases
+            .iter()
+            .map(|p| {
+                (
+                    p.released.len() as f64 / nodes as f64,
+                    pick(&p.regular) - pick(base),
+                )
+            })
+            .collect()
+    };
+    let (p50, p99) = (points(|s| s.p50), points(|s| s.p99));
+    let top = p50.iter().chain(&p99).map(|p| p.1).fold(1.0, f64::max) * 1.15;
+    let bottom = p50
+        .iter()
+        .chain(&p99)
+        .map(|p| p.1)
+        .fold(0.0, f64::min)
+        .min(0.0);
+    let root = SVGBackend::new(path, (720, 440)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Nodes released vs latency added to regular work (in-process latency model)",
+            ("sans-serif", 16),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..1.0, bottom..top)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("fraction of nodes released")
+        .y_desc("added latency, ms")
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (points, colour, name) in [(p50, BLUE, "p50"), (p99, RED, "p99")] {
+        chart
+            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour));
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled())))
+            .map_err(|e| err(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))
+}
