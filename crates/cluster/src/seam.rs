@@ -1,0 +1,184 @@
+//! What the node asks of its cluster: the [`limes_node::Cluster`] implementation, on top of the
+//! buckets, forwarding and plans of the rest of this crate.
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use limes_node::{Call, Cluster, FunctionRecord, NewVersion, NodeError, Placement, Ran};
+use serde_json::json;
+
+use crate::{NatsCluster, now_ms, plan, plan_json, unavailable};
+
+impl Cluster for NatsCluster {
+    fn publish(
+        &self,
+        name: String,
+        version: NewVersion,
+        component: Bytes,
+    ) -> BoxFuture<'_, Result<FunctionRecord, NodeError>> {
+        Box::pin(async move {
+            let buckets = self.buckets().await?;
+            // The artifact first: a record must never name a component the store lacks.
+            let exists = buckets.artifacts.info(&version.digest).await.is_ok();
+            if !exists {
+                let mut reader = std::io::Cursor::new(component);
+                buckets
+                    .artifacts
+                    .put(version.digest.as_str(), &mut reader)
+                    .await
+                    .map_err(|e| unavailable("storing the component", e))?;
+            }
+            self.update_record(&name, |current| {
+                let mut record = current.unwrap_or_else(|| FunctionRecord {
+                    name: name.clone(),
+                    active: 0,
+                    versions: Vec::new(),
+                });
+                let number = record.versions.last().map_or(1, |v| v.version + 1);
+                record.versions.push(limes_node::Version {
+                    version: number,
+                    digest: version.digest.clone(),
+                    kind: version.kind.clone(),
+                    manifest: version.manifest.clone(),
+                    deployed_at: now_ms() / 1000,
+                });
+                record.active = number;
+                Ok(record)
+            })
+            .await
+        })
+    }
+
+    fn activate(
+        &self,
+        name: String,
+        version: u32,
+    ) -> BoxFuture<'_, Result<FunctionRecord, NodeError>> {
+        Box::pin(async move {
+            self.update_record(&name, |current| {
+                let mut record = current.ok_or_else(|| NodeError::NotFound(name.clone()))?;
+                if !record.versions.iter().any(|v| v.version == version) {
+                    return Err(NodeError::NoSuchVersion {
+                        name: name.clone(),
+                        version,
+                    });
+                }
+                record.active = version;
+                Ok(record)
+            })
+            .await
+        })
+    }
+
+    fn withdraw(&self, name: String) -> BoxFuture<'_, Result<bool, NodeError>> {
+        Box::pin(async move {
+            let functions = self.buckets().await?.functions;
+            let existed = functions
+                .get(&name)
+                .await
+                .map_err(|e| unavailable("reading a function record", e))?
+                .is_some();
+            if existed {
+                functions
+                    .delete(&name)
+                    .await
+                    .map_err(|e| unavailable("removing a function record", e))?;
+            }
+            Ok(existed)
+        })
+    }
+
+    fn lookup(&self, name: String) -> BoxFuture<'_, Result<Option<FunctionRecord>, NodeError>> {
+        Box::pin(async move {
+            let value = self
+                .buckets()
+                .await?
+                .functions
+                .get(&name)
+                .await
+                .map_err(|e| unavailable("reading a function record", e))?;
+            value
+                .map(|v| {
+                    serde_json::from_slice(&v).map_err(|e| {
+                        NodeError::Storage(format!("the cluster's record of {name}: {e}"))
+                    })
+                })
+                .transpose()
+        })
+    }
+
+    fn artifact(&self, digest: String) -> BoxFuture<'_, Result<Bytes, NodeError>> {
+        Box::pin(async move {
+            use tokio::io::AsyncReadExt;
+            let mut object = self
+                .buckets()
+                .await?
+                .artifacts
+                .get(&digest)
+                .await
+                .map_err(|e| unavailable(&format!("fetching component {digest}"), e))?;
+            let mut bytes = Vec::new();
+            object
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(|e| unavailable(&format!("reading component {digest}"), e))?;
+            Ok(bytes.into())
+        })
+    }
+
+    fn placement(&self, name: &str) -> Placement {
+        let Some(plan) = self.plan_now() else {
+            return Placement::default();
+        };
+        if plan.is_urgent(name) {
+            return Placement::default();
+        }
+        let capacity = self.node.upgrade().map_or(0, |n| n.config().capacity);
+        Placement {
+            elsewhere: plan.releases(&self.id),
+            reserve: (f64::from(capacity) * (1.0 - plan::REGULAR_SHARE)).ceil() as u32,
+        }
+    }
+
+    fn forward(&self, call: Call) -> BoxFuture<'_, Result<Ran, NodeError>> {
+        Box::pin(self.forward_call(call))
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let state = match self.client.connection_state() {
+            async_nats::connection::State::Connected => "connected",
+            async_nats::connection::State::Disconnected => "disconnected",
+            async_nats::connection::State::Pending => "connecting",
+        };
+        let members = self.members();
+        let last_error = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        json!({
+            "mode": "cluster",
+            "nats": self.config.url,
+            "state": state,
+            "node": self.id,
+            "location": self.config.location,
+            "members": members,
+            "emergency": plan_json(self.plan_now().as_ref()),
+            "last_error": last_error,
+        })
+    }
+
+    fn declare(
+        &self,
+        request: serde_json::Value,
+    ) -> BoxFuture<'_, Result<serde_json::Value, NodeError>> {
+        Box::pin(self.declare_plan(request))
+    }
+
+    fn emergency(&self) -> serde_json::Value {
+        plan_json(self.plan_now().as_ref())
+    }
+
+    fn end(&self) -> BoxFuture<'_, Result<serde_json::Value, NodeError>> {
+        Box::pin(self.end_plan())
+    }
+}
