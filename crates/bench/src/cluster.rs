@@ -6,7 +6,8 @@
 //! Inter-node latency comes from an **in-process latency model**: every forwarded call sleeps
 //! the configured one-way latency before its request and after its reply
 //! (`ClusterConfig::simulate_latency`). The nodes run in this process on one machine, so NATS
-//! itself adds only loopback time. `tc netem` in network namespaces is not used.
+//! itself adds only loopback time. The report says whether this host could have used `tc netem`
+//! in network namespaces instead (probed at start, as root), and why not.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,8 @@ pub struct ClusterBench {
     pub guests: PathBuf,
     /// Where to write report.md and released_vs_latency.svg.
     pub out: PathBuf,
+    /// The command line, for the report.
+    pub command: String,
 }
 
 /// The regular function's work: a 2 ms wait that holds an instance slot (as an I/O-bound
@@ -89,6 +92,42 @@ impl Drop for NatsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether `tc netem` can delay traffic in a network namespace here: tries it on a throw-away
+/// veth pair. `Err` says why not (not root, no `ip`/`tc`, no netem qdisc in the kernel).
+pub fn probe_netem() -> Result<(), String> {
+    let run = |args: &[&str]| -> Result<(), String> {
+        let output = Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .map_err(|e| format!("{}: {e}", args[0]))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{}`: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+        }
+    };
+    let ns = format!("limes-probe-{}", std::process::id());
+    let (a, b) = (
+        &format!("lp{}a", std::process::id()),
+        &format!("lp{}b", std::process::id()),
+    );
+    let outcome = (|| {
+        run(&["ip", "netns", "add", &ns])?;
+        run(&["ip", "link", "add", a, "type", "veth", "peer", "name", b])?;
+        run(&["ip", "link", "set", b, "netns", &ns])?;
+        run(&[
+            "tc", "qdisc", "add", "dev", a, "root", "netem", "delay", "1ms",
+        ])
+    })();
+    let _ = run(&["ip", "link", "del", a]);
+    let _ = run(&["ip", "netns", "del", &ns]);
+    outcome
 }
 
 /// One phase's figures.
@@ -195,7 +234,7 @@ impl ClusterBench {
             )
             .await?;
         }
-        let report = self.report(&phases);
+        let report = self.report(&phases, probe_netem());
         std::fs::create_dir_all(&self.out).map_err(|e| e.to_string())?;
         std::fs::write(self.out.join("report.md"), &report).map_err(|e| e.to_string())?;
         plot(
@@ -262,7 +301,7 @@ impl ClusterBench {
         })
     }
 
-    fn report(&self, phases: &[Phase]) -> String {
+    fn report(&self, phases: &[Phase], netem: Result<(), String>) -> String {
         let base = &phases[0].regular;
         let mut out = String::new();
         let _ = writeln!(
@@ -277,11 +316,20 @@ impl ClusterBench {
              urgent function every {URGENT_PAUSE:?}. Phases of {:?}.\n",
             self.nodes, self.capacity, self.callers, self.phase
         );
+        let _ = writeln!(out, "Command: `{}`\n", self.command);
         let _ = writeln!(
             out,
             "**Latency model: in-process** (`ClusterConfig::simulate_latency`): each forwarded call \
              sleeps the one-way latency before its request and after its reply. Not `tc netem`; \
              NATS itself runs on loopback.\n"
+        );
+        let _ = writeln!(
+            out,
+            "`tc netem` in network namespaces on this host: {}.\n",
+            match netem {
+                Ok(()) => "available, but this harness injects latency in process".to_owned(),
+                Err(why) => format!("unavailable ({why})"),
+            }
         );
         let _ = writeln!(
             out,

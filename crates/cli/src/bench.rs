@@ -128,6 +128,7 @@ pub async fn bench(args: BenchArgs) -> Result<(), CliError> {
                 bounds,
                 guests,
                 out: out.clone(),
+                command: command_line(),
             };
             let report = bench.run().await.map_err(|e| CliError::new("bench", e))?;
             println!("{report}");
@@ -139,7 +140,7 @@ pub async fn bench(args: BenchArgs) -> Result<(), CliError> {
 
 async fn study(args: StudyArgs) -> Result<(), CliError> {
     use limes_bench::study::{report, run};
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let command = command_line();
     let limes = std::env::current_exe().map_err(|e| CliError::new("io", e.to_string()))?;
     let options = run::Options {
         guests: args.guests,
@@ -169,4 +170,13 @@ async fn study(args: StudyArgs) -> Result<(), CliError> {
         return Err(CliError::new("bench", "no backend produced a measurement"));
     }
     Ok(())
+}
+
+/// The command as the user would type it: `limes` and its arguments, without the binary's path
+/// (which would put a machine's paths into committed reports).
+fn command_line() -> String {
+    std::iter::once("limes".to_owned())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -381,7 +381,7 @@ impl NatsCluster {
         .into_iter()
         .cloned()
         .collect();
-        let timeout = self.call_timeout(&call.name);
+        let timeout = self.call_timeout(&call.name).await;
         // The nearest candidate, then one failover: to the next one.
         let mut last = NodeError::Full;
         for target in candidates.iter().take(2) {
@@ -400,16 +400,15 @@ impl NatsCluster {
         })
     }
 
-    /// The function's timeout plus a margin, from its manifest when this node knows it.
-    fn call_timeout(&self, name: &str) -> Duration {
-        let limit = self
-            .node
-            .upgrade()
-            .and_then(|n| n.list().ok())
-            .and_then(|all| all.into_iter().find(|r| r.name == name))
-            .map_or(limes_node::Manifest::default().timeout_ms, |r| {
-                r.active_version().manifest.timeout_ms
-            });
+    /// The function's timeout plus a margin for the trip, from its manifest.
+    async fn call_timeout(&self, name: &str) -> Duration {
+        let record = match self.node.upgrade() {
+            Some(node) => node.get(name).await.ok(),
+            None => None,
+        };
+        let limit = record.map_or(limes_node::Manifest::default().timeout_ms, |r| {
+            r.active_version().manifest.timeout_ms
+        });
         Duration::from_millis(limit) + Duration::from_secs(2)
     }
 
