@@ -22,7 +22,7 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use limes_node::{Call, FunctionRecord, Node, NodeError, Ran};
+use limes_node::{Call, FunctionRecord, HttpCall, HttpRan, Node, NodeError, Ran};
 use serde_json::json;
 
 use crate::plan::{Declaration, Plan};
@@ -129,9 +129,13 @@ pub async fn join(node: &Arc<Node>, config: ClusterConfig) -> Result<Arc<NatsClu
     tokio::spawn(supervise(weak.clone(), "emergency", |c| {
         Box::pin(c.watch_plan())
     }));
-    let node = node.clone();
-    tokio::spawn(supervise(weak, "forwarding", move |c| {
-        Box::pin(forward::serve(c.client.clone(), node.clone()))
+    let served = node.clone();
+    tokio::spawn(supervise(weak.clone(), "forwarding", move |c| {
+        Box::pin(forward::serve(c.client.clone(), served.clone()))
+    }));
+    let served = node.clone();
+    tokio::spawn(supervise(weak, "http forwarding", move |c| {
+        Box::pin(forward::serve_http(c.client.clone(), served.clone()))
     }));
     Ok(cluster)
 }
@@ -294,8 +298,15 @@ impl NatsCluster {
                 }
                 _ => None,
             };
-            if let Err(e) = node.apply(&entry.key, record) {
-                tracing::error!(function = entry.key, error = %e, "could not apply a function record");
+            // A durable registry write: on the blocking pool.
+            let key = entry.key.clone();
+            let applied = tokio::task::spawn_blocking(move || node.apply(&key, record)).await;
+            match applied {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(function = entry.key, error = %e, "could not apply a function record")
+                }
+                Err(e) => return Err(format!("applying a function record: {e}")),
             }
         }
         Ok(())
@@ -370,8 +381,43 @@ impl NatsCluster {
     }
 
     async fn forward_call(&self, call: Call) -> Result<Ran, NodeError> {
+        let headers = forward::request(&call.name, call.hops);
+        let payload = Bytes::from(call.args);
+        self.route(
+            &call.name,
+            forward::subject,
+            headers,
+            payload,
+            forward::reply,
+        )
+        .await
+    }
+
+    async fn forward_http_call(&self, call: HttpCall) -> Result<HttpRan, NodeError> {
+        let (headers, payload) = forward::http_request(&call)?;
+        self.route(
+            &call.name,
+            forward::http_subject,
+            headers,
+            payload,
+            forward::http_reply,
+        )
+        .await
+    }
+
+    /// Sends a forwarded call of `name` to the nearest node with room, and to the next one if
+    /// that fails (once). `decode` reads the reply; an error the function itself raised there
+    /// is final, a refusal (429) or a failure of the node moves on.
+    async fn route<T>(
+        &self,
+        name: &str,
+        subject: fn(&str) -> String,
+        headers: async_nats::HeaderMap,
+        payload: Bytes,
+        decode: fn(&str, &async_nats::Message) -> Result<T, NodeError>,
+    ) -> Result<T, NodeError> {
         let plan = self.plan_now();
-        let urgent = plan.as_ref().is_some_and(|p| p.is_urgent(&call.name));
+        let urgent = plan.as_ref().is_some_and(|p| p.is_urgent(name));
         let members = self.members();
         let me = self.me(0);
         // Regular work never goes to a released node; urgent work may go anywhere.
@@ -381,12 +427,21 @@ impl NatsCluster {
         .into_iter()
         .cloned()
         .collect();
-        let timeout = self.call_timeout(&call.name).await;
-        // The nearest candidate, then one failover: to the next one.
+        let timeout = self.call_timeout(name).await;
         let mut last = NodeError::Full;
         for target in candidates.iter().take(2) {
-            match self.call(target, &call, timeout).await {
-                Ok(ran) => return Ok(ran),
+            let outcome = self
+                .request(
+                    target,
+                    subject(&target.id),
+                    headers.clone(),
+                    payload.clone(),
+                    timeout,
+                )
+                .await
+                .and_then(|message| decode(&target.id, &message));
+            match outcome {
+                Ok(answer) => return Ok(answer),
                 Err(e @ NodeError::Remote { .. }) if !e.is_retryable() => return Err(e),
                 Err(e) => {
                     tracing::info!(target = target.id, error = %e, "forwarding failed; failing over");
@@ -412,25 +467,25 @@ impl NatsCluster {
         Duration::from_millis(limit) + Duration::from_secs(2)
     }
 
-    /// One forwarded call to `target`. Gives up early if `target` leaves the view meanwhile.
-    async fn call(
+    /// One request to `target`. Gives up early if `target` leaves the view meanwhile.
+    async fn request(
         &self,
         target: &Member,
-        call: &Call,
+        subject: String,
+        headers: async_nats::HeaderMap,
+        payload: Bytes,
         timeout: Duration,
-    ) -> Result<Ran, NodeError> {
+    ) -> Result<async_nats::Message, NodeError> {
         let one_way = view::distance(&self.config.latency, &self.me(0), target);
         let simulate = self.config.simulate_latency && one_way > 0.0;
         if simulate {
             tokio::time::sleep(Duration::from_secs_f64(one_way / 1e3)).await;
         }
         let request = async_nats::Request::new()
-            .headers(forward::request(&call.name, call.hops))
-            .payload(Bytes::from(call.args.clone()))
+            .headers(headers)
+            .payload(payload)
             .timeout(Some(timeout));
-        let sent = self
-            .client
-            .send_request(forward::subject(&target.id), request);
+        let sent = self.client.send_request(subject, request);
         let watch_target = async {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {
@@ -454,7 +509,7 @@ impl NatsCluster {
         if simulate {
             tokio::time::sleep(Duration::from_secs_f64(one_way / 1e3)).await;
         }
-        forward::reply(&target.id, &message)
+        Ok(message)
     }
 
     async fn declare_plan(

@@ -3,7 +3,9 @@
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use limes_node::{Call, Cluster, FunctionRecord, NewVersion, NodeError, Placement, Ran};
+use limes_node::{
+    Call, Cluster, FunctionRecord, HttpCall, HttpRan, NewVersion, NodeError, Placement, Ran,
+};
 use serde_json::json;
 
 use crate::{NatsCluster, now_ms, plan, plan_json, unavailable};
@@ -141,6 +143,10 @@ impl Cluster for NatsCluster {
 
     fn forward(&self, call: Call) -> BoxFuture<'_, Result<Ran, NodeError>> {
         Box::pin(self.forward_call(call))
+    }
+
+    fn forward_http(&self, call: HttpCall) -> BoxFuture<'_, Result<HttpRan, NodeError>> {
+        Box::pin(self.forward_http_call(call))
     }
 
     fn status(&self) -> serde_json::Value {

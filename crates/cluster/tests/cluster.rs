@@ -318,6 +318,28 @@ async fn deploy_on_a_invoke_on_c() {
     })
     .await;
     assert_eq!(invoke(&a, "echo", "b,a").await.body, "[a,b]");
+
+    // A rollback and a removal on c reach a as well.
+    let rolled = reqwest::Client::new()
+        .post(c.url("/v1/functions/echo/rollback?version=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rolled.status(), 200);
+    within(Duration::from_secs(5), "the rollback reaches a", || async {
+        invoke(&a, "echo", "b,a").await.body == "b,a"
+    })
+    .await;
+    let removed = reqwest::Client::new()
+        .delete(c.url("/v1/functions/echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
+    within(Duration::from_secs(5), "the removal reaches a", || async {
+        invoke(&a, "echo", "x").await.status == 404
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -328,10 +350,12 @@ async fn a_full_node_forwards_to_the_nearest_free_one() {
     let [a, b, c] = three(&nats);
     all_see(&[&a, &b, &c], 3).await;
     deploy(&a, "sleep", "sleep").await;
-    deploy(&a, "echo", "echo").await;
+    deploy(&a, "hello", "http-hello").await;
     // Let b and c compile both before the clock matters.
     for node in [&b, &c] {
         assert_eq!(invoke(node, "sleep", "0").await.status, 200);
+        let hello = reqwest::get(node.url("/fn/hello/")).await.unwrap();
+        assert_eq!(hello.status(), 200);
     }
 
     let held = fill(&a, 3000).await;
@@ -339,6 +363,27 @@ async fn a_full_node_forwards_to_the_nearest_free_one() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.node.as_deref(), Some("b"), "b is nearest to a");
     assert!(answer.forward_us.is_some(), "a forwarded response says so");
+    // A wasi:http request goes the same way, its answer intact.
+    let hello = reqwest::Client::new()
+        .post(a.url("/fn/hello/greet?x=1"))
+        .body("ping")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hello.status(), 200);
+    let ran_on = hello.headers().get("x-limes-node").cloned();
+    assert_eq!(ran_on.unwrap(), "b");
+    assert!(hello.headers().contains_key("x-limes-forward-us"));
+    assert_eq!(
+        hello.headers()["x-limes-example"],
+        "hello",
+        "response headers kept"
+    );
+    assert_eq!(
+        hello.text().await.unwrap(),
+        "hello from wasi:http: POST /greet?x=1 (4 bytes)\n",
+        "method, path, query and body kept"
+    );
 
     // With b full as well, the call goes on to c.
     let held_b = fill(&b, 3000).await;
@@ -480,6 +525,15 @@ async fn a_killed_node_leaves_the_view_within_3_s_and_calls_reroute() {
     .await;
     eprintln!("b left the view {gone:?} after it was killed");
     let landed = load.await.unwrap();
+    // Every call succeeded: those in flight on b when it died failed over to c.
+    assert!(
+        landed.iter().all(|(status, _)| *status == 200),
+        "{landed:?}"
+    );
+    assert!(
+        landed.iter().any(|(_, n)| n.as_deref() == Some("b")),
+        "{landed:?}"
+    );
     let last = landed.last().cloned().unwrap();
     assert_eq!(
         last,

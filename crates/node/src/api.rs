@@ -4,12 +4,11 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use http_body_util::BodyExt;
 use serde_json::json;
 
 use crate::error::NodeError;
@@ -323,37 +322,6 @@ async fn serve_http(
             .headers
             .insert(header::HOST, HeaderValue::from_static("localhost"));
     }
-    // wasi:http requests run where they arrive: forwarding a streamed request body is left to
-    // a proxy in front of the cluster.
-    let reserve = node.cluster().map_or(0, |c| c.placement(&name).reserve);
-    let admitted = node.admit(&name, reserve).await?;
-    let outcome = admitted
-        .live
-        .function
-        .handle_http(Request::from_parts(parts, body))
-        .await;
-    match outcome {
-        Ok(invocation) => {
-            node.metrics.invocation(
-                &name,
-                "ok",
-                Some((invocation.cold_start, Default::default())),
-            );
-            let (mut parts, body) = invocation.response.into_parts();
-            parts.headers.insert(
-                "x-limes-cold-start-us",
-                HeaderValue::from(invocation.cold_start.as_micros() as u64),
-            );
-            // The admission slot stays taken until the body has been streamed.
-            let body = body.map_frame(move |frame| {
-                let _held = &admitted;
-                frame
-            });
-            Ok(Response::from_parts(parts, Body::new(body)))
-        }
-        Err(e) => {
-            node.metrics.invocation(&name, e.kind(), None);
-            Err(e.into())
-        }
-    }
+    node.serve_http(&name, Request::from_parts(parts, body), 0)
+        .await
 }

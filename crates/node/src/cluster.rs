@@ -69,6 +69,34 @@ pub struct Ran {
     pub forward_added: Option<Duration>,
 }
 
+/// Largest request or response body of a `wasi:http` call that may be forwarded: forwarded
+/// calls are buffered into one NATS message, whose default limit is 1 MiB.
+pub const MAX_FORWARDED_BODY: usize = 512 << 10;
+
+/// A `wasi:http` request to run on another node, buffered.
+#[derive(Debug, Clone)]
+pub struct HttpCall {
+    /// The function.
+    pub name: String,
+    /// The request as the function sees it (path after `/fn/{name}`).
+    pub request: http::Request<Bytes>,
+    /// Forwards so far, this one included.
+    pub hops: u32,
+}
+
+/// The buffered answer of a forwarded `wasi:http` call.
+#[derive(Debug)]
+pub struct HttpRan {
+    /// The function's response.
+    pub response: http::Response<Bytes>,
+    /// The node that ran it.
+    pub node: String,
+    /// Forwards it took.
+    pub hops: u32,
+    /// Time the call took on the node that ran it.
+    pub remote: Duration,
+}
+
 /// What a node needs from the cluster it has joined.
 pub trait Cluster: Send + Sync + 'static {
     /// Stores a new version of `name` in the cluster (artifact first, then the function's
@@ -102,6 +130,9 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Runs `call` on the nearest other node with room; [`NodeError::Full`] when none has.
     fn forward(&self, call: Call) -> BoxFuture<'_, Result<Ran, NodeError>>;
+
+    /// Runs a buffered `wasi:http` call on the nearest other node with room.
+    fn forward_http(&self, call: HttpCall) -> BoxFuture<'_, Result<HttpRan, NodeError>>;
 
     /// The cluster as this node sees it: connection, members, emergency (for `/healthz` and
     /// `GET /v1/cluster`).

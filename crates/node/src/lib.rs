@@ -12,6 +12,7 @@ mod api;
 mod artifacts;
 pub mod cluster;
 mod error;
+mod http_fn;
 pub mod manifest;
 mod metrics;
 mod node;
@@ -29,8 +30,11 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 pub use api::ROUTES;
-pub use cluster::{Call, Cluster, MAX_HOPS, NewVersion, Placement, Ran};
+pub use cluster::{
+    Call, Cluster, HttpCall, HttpRan, MAX_FORWARDED_BODY, MAX_HOPS, NewVersion, Placement, Ran,
+};
 pub use error::NodeError;
+pub use http_fn::buffer as buffer_response;
 pub use manifest::Manifest;
 pub use node::{Node, NodeConfig, validate_name};
 pub use openapi::document as openapi_document;

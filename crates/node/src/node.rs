@@ -314,12 +314,17 @@ impl Node {
                     manifest: manifest.clone(),
                 };
                 let record = cluster.publish(name.to_owned(), new, component).await?;
-                self.registry.put(&record)?;
-                record.active_version().clone()
+                let version = record.active_version().clone();
+                let node = self.clone();
+                // A durable write (fsync): on the blocking pool, like the artifact's.
+                blocking(move || Ok(node.registry.put(&record)?)).await?;
+                version
             }
-            None => self
-                .registry
-                .add_version(name, digest, &kind, manifest.clone())?,
+            None => {
+                let (node, name, manifest) = (self.clone(), name.to_owned(), manifest.clone());
+                blocking(move || Ok(node.registry.add_version(&name, digest, &kind, manifest)?))
+                    .await?
+            }
         };
         self.set_live(
             name,

@@ -1,0 +1,121 @@
+//! Requests to `wasi:http` functions: run here with a fresh instance, or, when this node has no
+//! room (or is released in an emergency), forwarded whole to another node of the cluster.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use http_body_util::BodyExt;
+
+use crate::cluster::{HttpCall, MAX_FORWARDED_BODY, MAX_HOPS};
+use crate::error::NodeError;
+use crate::node::{Admitted, Node};
+
+impl Node {
+    /// Serves `request` (its path already stripped of `/fn/{name}`) with the `wasi:http`
+    /// function `name`, forwarded `hops` times so far. Here, the response streams; forwarded,
+    /// request and response are buffered, up to [`MAX_FORWARDED_BODY`] each.
+    pub async fn serve_http(
+        self: &Arc<Self>,
+        name: &str,
+        request: Request<Body>,
+        hops: u32,
+    ) -> Result<Response<Body>, NodeError> {
+        let cluster = self.cluster();
+        let placement = cluster.map(|c| c.placement(name)).unwrap_or_default();
+        let forward_only = placement.elsewhere && hops < MAX_HOPS;
+        if !forward_only {
+            match self.admit(name, placement.reserve).await {
+                Ok(admitted) => return self.run_http(admitted, name, request).await,
+                Err(NodeError::Busy(_) | NodeError::Full)
+                    if cluster.is_some() && hops < MAX_HOPS => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(cluster) = cluster else {
+            return Err(NodeError::Full);
+        };
+        let (parts, body) = request.into_parts();
+        // A body too large for one message cannot be forwarded: the node is still full.
+        let body = http_body_util::Limited::new(body, MAX_FORWARDED_BODY)
+            .collect()
+            .await
+            .map_err(|_| NodeError::Full)?
+            .to_bytes();
+        let started = Instant::now();
+        let ran = cluster
+            .forward_http(HttpCall {
+                name: name.to_owned(),
+                request: Request::from_parts(parts, body),
+                hops: hops + 1,
+            })
+            .await?;
+        let added = started.elapsed().saturating_sub(ran.remote);
+        self.metrics
+            .forwarded(if forward_only { "released" } else { "full" }, added);
+        let (mut parts, body) = ran.response.into_parts();
+        if let Ok(node) = HeaderValue::from_str(&ran.node) {
+            parts.headers.insert("x-limes-node", node);
+        }
+        parts
+            .headers
+            .insert("x-limes-hops", HeaderValue::from(ran.hops));
+        parts.headers.insert(
+            "x-limes-forward-us",
+            HeaderValue::from(added.as_micros() as u64),
+        );
+        Ok(Response::from_parts(parts, Body::from(body)))
+    }
+
+    async fn run_http(
+        &self,
+        admitted: Admitted,
+        name: &str,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, NodeError> {
+        match admitted.live.function.handle_http(request).await {
+            Ok(invocation) => {
+                self.metrics.invocation(
+                    name,
+                    "ok",
+                    Some((invocation.cold_start, Default::default())),
+                );
+                let (mut parts, body) = invocation.response.into_parts();
+                parts.headers.insert(
+                    "x-limes-cold-start-us",
+                    HeaderValue::from(invocation.cold_start.as_micros() as u64),
+                );
+                if let Ok(node) = HeaderValue::from_str(&self.config().node_id) {
+                    parts.headers.insert("x-limes-node", node);
+                }
+                // The admission slot stays taken until the body has been streamed.
+                let body = body.map_frame(move |frame| {
+                    let _held = &admitted;
+                    frame
+                });
+                Ok(Response::from_parts(parts, Body::new(body)))
+            }
+            Err(e) => {
+                self.metrics.invocation(name, e.kind(), None);
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Collects a response for forwarding; a body past [`MAX_FORWARDED_BODY`] is an error.
+pub async fn buffer(response: Response<Body>) -> Result<Response<Bytes>, NodeError> {
+    let (parts, body) = response.into_parts();
+    let body = http_body_util::Limited::new(body, MAX_FORWARDED_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            NodeError::BadRequest(format!(
+                "the response cannot be forwarded ({e}; the limit is {MAX_FORWARDED_BODY} bytes)"
+            ))
+        })?
+        .to_bytes();
+    Ok(Response::from_parts(parts, body))
+}
