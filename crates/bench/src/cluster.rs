@@ -421,8 +421,9 @@ async fn wait_for(limit: Duration, what: &str, check: impl Fn() -> bool) -> Resu
 fn plot(phases: &[Phase], nodes: usize, path: &Path) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let base = &phases[0].regular;
+    // Ordered by the fraction released, so that each line reads left to right.
     let points = |pick: fn(&Summary) -> f64| -> Vec<(f64, f64)> {
-        phases
+        let mut points: Vec<(f64, f64)> = phases
             .iter()
             .map(|p| {
                 (
@@ -430,7 +431,9 @@ fn plot(phases: &[Phase], nodes: usize, path: &Path) -> Result<(), String> {
                     pick(&p.regular) - pick(base),
                 )
             })
-            .collect()
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        points
     };
     let (p50, p99) = (points(|s| s.p50), points(|s| s.p99));
     let top = p50.iter().chain(&p99).map(|p| p.1).fold(1.0, f64::max) * 1.15;
