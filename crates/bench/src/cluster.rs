@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use limes_cluster::ClusterConfig;
@@ -28,7 +29,7 @@ pub struct ClusterBench {
     pub nodes: usize,
     /// Instance slots per node.
     pub capacity: u32,
-    /// Regular callers per node, each in a closed loop.
+    /// Regular callers per node, each in a closed loop that runs through every phase.
     pub callers: usize,
     /// Length of each measured phase.
     pub phase: Duration,
@@ -45,8 +46,8 @@ pub struct ClusterBench {
 /// The regular function's work: a 2 ms wait that holds an instance slot (as an I/O-bound
 /// function does) without competing with the other nodes for this machine's two cores.
 const REGULAR_ARGS: &str = "2";
-/// Between two urgent calls on a released node: urgent requests arrive at a steady rate (200/s
-/// per node) rather than in a tight loop that would take this machine's cores from the rest.
+/// Between two urgent calls on a released node: urgent requests arrive at a steady rate (up to
+/// 200/s per node).
 const URGENT_PAUSE: Duration = Duration::from_millis(5);
 /// One-way latency between grid neighbours, ms.
 const SPACING_MS: f64 = 2.0;
@@ -200,14 +201,45 @@ impl ClusterBench {
             }
         }
 
-        let mut phases = vec![self.phase(&nodes, None).await?];
-        for &bound in &self.bounds {
+        // The regular load runs throughout; each call is counted in the phase it started and
+        // ended in, and calls across a change of plan are not counted.
+        let clock = Arc::new(PhaseClock::default());
+        let mut callers = tokio::task::JoinSet::new();
+        for node in &nodes {
+            for _ in 0..self.callers {
+                callers.spawn(caller(
+                    node.clone(),
+                    "regular",
+                    REGULAR_ARGS,
+                    None,
+                    clock.clone(),
+                ));
+            }
+            callers.spawn(caller(
+                node.clone(),
+                "alert",
+                "alert",
+                Some(URGENT_PAUSE),
+                clock.clone(),
+            ));
+        }
+        let mut plans = vec![(None, Vec::new())];
+        clock.start(0);
+        tokio::time::sleep(self.phase).await;
+        let cluster = nodes[0].cluster().ok_or("node 0 is not clustered")?;
+        for (i, &bound) in self.bounds.iter().enumerate() {
+            clock.pause();
             let declaration = serde_json::json!({"urgent": ["alert"], "max_added_ms": bound});
-            let cluster = nodes[0].cluster().ok_or("node 0 is not clustered")?;
-            cluster
+            let plan = cluster
                 .declare(declaration)
                 .await
                 .map_err(|e| e.to_string())?;
+            let released: Vec<String> = plan["plan"]["released"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
             wait_for(
                 Duration::from_secs(10),
                 "the plan to reach every node",
@@ -220,7 +252,10 @@ impl ClusterBench {
                 },
             )
             .await?;
-            phases.push(self.phase(&nodes, Some(bound)).await?);
+            plans.push((Some(bound), released));
+            clock.start(i + 1);
+            tokio::time::sleep(self.phase).await;
+            clock.pause();
             cluster.end().await.map_err(|e| e.to_string())?;
             wait_for(
                 Duration::from_secs(10),
@@ -233,7 +268,20 @@ impl ClusterBench {
                 },
             )
             .await?;
+            // Back to normal placement for a while, so that the next plan sees the steady load
+            // in the heartbeats, not the previous plan's consolidation.
+            tokio::time::sleep(Duration::from_secs(2)).await;
         }
+        clock.stop();
+        let mut calls = Vec::new();
+        while let Some(done) = callers.join_next().await {
+            calls.extend(done.map_err(|e| e.to_string())?);
+        }
+        let phases = plans
+            .into_iter()
+            .enumerate()
+            .map(|(i, (bound_ms, released))| phase(i, bound_ms, released, &calls))
+            .collect::<Result<Vec<_>, String>>()?;
         let report = self.report(&phases, probe_netem());
         std::fs::create_dir_all(&self.out).map_err(|e| e.to_string())?;
         std::fs::write(self.out.join("report.md"), &report).map_err(|e| e.to_string())?;
@@ -243,62 +291,6 @@ impl ClusterBench {
             &self.out.join("released_vs_latency.svg"),
         )?;
         Ok(report)
-    }
-
-    /// Regular callers on every node, urgent callers on the released ones, for one phase.
-    async fn phase(&self, nodes: &[Arc<Node>], bound_ms: Option<f64>) -> Result<Phase, String> {
-        let released: Vec<String> = nodes[0]
-            .cluster()
-            .and_then(|c| c.emergency()["plan"]["released"].as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect();
-        let until = Instant::now() + self.phase;
-        let mut callers = tokio::task::JoinSet::new();
-        for node in nodes {
-            let is_released = released.contains(&node.config().node_id);
-            for _ in 0..self.callers {
-                callers.spawn(closed_loop(
-                    node.clone(),
-                    "regular",
-                    REGULAR_ARGS,
-                    Duration::ZERO,
-                    until,
-                ));
-            }
-            if is_released {
-                callers.spawn(closed_loop(
-                    node.clone(),
-                    "alert",
-                    "alert",
-                    URGENT_PAUSE,
-                    until,
-                ));
-            }
-        }
-        let (mut regular, mut urgent, mut forwarded, mut errors) = (vec![], vec![], 0usize, 0);
-        while let Some(done) = callers.join_next().await {
-            let calls = done.map_err(|e| e.to_string())?;
-            for call in calls {
-                match call {
-                    Ok((name, ms, was_forwarded)) if name == "regular" => {
-                        regular.push(ms);
-                        forwarded += usize::from(was_forwarded);
-                    }
-                    Ok((_, ms, _)) => urgent.push(ms),
-                    Err(_) => errors += 1,
-                }
-            }
-        }
-        Ok(Phase {
-            bound_ms,
-            released,
-            regular_forwarded: forwarded as f64 / regular.len().max(1) as f64,
-            regular: Summary::of(&regular).ok_or("no regular call succeeded")?,
-            urgent: Summary::of(&urgent),
-            errors,
-        })
     }
 
     fn report(&self, phases: &[Phase], netem: Result<(), String>) -> String {
@@ -313,7 +305,9 @@ impl ClusterBench {
             "{} nodes on one `nats-server -js`, {} slots each, on a grid three wide with {SPACING_MS} ms \
              one-way between neighbours. Every node has {} closed-loop callers of the regular \
              function (a {REGULAR_ARGS} ms wait); during an emergency each released node also calls the \
-             urgent function every {URGENT_PAUSE:?}. Phases of {:?}.\n",
+             urgent function every {URGENT_PAUSE:?}. The regular load runs throughout: a phase \
+             without emergency, then one emergency per bound, each measured for {:?} once its \
+             plan has reached every node, with 2 s of normal placement between them.\n",
             self.nodes, self.capacity, self.callers, self.phase
         );
         let _ = writeln!(out, "Command: `{}`\n", self.command);
@@ -373,24 +367,65 @@ impl ClusterBench {
     }
 }
 
-type Call = Result<(&'static str, f64, bool), String>;
+/// Which phase is being measured; calls made while it changes are not counted.
+#[derive(Default)]
+struct PhaseClock {
+    /// 0: between phases; n: phase n − 1; `usize::MAX`: the experiment is over.
+    state: std::sync::atomic::AtomicUsize,
+}
 
-/// Calls `name` on `node` until `until`, waiting `pause` between calls.
-async fn closed_loop(
+impl PhaseClock {
+    fn start(&self, phase: usize) {
+        self.state.store(phase + 1, Ordering::SeqCst);
+    }
+    fn pause(&self) {
+        self.state.store(0, Ordering::SeqCst);
+    }
+    fn stop(&self) {
+        self.state.store(usize::MAX, Ordering::SeqCst);
+    }
+    fn now(&self) -> usize {
+        self.state.load(Ordering::SeqCst)
+    }
+}
+
+/// One finished call: its phase, function, latency (ms), whether it was forwarded; or a failure.
+struct Call {
+    phase: usize,
+    name: &'static str,
+    outcome: Result<(f64, bool), String>,
+}
+
+/// Calls `name` on `node` until the experiment is over. Urgent callers (`pause` set) call only
+/// while their node is released, at a steady rate rather than in a tight loop that would take
+/// this machine's cores from the rest.
+async fn caller(
     node: Arc<Node>,
     name: &'static str,
     args: &'static str,
-    pause: Duration,
-    until: Instant,
+    pause: Option<Duration>,
+    clock: Arc<PhaseClock>,
 ) -> Vec<Call> {
     let mut calls = Vec::new();
-    while Instant::now() < until {
-        tokio::time::sleep(pause).await;
+    loop {
+        let phase = clock.now();
+        if phase == usize::MAX {
+            return calls;
+        }
+        if let Some(pause) = pause {
+            tokio::time::sleep(pause).await;
+            let released = node.cluster().is_some_and(|c| {
+                c.emergency()["plan"]["released"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|id| id == node.config().node_id.as_str()))
+            });
+            if !released {
+                continue;
+            }
+        }
         let sent = Instant::now();
-        let outcome = node.invoke(name, args, 0).await;
-        calls.push(match outcome {
+        let outcome = match node.invoke(name, args, 0).await {
             Ok(ran) => Ok((
-                name,
                 sent.elapsed().as_secs_f64() * 1e3,
                 ran.forward_added.is_some(),
             )),
@@ -399,9 +434,44 @@ async fn closed_loop(
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 Err(e.to_string())
             }
-        });
+        };
+        if phase != 0 && clock.now() == phase {
+            calls.push(Call {
+                phase: phase - 1,
+                name,
+                outcome,
+            });
+        }
     }
-    calls
+}
+
+/// The figures of phase `index` from every caller's calls.
+fn phase(
+    index: usize,
+    bound_ms: Option<f64>,
+    released: Vec<String>,
+    calls: &[Call],
+) -> Result<Phase, String> {
+    let (mut regular, mut urgent, mut forwarded, mut errors) = (vec![], vec![], 0usize, 0);
+    for call in calls.iter().filter(|c| c.phase == index) {
+        match (&call.outcome, call.name) {
+            (Ok((ms, was_forwarded)), "regular") => {
+                regular.push(*ms);
+                forwarded += usize::from(*was_forwarded);
+            }
+            (Ok((ms, _)), _) => urgent.push(*ms),
+            (Err(_), _) => errors += 1,
+        }
+    }
+    Ok(Phase {
+        bound_ms,
+        released,
+        regular_forwarded: forwarded as f64 / regular.len().max(1) as f64,
+        regular: Summary::of(&regular)
+            .ok_or_else(|| format!("no regular call succeeded in phase {index}"))?,
+        urgent: Summary::of(&urgent),
+        errors,
+    })
 }
 
 fn members(node: &Node) -> usize {
