@@ -544,6 +544,18 @@ fn plot(phases: &[Phase], nodes: usize, path: &Path) -> Result<(), String> {
             .draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled())))
             .map_err(|e| err(&e))?;
     }
+    // Each emergency's bound next to its p99 point.
+    let labels = phases.iter().filter_map(|p| {
+        let bound = p.bound_ms?;
+        let x = p.released.len() as f64 / nodes as f64;
+        let y = p.regular.p99 - base.p99;
+        Some(Text::new(
+            format!("  bound {bound} ms"),
+            (x, y),
+            ("sans-serif", 12).into_font(),
+        ))
+    });
+    chart.draw_series(labels).map_err(|e| err(&e))?;
     chart
         .configure_series_labels()
         .border_style(BLACK)
