@@ -129,13 +129,17 @@ pub async fn join(node: &Arc<Node>, config: ClusterConfig) -> Result<Arc<NatsClu
     tokio::spawn(supervise(weak.clone(), "emergency", |c| {
         Box::pin(c.watch_plan())
     }));
-    let served = node.clone();
-    tokio::spawn(supervise(weak.clone(), "forwarding", move |c| {
-        Box::pin(forward::serve(c.client.clone(), served.clone()))
+    tokio::spawn(supervise(weak.clone(), "forwarding", |c| {
+        Box::pin(async move {
+            let node = c.node().map_err(|e| e.to_string())?;
+            forward::serve(c.client.clone(), node).await
+        })
     }));
-    let served = node.clone();
-    tokio::spawn(supervise(weak, "http forwarding", move |c| {
-        Box::pin(forward::serve_http(c.client.clone(), served.clone()))
+    tokio::spawn(supervise(weak, "http forwarding", |c| {
+        Box::pin(async move {
+            let node = c.node().map_err(|e| e.to_string())?;
+            forward::serve_http(c.client.clone(), node).await
+        })
     }));
     Ok(cluster)
 }

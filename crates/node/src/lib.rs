@@ -6,7 +6,9 @@
 //! - the REST API under `/v1`, and `wasi:http` functions under `/fn/{name}/…`;
 //! - admission control: per-function and per-node limits answered with 429, never a queue;
 //! - Prometheus metrics and `tracing` logs with a request id on every line;
-//! - graceful shutdown.
+//! - graceful shutdown;
+//! - the [`Cluster`] seam through which a node joins an edge cluster (implemented one layer up,
+//!   in `limes-cluster`): shared deploys, functions loaded on first use, forwarding.
 
 mod api;
 mod artifacts;
