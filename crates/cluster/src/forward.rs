@@ -177,10 +177,38 @@ fn encode(outcome: Result<Ran, NodeError>) -> (HeaderMap, Bytes) {
     }
 }
 
-/// Serves forwarded invocations for `node` until the subscription ends (the client closed).
-/// async-nats re-subscribes by itself after a reconnect.
-pub async fn serve(client: async_nats::Client, node: Arc<Node>) -> Result<(), String> {
-    let subject = subject(&node.config().node_id);
+/// Runs one forwarded `run` invocation here.
+async fn answer_run(node: Arc<Node>, message: async_nats::Message) -> (HeaderMap, Bytes) {
+    let empty = HeaderMap::new();
+    let headers = message.headers.as_ref().unwrap_or(&empty);
+    let outcome = match (
+        header(headers, FUNCTION),
+        std::str::from_utf8(&message.payload),
+    ) {
+        (Some(name), Ok(args)) => {
+            let hops = number(headers, HOPS).unwrap_or(limes_node::MAX_HOPS);
+            node.invoke(name, args, hops).await
+        }
+        (None, _) => Err(NodeError::BadRequest(
+            "a forwarded call without a Limes-Function header".into(),
+        )),
+        (_, Err(_)) => Err(NodeError::BadRequest("args must be UTF-8 text".into())),
+    };
+    encode(outcome)
+}
+
+/// Answers every request on `subject` with `answer`, each in its own task, until the
+/// subscription ends (the client closed). async-nats re-subscribes by itself after a reconnect.
+async fn answer_all<F, Fut>(
+    client: async_nats::Client,
+    subject: String,
+    node: Arc<Node>,
+    answer: F,
+) -> Result<(), String>
+where
+    F: Fn(Arc<Node>, async_nats::Message) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = (HeaderMap, Bytes)> + Send + 'static,
+{
     let mut calls = client
         .subscribe(subject.clone())
         .await
@@ -191,22 +219,7 @@ pub async fn serve(client: async_nats::Client, node: Arc<Node>) -> Result<(), St
         };
         let (client, node) = (client.clone(), node.clone());
         tokio::spawn(async move {
-            let empty = HeaderMap::new();
-            let headers = message.headers.as_ref().unwrap_or(&empty);
-            let outcome = match (
-                header(headers, FUNCTION),
-                std::str::from_utf8(&message.payload),
-            ) {
-                (Some(name), Ok(args)) => {
-                    let hops = number(headers, HOPS).unwrap_or(limes_node::MAX_HOPS);
-                    node.invoke(name, args, hops).await
-                }
-                (None, _) => Err(NodeError::BadRequest(
-                    "a forwarded call without a Limes-Function header".into(),
-                )),
-                (_, Err(_)) => Err(NodeError::BadRequest("args must be UTF-8 text".into())),
-            };
-            let (headers, payload) = encode(outcome);
+            let (headers, payload) = answer(node, message).await;
             if let Err(e) = client
                 .publish_with_headers(reply_to, headers, payload)
                 .await
@@ -218,8 +231,20 @@ pub async fn serve(client: async_nats::Client, node: Arc<Node>) -> Result<(), St
     Ok(())
 }
 
+/// Serves forwarded `run` invocations for `node`.
+pub async fn serve(client: async_nats::Client, node: Arc<Node>) -> Result<(), String> {
+    let subject = subject(&node.config().node_id);
+    answer_all(client, subject, node, answer_run).await
+}
+
+/// Serves forwarded `wasi:http` calls for `node`.
+pub async fn serve_http(client: async_nats::Client, node: Arc<Node>) -> Result<(), String> {
+    let subject = http_subject(&node.config().node_id);
+    answer_all(client, subject, node, answer_http).await
+}
+
 /// Runs one forwarded `wasi:http` call here and buffers the answer.
-async fn answer_http(node: &Arc<Node>, message: &async_nats::Message) -> (HeaderMap, Bytes) {
+async fn answer_http(node: Arc<Node>, message: async_nats::Message) -> (HeaderMap, Bytes) {
     let started = std::time::Instant::now();
     let empty = HeaderMap::new();
     let headers = message.headers.as_ref().unwrap_or(&empty);
@@ -283,29 +308,4 @@ async fn answer_http(node: &Arc<Node>, message: &async_nats::Message) -> (Header
         serde_json::to_string(&head).unwrap_or_default().as_str(),
     );
     (reply, body)
-}
-
-/// Serves forwarded `wasi:http` calls for `node` until the subscription ends.
-pub async fn serve_http(client: async_nats::Client, node: Arc<Node>) -> Result<(), String> {
-    let subject = http_subject(&node.config().node_id);
-    let mut calls = client
-        .subscribe(subject.clone())
-        .await
-        .map_err(|e| format!("subscribing to {subject}: {e}"))?;
-    while let Some(message) = calls.next().await {
-        let Some(reply_to) = message.reply.clone() else {
-            continue;
-        };
-        let (client, node) = (client.clone(), node.clone());
-        tokio::spawn(async move {
-            let (headers, payload) = answer_http(&node, &message).await;
-            if let Err(e) = client
-                .publish_with_headers(reply_to, headers, payload)
-                .await
-            {
-                tracing::warn!(error = %e, "could not answer a forwarded HTTP call");
-            }
-        });
-    }
-    Ok(())
 }
