@@ -8,7 +8,8 @@ use limes_node::{
 };
 use serde_json::json;
 
-use crate::{NatsCluster, now_ms, plan, plan_json, unavailable};
+use crate::emergency::plan_json;
+use crate::{NatsCluster, now_ms, plan, unavailable};
 
 impl Cluster for NatsCluster {
     fn publish(
