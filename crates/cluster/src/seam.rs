@@ -9,7 +9,7 @@ use limes_node::{
 use serde_json::json;
 
 use crate::emergency::plan_json;
-use crate::{NatsCluster, now_ms, plan, unavailable};
+use crate::{NatsCluster, plan, unavailable};
 
 impl Cluster for NatsCluster {
     fn publish(
@@ -31,20 +31,12 @@ impl Cluster for NatsCluster {
                     .map_err(|e| unavailable("storing the component", e))?;
             }
             self.update_record(&name, |current| {
-                let mut record = current.unwrap_or_else(|| FunctionRecord {
-                    name: name.clone(),
-                    active: 0,
-                    versions: Vec::new(),
-                });
-                let number = record.versions.last().map_or(1, |v| v.version + 1);
-                record.versions.push(limes_node::Version {
-                    version: number,
-                    digest: version.digest.clone(),
-                    kind: version.kind.clone(),
-                    manifest: version.manifest.clone(),
-                    deployed_at: now_ms() / 1000,
-                });
-                record.active = number;
+                let mut record = current.unwrap_or_else(|| FunctionRecord::new(&name));
+                record.push_version(
+                    version.digest.clone(),
+                    &version.kind,
+                    version.manifest.clone(),
+                );
                 Ok(record)
             })
             .await

@@ -35,6 +35,31 @@ pub struct FunctionRecord {
 }
 
 impl FunctionRecord {
+    /// A function with no version yet.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            active: 0,
+            versions: Vec::new(),
+        }
+    }
+
+    /// Adds the next version and makes it active; returns it.
+    pub fn push_version(&mut self, digest: String, kind: &str, manifest: Manifest) -> Version {
+        let version = Version {
+            version: self.versions.last().map_or(1, |v| v.version + 1),
+            digest,
+            kind: kind.to_owned(),
+            manifest,
+            deployed_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        self.active = version.version;
+        self.versions.push(version.clone());
+        version
+    }
+
     /// The version that serves invocations.
     pub fn active_version(&self) -> &Version {
         self.versions
@@ -105,22 +130,8 @@ impl Registry {
         manifest: Manifest,
     ) -> Result<Version, RegistryError> {
         self.update(name, |record| {
-            let mut record = record.unwrap_or_else(|| FunctionRecord {
-                name: name.to_owned(),
-                active: 0,
-                versions: Vec::new(),
-            });
-            let version = Version {
-                version: record.versions.last().map_or(1, |v| v.version + 1),
-                digest,
-                kind: kind.to_owned(),
-                manifest,
-                deployed_at: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
-            };
-            record.active = version.version;
-            record.versions.push(version.clone());
+            let mut record = record.unwrap_or_else(|| FunctionRecord::new(name));
+            let version = record.push_version(digest, kind, manifest);
             (Some(record), version)
         })
     }
