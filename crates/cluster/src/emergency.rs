@@ -1,5 +1,7 @@
 //! Declaring and ending emergencies: one node decides at a time, holding the KV lease.
 
+use std::sync::Arc;
+
 use limes_node::NodeError;
 use serde_json::json;
 
@@ -35,7 +37,7 @@ impl NatsCluster {
                 .put(store::PLAN_KEY, value.into())
                 .await
                 .map_err(|e| unavailable("storing the plan", e))?;
-            *self.plan.write().unwrap_or_else(|p| p.into_inner()) = Some(plan.clone());
+            *self.plan.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(plan.clone()));
             self.publish_metrics();
             Ok(plan_json(Some(&plan)))
         })

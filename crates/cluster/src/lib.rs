@@ -75,7 +75,8 @@ pub struct NatsCluster {
     node: Weak<Node>,
     buckets: tokio::sync::Mutex<Option<Buckets>>,
     view: Mutex<View>,
-    plan: RwLock<Option<Plan>>,
+    /// Shared, because every invocation reads it.
+    plan: RwLock<Option<Arc<Plan>>>,
     /// The last thing that went wrong talking to NATS, for the status.
     last_error: Mutex<Option<String>>,
 }
@@ -251,7 +252,7 @@ impl NatsCluster {
         view.alive(VIEW_HORIZON)
     }
 
-    fn plan_now(&self) -> Option<Plan> {
+    fn plan_now(&self) -> Option<Arc<Plan>> {
         self.plan.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -338,7 +339,7 @@ impl NatsCluster {
                 }
                 None => tracing::info!("no emergency plan in force"),
             }
-            *self.plan.write().unwrap_or_else(|p| p.into_inner()) = plan;
+            *self.plan.write().unwrap_or_else(|p| p.into_inner()) = plan.map(Arc::new);
             self.publish_metrics();
         }
         Ok(())

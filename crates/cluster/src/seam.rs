@@ -161,7 +161,7 @@ impl Cluster for NatsCluster {
             "node": self.id,
             "location": self.config.location,
             "members": members,
-            "emergency": plan_json(self.plan_now().as_ref()),
+            "emergency": plan_json(self.plan_now().as_deref()),
             "last_error": last_error,
         })
     }
@@ -174,7 +174,7 @@ impl Cluster for NatsCluster {
     }
 
     fn emergency(&self) -> serde_json::Value {
-        plan_json(self.plan_now().as_ref())
+        plan_json(self.plan_now().as_deref())
     }
 
     fn end(&self) -> BoxFuture<'_, Result<serde_json::Value, NodeError>> {

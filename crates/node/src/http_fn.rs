@@ -9,9 +9,9 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 
-use crate::cluster::{HttpCall, MAX_FORWARDED_BODY, MAX_HOPS};
+use crate::cluster::{HttpCall, MAX_FORWARDED_BODY};
 use crate::error::NodeError;
-use crate::node::{Admitted, Node};
+use crate::node::{Admitted, Node, Route};
 
 impl Node {
     /// Serves `request` (its path already stripped of `/fn/{name}`) with the `wasi:http`
@@ -23,19 +23,9 @@ impl Node {
         request: Request<Body>,
         hops: u32,
     ) -> Result<Response<Body>, NodeError> {
-        let cluster = self.cluster();
-        let placement = cluster.map(|c| c.placement(name)).unwrap_or_default();
-        let forward_only = placement.elsewhere && hops < MAX_HOPS;
-        if !forward_only {
-            match self.admit(name, placement.reserve).await {
-                Ok(admitted) => return self.run_http(admitted, name, request).await,
-                Err(NodeError::Busy(_) | NodeError::Full)
-                    if cluster.is_some() && hops < MAX_HOPS => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let Some(cluster) = cluster else {
-            return Err(NodeError::Full);
+        let (cluster, reason) = match self.route(name, hops).await? {
+            Route::Here(admitted) => return self.run_http(admitted, name, request).await,
+            Route::Elsewhere { cluster, reason } => (cluster, reason),
         };
         let (parts, body) = request.into_parts();
         // A body too large for one message cannot be forwarded: the node is still full.
@@ -53,8 +43,7 @@ impl Node {
             })
             .await?;
         let added = started.elapsed().saturating_sub(ran.remote);
-        self.metrics
-            .forwarded(if forward_only { "released" } else { "full" }, added);
+        self.metrics.forwarded(reason, added);
         let (mut parts, body) = ran.response.into_parts();
         if let Ok(node) = HeaderValue::from_str(&ran.node) {
             parts.headers.insert("x-limes-node", node);

@@ -76,6 +76,17 @@ impl Drop for Admitted {
     }
 }
 
+/// Where a call runs, as decided by [`Node::route`].
+pub(crate) enum Route<'a> {
+    /// Here, in the slot it was given.
+    Here(Admitted),
+    /// On another node of `cluster`; `reason` (`full` or `released`) labels the metric.
+    Elsewhere {
+        cluster: &'a Arc<dyn Cluster>,
+        reason: &'static str,
+    },
+}
+
 /// A Limes node.
 pub struct Node {
     runtime: Runtime,
@@ -447,6 +458,31 @@ impl Node {
         })
     }
 
+    /// Decides where a call of `name`, forwarded `hops` times so far, runs: here (admitted) or
+    /// on another node. Past the hop limit a call runs here if it can, rather than fail.
+    pub(crate) async fn route(
+        self: &Arc<Self>,
+        name: &str,
+        hops: u32,
+    ) -> Result<Route<'_>, NodeError> {
+        let cluster = self.cluster();
+        let placement = cluster.map(|c| c.placement(name)).unwrap_or_default();
+        let released = placement.elsewhere && hops < MAX_HOPS;
+        if !released {
+            match self.admit(name, placement.reserve).await {
+                Ok(admitted) => return Ok(Route::Here(admitted)),
+                Err(NodeError::Busy(_) | NodeError::Full)
+                    if cluster.is_some() && hops < MAX_HOPS => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let cluster = cluster.ok_or(NodeError::Full)?;
+        Ok(Route::Elsewhere {
+            cluster,
+            reason: if released { "released" } else { "full" },
+        })
+    }
+
     /// Runs one invocation of the `run` function `name` that has been forwarded `hops` times:
     /// here when the node has room (and, in an emergency, takes this function), otherwise on
     /// the nearest node of the cluster that has.
@@ -456,20 +492,9 @@ impl Node {
         args: &str,
         hops: u32,
     ) -> Result<Ran, NodeError> {
-        let cluster = self.cluster();
-        let placement = cluster.map(|c| c.placement(name)).unwrap_or_default();
-        // Past the hop limit a call runs where it is, if it can, rather than fail.
-        let forward_only = placement.elsewhere && hops < MAX_HOPS;
-        if !forward_only {
-            match self.admit(name, placement.reserve).await {
-                Ok(admitted) => return self.run_admitted(admitted, name, args, hops).await,
-                Err(NodeError::Busy(_) | NodeError::Full)
-                    if cluster.is_some() && hops < MAX_HOPS => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let Some(cluster) = cluster else {
-            return Err(NodeError::Full);
+        let (cluster, reason) = match self.route(name, hops).await? {
+            Route::Here(admitted) => return self.run_admitted(admitted, name, args, hops).await,
+            Route::Elsewhere { cluster, reason } => (cluster, reason),
         };
         let started = Instant::now();
         let mut ran = cluster
@@ -483,8 +508,7 @@ impl Node {
             .elapsed()
             .saturating_sub(ran.cold_start + ran.execution);
         ran.forward_added = Some(added);
-        self.metrics
-            .forwarded(if forward_only { "released" } else { "full" }, added);
+        self.metrics.forwarded(reason, added);
         Ok(ran)
     }
 
