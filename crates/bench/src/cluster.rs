@@ -11,7 +11,7 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -20,7 +20,6 @@ use limes_cluster::ClusterConfig;
 use limes_node::{Node, NodeConfig};
 use plotters::prelude::*;
 
-use crate::process::{find_on_path, free_port};
 use crate::stats::Summary;
 
 /// What to run.
@@ -51,49 +50,6 @@ const REGULAR_ARGS: &str = "2";
 const URGENT_PAUSE: Duration = Duration::from_millis(5);
 /// One-way latency between grid neighbours, ms.
 const SPACING_MS: f64 = 2.0;
-
-/// A `nats-server -js` child, killed on drop.
-struct NatsServer {
-    child: Child,
-    url: String,
-    _store: tempfile::TempDir,
-}
-
-impl NatsServer {
-    fn start() -> Result<Self, String> {
-        let binary = find_on_path("nats-server")
-            .or_else(|| Some(PathBuf::from("/usr/sbin/nats-server")).filter(|p| p.exists()))
-            .ok_or("nats-server not found (apt-get install nats-server)")?;
-        let port = free_port()?;
-        let store = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let child = Command::new(binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting nats-server: {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                return Err("nats-server did not start".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(Self {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            _store: store,
-        })
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Whether `tc netem` can delay traffic in a network namespace here: tries it on a throw-away
 /// veth pair. `Err` says why not (not root, no `ip`/`tc`, no netem qdisc in the kernel).
@@ -149,7 +105,7 @@ fn location(i: usize) -> [f64; 2] {
 impl ClusterBench {
     /// Runs the experiment, writes its report and plot, and returns the report.
     pub async fn run(&self) -> Result<String, String> {
-        let nats = NatsServer::start()?;
+        let nats = limes_cluster::server::NatsServer::start()?;
         let data = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut nodes = Vec::new();
         for i in 0..self.nodes {
@@ -161,7 +117,7 @@ impl ClusterBench {
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
-            let mut cluster = ClusterConfig::new(nats.url.clone(), location(i));
+            let mut cluster = ClusterConfig::new(nats.url(), location(i));
             cluster.simulate_latency = true;
             limes_cluster::join(&node, cluster)
                 .await

@@ -13,6 +13,7 @@ mod emergency;
 pub mod forward;
 pub mod plan;
 mod seam;
+pub mod server;
 pub mod store;
 pub mod view;
 

@@ -6,11 +6,11 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use limes_cluster::ClusterConfig;
+use limes_cluster::server::NatsServer;
 use limes_node::{Node, NodeConfig};
 
 fn guest(name: &str) -> Vec<u8> {
@@ -35,82 +35,17 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A `nats-server -js` child, killed on drop.
-struct Nats {
-    child: Option<Child>,
-    port: u16,
-    store: tempfile::TempDir,
-}
-
-fn nats_server() -> Option<PathBuf> {
-    [
-        "/usr/sbin/nats-server",
-        "/usr/bin/nats-server",
-        "/usr/local/bin/nats-server",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
-}
-
-impl Nats {
-    /// Starts a server, or returns `None` (the test is skipped) when there is none.
-    fn start(test: &str) -> Option<Self> {
-        if nats_server().is_none() {
-            if std::env::var_os("LIMES_REQUIRE_NATS").is_some() {
-                panic!("nats-server is required (LIMES_REQUIRE_NATS) but not installed");
-            }
-            eprintln!("SKIPPED {test}: nats-server not installed (apt-get install nats-server)");
-            return None;
+/// A `nats-server -js` for one test, or `None` (the test is skipped, and says so) when there
+/// is none and `LIMES_REQUIRE_NATS` is not set.
+fn nats(test: &str) -> Option<NatsServer> {
+    if limes_cluster::server::binary().is_none() {
+        if std::env::var_os("LIMES_REQUIRE_NATS").is_some() {
+            panic!("nats-server is required (LIMES_REQUIRE_NATS) but not installed");
         }
-        let mut nats = Self {
-            child: None,
-            port: free_port(),
-            store: tempfile::tempdir().unwrap(),
-        };
-        nats.run();
-        Some(nats)
+        eprintln!("SKIPPED {test}: nats-server not installed (apt-get install nats-server)");
+        return None;
     }
-
-    fn run(&mut self) {
-        let child = Command::new(nats_server().unwrap())
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(self.store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting nats-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        self.kill();
-    }
+    Some(NatsServer::start().unwrap())
 }
 
 /// One node: its own runtime thread, HTTP port and data directory.
@@ -121,7 +56,7 @@ struct TestNode {
 }
 
 impl TestNode {
-    fn start(nats: &Nats, id: &str, x: f64, capacity: u32) -> Self {
+    fn start(nats: &NatsServer, id: &str, x: f64, capacity: u32) -> Self {
         let data = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -180,7 +115,7 @@ impl Drop for TestNode {
 }
 
 /// Three nodes a, b, c at x = 0, 1 and 5 (b is nearest to a), two slots each.
-fn three(nats: &Nats) -> [TestNode; 3] {
+fn three(nats: &NatsServer) -> [TestNode; 3] {
     [
         TestNode::start(nats, "a", 0.0, 2),
         TestNode::start(nats, "b", 1.0, 2),
@@ -299,7 +234,7 @@ async fn fill(node: &TestNode, ms: u64) -> Vec<tokio::task::JoinHandle<Answer>> 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deploy_on_a_invoke_on_c() {
-    let Some(nats) = Nats::start("deploy_on_a_invoke_on_c") else {
+    let Some(nats) = nats("deploy_on_a_invoke_on_c") else {
         return;
     };
     let [a, _b, c] = three(&nats);
@@ -344,7 +279,7 @@ async fn deploy_on_a_invoke_on_c() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_node_forwards_to_the_nearest_free_one() {
-    let Some(nats) = Nats::start("a_full_node_forwards_to_the_nearest_free_one") else {
+    let Some(nats) = nats("a_full_node_forwards_to_the_nearest_free_one") else {
         return;
     };
     let [a, b, c] = three(&nats);
@@ -403,8 +338,7 @@ async fn a_full_node_forwards_to_the_nearest_free_one() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_emergency_releases_nodes_for_urgent_work_and_end_restores() {
-    let Some(nats) = Nats::start("an_emergency_releases_nodes_for_urgent_work_and_end_restores")
-    else {
+    let Some(nats) = nats("an_emergency_releases_nodes_for_urgent_work_and_end_restores") else {
         return;
     };
     let [a, b, c] = three(&nats);
@@ -486,8 +420,7 @@ async fn an_emergency_releases_nodes_for_urgent_work_and_end_restores() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_node_leaves_the_view_within_3_s_and_calls_reroute() {
-    let Some(nats) = Nats::start("a_killed_node_leaves_the_view_within_3_s_and_calls_reroute")
-    else {
+    let Some(nats) = nats("a_killed_node_leaves_the_view_within_3_s_and_calls_reroute") else {
         return;
     };
     let [a, mut b, c] = three(&nats);
@@ -547,7 +480,7 @@ async fn a_killed_node_leaves_the_view_within_3_s_and_calls_reroute() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nodes_serve_without_nats_and_recover_when_it_returns() {
-    let Some(mut nats) = Nats::start("nodes_serve_without_nats_and_recover_when_it_returns") else {
+    let Some(mut nats) = nats("nodes_serve_without_nats_and_recover_when_it_returns") else {
         return;
     };
     let [a, b, c] = three(&nats);
@@ -571,7 +504,7 @@ async fn nodes_serve_without_nats_and_recover_when_it_returns() {
         .unwrap();
     assert_eq!(refused.status(), 503);
 
-    nats.run();
+    nats.run().unwrap();
     all_see(&[&a, &b, &c], 3).await;
     within(Duration::from_secs(10), "deploys work again", || async {
         reqwest::Client::new()
