@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use limes_cluster::ClusterConfig;
-use limes_node::{Node, NodeConfig};
+use limes_node::{Deploy, Node, NodeConfig};
 use plotters::prelude::*;
 
 use crate::stats::Summary;
@@ -113,6 +113,8 @@ impl ClusterBench {
             config.node_id = format!("n{i}");
             config.capacity = self.capacity;
             config.pool.max_instances = self.capacity * 2;
+            // In-process nodes, driven directly: there are no HTTP requests to check.
+            config.auth = limes_node::AuthMode::None;
             let node = tokio::task::spawn_blocking(move || Node::open(config))
                 .await
                 .map_err(|e| e.to_string())?
@@ -141,11 +143,11 @@ impl ClusterBench {
             ..Default::default()
         };
         nodes[0]
-            .deploy("regular", regular, manifest(self.capacity))
+            .deploy("regular", Deploy::new(regular, manifest(self.capacity)))
             .await
             .map_err(|e| e.to_string())?;
         nodes[0]
-            .deploy("alert", urgent, manifest(self.capacity))
+            .deploy("alert", Deploy::new(urgent, manifest(self.capacity)))
             .await
             .map_err(|e| e.to_string())?;
         // Every node compiles both before anything is measured.
@@ -187,7 +189,7 @@ impl ClusterBench {
             clock.pause();
             let declaration = serde_json::json!({"urgent": ["alert"], "max_added_ms": bound});
             let plan = cluster
-                .declare(declaration)
+                .declare(declaration, "limes-bench".into())
                 .await
                 .map_err(|e| e.to_string())?;
             let released: Vec<String> = plan["plan"]["released"]

@@ -44,6 +44,8 @@ pub struct Target {
     pub body: Bytes,
     /// The body a successful answer must have, when it matters.
     pub expect: Option<Bytes>,
+    /// The `Authorization` header, if the server wants one.
+    pub authorization: Option<String>,
 }
 
 /// Sends `total` requests to `target`, `concurrency` at a time, each connection waiting for its
@@ -109,10 +111,14 @@ async fn connection(
         let Some(send) = sender.as_mut() else {
             unreachable!("connected above")
         };
-        let request = hyper::Request::builder()
+        let mut request = hyper::Request::builder()
             .method(target.method.clone())
             .uri(target.path.as_str())
-            .header(hyper::header::HOST, "localhost")
+            .header(hyper::header::HOST, "localhost");
+        if let Some(auth) = &target.authorization {
+            request = request.header(hyper::header::AUTHORIZATION, auth.as_str());
+        }
+        let request = request
             .body(Full::new(target.body.clone()))
             .map_err(|e| format!("bad request {}: {e}", target.path))?;
         let sent = Instant::now();

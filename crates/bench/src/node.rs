@@ -65,6 +65,7 @@ fn target(server: &Server, method: Method, path: &str, expect: Option<&str>) -> 
         path: path.to_owned(),
         body: Bytes::new(),
         expect: expect.map(|e| Bytes::copy_from_slice(e.as_bytes())),
+        authorization: server.authorization.clone(),
     }
 }
 
@@ -84,13 +85,17 @@ impl NodeBench {
             ])
             .arg("--data-dir")
             .arg(data.path());
-        let limes = Server::start(serve, port, "/healthz").await?;
+        let mut limes = Server::start(serve, port, "/healthz").await?;
+        // Every request carries the node's admin token, as a real client's would: the
+        // figures include checking it.
+        limes.authorization = Some(crate::process::admin_bearer(data.path())?);
         let client = reqwest::Client::new();
         for (name, file) in [("noop", "noop.wasm"), ("hello", "http-hello.wasm")] {
             let bytes =
                 std::fs::read(self.guests.join(file)).map_err(|e| format!("{file}: {e}"))?;
             let response = client
                 .put(limes.url(&format!("/v1/functions/{name}?max_concurrency=256")))
+                .header("authorization", limes.authorization.clone().unwrap_or_default())
                 .body(bytes)
                 .send()
                 .await

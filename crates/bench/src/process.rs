@@ -10,6 +10,16 @@ pub struct Server {
     child: Child,
     /// The loopback port it listens on.
     pub port: u16,
+    /// The `Authorization` header its requests need, if any.
+    pub authorization: Option<String>,
+}
+
+/// `Bearer <token>` with the admin token that a `limes serve` node wrote into `data_dir` on its
+/// first start.
+pub fn admin_bearer(data_dir: &std::path::Path) -> Result<String, String> {
+    let file = data_dir.join(limes_node::auth::ADMIN_TOKEN_FILE);
+    let token = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(format!("Bearer {}", token.trim()))
 }
 
 impl Server {
@@ -21,7 +31,11 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("starting {program}: {e}"))?;
-        let mut server = Self { child, port };
+        let mut server = Self {
+            child,
+            port,
+            authorization: None,
+        };
         let url = server.url(ready_path);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {

@@ -1,9 +1,10 @@
-//! The client commands: `deploy`, `ls`, `invoke`, `rm`, `rollback`, talking to a node's API.
+//! The client commands: `deploy`, `ls`, `invoke`, `rm`, `rollback`, talking to a node's API,
+//! and [`Api`], the authenticated connection every client command uses.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
-use reqwest::{Client, Response};
+use reqwest::{Client, Method, RequestBuilder, Response};
 
 use crate::CliError;
 use crate::policy_args::PolicyArgs;
@@ -11,11 +12,92 @@ use crate::policy_args::PolicyArgs;
 /// The default node address, where `limes serve` listens by default.
 pub const DEFAULT_NODE: &str = "http://127.0.0.1:7878";
 
+/// Which node to talk to, and how.
 #[derive(Args)]
 pub struct NodeArg {
     /// The node's base URL
     #[arg(long, global = true, value_name = "URL", default_value = DEFAULT_NODE, env = "LIMES_NODE")]
     pub node: String,
+    /// API token [default: for a node on this machine, <data-dir>/admin-token if readable]
+    #[arg(long, global = true, value_name = "TOKEN", env = "LIMES_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) to verify an https node with, beside the system's roots
+    #[arg(long, global = true, value_name = "FILE", env = "LIMES_CACERT")]
+    pub cacert: Option<PathBuf>,
+    /// The local node's data directory, where its admin token is [default: ~/.local/share/limes]
+    #[arg(long = "node-data-dir", global = true, value_name = "DIR", env = "LIMES_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A node's API, with the caller's token on every request.
+pub struct Api {
+    base: String,
+    client: Client,
+    token: Option<String>,
+}
+
+/// Whether `url` names this machine, where the node's admin token file may be readable.
+fn is_local(url: &str) -> bool {
+    let host = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_owned()));
+    host.is_some_and(|h| {
+        h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    })
+}
+
+impl Api {
+    /// The API of the node `arg` names. Without `--token`, a node on this machine is called
+    /// with its admin token, read from its data directory, when this user can read it.
+    pub fn new(arg: &NodeArg) -> Result<Self, CliError> {
+        let mut builder = Client::builder();
+        if let Some(file) = &arg.cacert {
+            let pem = std::fs::read(file)
+                .map_err(|e| CliError::new("not-found", format!("--cacert {}: {e}", file.display())))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| CliError::new("bad-request", format!("--cacert {}: {e}", file.display())))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| CliError::new("io", format!("an HTTP client: {e}")))?;
+        let token = arg.token.clone().or_else(|| {
+            if !is_local(&arg.node) {
+                return None;
+            }
+            let dir = arg.data_dir.clone().unwrap_or_else(crate::default_data_dir);
+            read_token(&dir.join(limes_node::auth::ADMIN_TOKEN_FILE))
+        });
+        Ok(Self {
+            base: arg.node.trim_end_matches('/').to_owned(),
+            client,
+            token,
+        })
+    }
+
+    /// The node's base URL.
+    pub fn node(&self) -> &str {
+        &self.base
+    }
+
+    /// A request to `path` on the node, with the token.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let request = self.client.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Sends `request` and returns the body, or the node's error.
+    pub async fn send(&self, request: RequestBuilder) -> Result<String, CliError> {
+        check(request.send().await, &self.base).await
+    }
+}
+
+fn read_token(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
 #[derive(Args)]
@@ -29,6 +111,12 @@ pub struct DeployArgs {
     /// Invocations of this function in flight at once [default: 16]
     #[arg(long, value_name = "N")]
     max_concurrency: Option<u32>,
+    /// Anyone may invoke it, without a token
+    #[arg(long)]
+    public: bool,
+    /// Its detached signature (`limes sign`) [default: FILE.sig, if it exists]
+    #[arg(long, value_name = "FILE")]
+    signature: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -46,10 +134,6 @@ pub struct RollbackArgs {
     name: String,
     /// The version to make active
     version: u32,
-}
-
-pub fn url(node: &str, path: &str) -> String {
-    format!("{}{path}", node.trim_end_matches('/'))
 }
 
 /// Turns a response into its body text, or into an error that carries the node's message.
@@ -79,19 +163,32 @@ pub async fn check(
     })
 }
 
-pub async fn deploy(node: &str, args: DeployArgs) -> Result<(), CliError> {
+pub async fn deploy(api: &Api, args: DeployArgs) -> Result<(), CliError> {
     let bytes = std::fs::read(&args.file)
         .map_err(|e| CliError::new("not-found", format!("{}: {e}", args.file.display())))?;
     let mut query = args.policy.to_query();
     if let Some(n) = args.max_concurrency {
         query.push(("max_concurrency".into(), n.to_string()));
     }
-    let request = Client::new()
-        .put(url(node, &format!("/v1/functions/{}", args.name)))
+    if args.public {
+        query.push(("public".into(), "true".into()));
+    }
+    let signature_file = args.signature.clone().or_else(|| {
+        let mut default = args.file.clone().into_os_string();
+        default.push(".sig");
+        Some(PathBuf::from(default)).filter(|p| p.is_file())
+    });
+    let mut request = api
+        .request(Method::PUT, &format!("/v1/functions/{}", args.name))
         .query(&query)
         .header("content-type", "application/wasm")
         .body(bytes);
-    let body = check(request.send().await, node).await?;
+    if let Some(file) = signature_file {
+        let signature = std::fs::read_to_string(&file)
+            .map_err(|e| CliError::new("not-found", format!("{}: {e}", file.display())))?;
+        request = request.header("x-limes-signature", signature.trim());
+    }
+    let body = api.send(request).await?;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     println!(
         "deployed {} version {} ({}, sha256 {})",
@@ -103,33 +200,30 @@ pub async fn deploy(node: &str, args: DeployArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-pub async fn list(node: &str) -> Result<(), CliError> {
-    let body = check(
-        Client::new().get(url(node, "/v1/functions")).send().await,
-        node,
-    )
-    .await?;
+pub async fn list(api: &Api) -> Result<(), CliError> {
+    let body = api.send(api.request(Method::GET, "/v1/functions")).await?;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     println!(
-        "{:<24} {:>7} {:>8} {:<5} DIGEST",
-        "NAME", "VERSION", "VERSIONS", "KIND"
+        "{:<24} {:>7} {:>8} {:<5} {:<6} DIGEST",
+        "NAME", "VERSION", "VERSIONS", "KIND", "PUBLIC"
     );
     for f in v["functions"].as_array().into_iter().flatten() {
         println!(
-            "{:<24} {:>7} {:>8} {:<5} {}",
+            "{:<24} {:>7} {:>8} {:<5} {:<6} {}",
             f["name"].as_str().unwrap_or("?"),
             f["version"].as_u64().unwrap_or(0),
             f["versions"].as_u64().unwrap_or(0),
             f["kind"].as_str().unwrap_or("?"),
+            if f["public"].as_bool().unwrap_or(false) { "yes" } else { "no" },
             f["digest"].as_str().map_or("?", |d| &d[..d.len().min(16)])
         );
     }
     Ok(())
 }
 
-pub async fn invoke(node: &str, args: InvokeArgs) -> Result<(), CliError> {
-    let request = Client::new()
-        .post(url(node, &format!("/v1/functions/{}/invoke", args.name)))
+pub async fn invoke(api: &Api, args: InvokeArgs) -> Result<(), CliError> {
+    let request = api
+        .request(Method::POST, &format!("/v1/functions/{}/invoke", args.name))
         .body(args.args);
     let response = request.send().await;
     // Where it ran goes to stderr, so that stdout is the result alone.
@@ -146,28 +240,22 @@ pub async fn invoke(node: &str, args: InvokeArgs) -> Result<(), CliError> {
             text(Some(added))
         );
     }
-    println!("{}", check(response, node).await?);
+    println!("{}", check(response, api.node()).await?);
     Ok(())
 }
 
-pub async fn remove(node: &str, name: &str) -> Result<(), CliError> {
-    check(
-        Client::new()
-            .delete(url(node, &format!("/v1/functions/{name}")))
-            .send()
-            .await,
-        node,
-    )
-    .await?;
+pub async fn remove(api: &Api, name: &str) -> Result<(), CliError> {
+    api.send(api.request(Method::DELETE, &format!("/v1/functions/{name}")))
+        .await?;
     println!("removed {name}");
     Ok(())
 }
 
-pub async fn rollback(node: &str, args: RollbackArgs) -> Result<(), CliError> {
-    let request = Client::new()
-        .post(url(node, &format!("/v1/functions/{}/rollback", args.name)))
+pub async fn rollback(api: &Api, args: RollbackArgs) -> Result<(), CliError> {
+    let request = api
+        .request(Method::POST, &format!("/v1/functions/{}/rollback", args.name))
         .query(&[("version", args.version)]);
-    check(request.send().await, node).await?;
+    api.send(request).await?;
     println!("{} now serves version {}", args.name, args.version);
     Ok(())
 }

@@ -2,10 +2,10 @@
 //! cluster.
 
 use clap::{Args, Subcommand};
-use reqwest::Client;
+use reqwest::Method;
 
 use crate::CliError;
-use crate::client::{check, url};
+use crate::client::Api;
 
 #[derive(Subcommand)]
 pub enum ClusterCommand {
@@ -36,27 +36,25 @@ pub struct DeclareArgs {
     max_added_ms: f64,
 }
 
-fn print_json(body: &str) {
+pub fn print_json(body: &str) {
     match serde_json::from_str::<serde_json::Value>(body) {
         Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
         Err(_) => println!("{body}"),
     }
 }
 
-pub async fn cluster(node: &str, command: ClusterCommand) -> Result<(), CliError> {
+pub async fn cluster(api: &Api, command: ClusterCommand) -> Result<(), CliError> {
     match command {
         ClusterCommand::Status => {
-            let response = Client::new().get(url(node, "/v1/cluster")).send().await;
-            print_json(&check(response, node).await?);
+            print_json(&api.send(api.request(Method::GET, "/v1/cluster")).await?);
         }
     }
     Ok(())
 }
 
-pub async fn emergency(node: &str, command: EmergencyCommand) -> Result<(), CliError> {
-    let client = Client::new();
-    let endpoint = url(node, "/v1/emergency");
-    let response = match command {
+pub async fn emergency(api: &Api, command: EmergencyCommand) -> Result<(), CliError> {
+    let endpoint = "/v1/emergency";
+    let request = match command {
         EmergencyCommand::Declare(args) => {
             let area = match args.area.as_deref() {
                 None => None,
@@ -71,11 +69,11 @@ pub async fn emergency(node: &str, command: EmergencyCommand) -> Result<(), CliE
             let body = serde_json::json!({
                 "urgent": args.urgent, "area": area, "max_added_ms": args.max_added_ms,
             });
-            client.post(endpoint).json(&body).send().await
+            api.request(Method::POST, endpoint).json(&body)
         }
-        EmergencyCommand::Status => client.get(endpoint).send().await,
-        EmergencyCommand::End => client.delete(endpoint).send().await,
+        EmergencyCommand::Status => api.request(Method::GET, endpoint),
+        EmergencyCommand::End => api.request(Method::DELETE, endpoint),
     };
-    print_json(&check(response, node).await?);
+    print_json(&api.send(request).await?);
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `limes`: the command line of the Limes serverless platform.
 
+mod admin;
 mod bench;
 mod client;
 mod cluster;
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use client::Api;
 
 #[derive(Parser)]
 #[command(
@@ -78,6 +80,24 @@ enum Command {
         #[command(subcommand)]
         command: cluster::EmergencyCommand,
     },
+    /// API tokens of a node (admin role).
+    Token {
+        #[command(flatten)]
+        node: client::NodeArg,
+        #[command(subcommand)]
+        command: admin::TokenCommand,
+    },
+    /// The audit log of a node: who deployed, removed, rolled back, declared (admin role).
+    Audit {
+        #[command(flatten)]
+        node: client::NodeArg,
+        #[command(flatten)]
+        args: admin::AuditArgs,
+    },
+    /// Make an Ed25519 key pair for signing components.
+    Keygen(admin::KeygenArgs),
+    /// Sign a component: writes a detached signature that `limes deploy` sends along.
+    Sign(admin::SignArgs),
 }
 
 /// A failure, printed as `error: <kind>: <message>`.
@@ -132,13 +152,21 @@ fn main() -> ExitCode {
             Command::Run(args) => run::run(args).await,
             Command::Serve(args) => serve::serve(args).await,
             Command::Bench(args) => bench::bench(args).await,
-            Command::Deploy { node, args } => client::deploy(&node.node, args).await,
-            Command::Ls { node } => client::list(&node.node).await,
-            Command::Invoke { node, args } => client::invoke(&node.node, args).await,
-            Command::Rm { node, name } => client::remove(&node.node, &name).await,
-            Command::Rollback { node, args } => client::rollback(&node.node, args).await,
-            Command::Cluster { node, command } => cluster::cluster(&node.node, command).await,
-            Command::Emergency { node, command } => cluster::emergency(&node.node, command).await,
+            Command::Deploy { node, args } => client::deploy(&Api::new(&node)?, args).await,
+            Command::Ls { node } => client::list(&Api::new(&node)?).await,
+            Command::Invoke { node, args } => client::invoke(&Api::new(&node)?, args).await,
+            Command::Rm { node, name } => client::remove(&Api::new(&node)?, &name).await,
+            Command::Rollback { node, args } => client::rollback(&Api::new(&node)?, args).await,
+            Command::Cluster { node, command } => {
+                cluster::cluster(&Api::new(&node)?, command).await
+            }
+            Command::Emergency { node, command } => {
+                cluster::emergency(&Api::new(&node)?, command).await
+            }
+            Command::Token { node, command } => admin::token(&Api::new(&node)?, command).await,
+            Command::Audit { node, args } => admin::audit(&Api::new(&node)?, args).await,
+            Command::Keygen(args) => admin::keygen(args),
+            Command::Sign(args) => admin::sign(args),
         }
     });
     match outcome {
@@ -148,6 +176,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A node's data directory when none is given: `$XDG_DATA_HOME/limes`, else
+/// `~/.local/share/limes`, else a directory under the system's temporary directory.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("limes")
 }
 
 /// The AOT cache directory when none is given: `$LIMES_CACHE_DIR`, else

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use limes_node::{Node, NodeConfig};
+use limes_node::{AuthMode, Node, NodeConfig};
 
 use crate::CliError;
 
@@ -44,18 +44,75 @@ pub struct ServeArgs {
     /// How long in-flight requests may run on after SIGTERM or ctrl-c
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = limes_node::manifest::parse_duration)]
     shutdown_grace: Duration,
+    /// `tokens`: every route but /healthz, the OpenAPI document and public functions needs a
+    /// bearer token; `none`: no checks, allowed only on a loopback --listen address
+    #[arg(long, value_name = "MODE", default_value = "tokens", value_parser = str::parse::<AuthMode>)]
+    auth: AuthMode,
+    /// A host directory that manifests may preopen (it or below it); repeatable [default: none]
+    #[arg(long = "allow-host-dir", value_name = "DIR")]
+    allow_host_dirs: Vec<PathBuf>,
+    /// A network that manifests' allow_bind/allow_connect may name; repeatable [default: none]
+    #[arg(long = "allow-egress", value_name = "CIDR", value_parser = limes_runtime::NetworkPolicy::parse_entry)]
+    allow_egress: Vec<ipnet::IpNet>,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Run only components signed by a key in DIR (its *.pub files, from `limes keygen`)
+    #[arg(long, value_name = "DIR")]
+    trusted_keys: Option<PathBuf>,
+    /// NATS credentials file (.creds: user JWT and NKey seed)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["nats_user", "nats_token"])]
+    nats_creds: Option<PathBuf>,
+    /// NATS user; the password comes from --nats-password or $LIMES_NATS_PASSWORD
+    #[arg(long, value_name = "USER", requires = "nats_password", conflicts_with = "nats_token")]
+    nats_user: Option<String>,
+    /// NATS password of --nats-user
+    #[arg(long, value_name = "PASSWORD", env = "LIMES_NATS_PASSWORD", hide_env_values = true)]
+    nats_password: Option<String>,
+    /// NATS token
+    #[arg(long, value_name = "TOKEN", env = "LIMES_NATS_TOKEN", hide_env_values = true)]
+    nats_token: Option<String>,
+    /// CA certificate (PEM) to verify the NATS server's TLS with; TLS is then required
+    #[arg(long, value_name = "FILE")]
+    nats_ca: Option<PathBuf>,
 }
 
-fn default_data_dir() -> PathBuf {
-    std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("limes")
+impl ServeArgs {
+    fn nats_auth(&self) -> limes_cluster::NatsAuth {
+        use limes_cluster::NatsAuth;
+        match (&self.nats_creds, &self.nats_user, &self.nats_token) {
+            (Some(file), _, _) => NatsAuth::Creds(file.clone()),
+            (_, Some(user), _) => NatsAuth::UserPassword {
+                user: user.clone(),
+                password: self.nats_password.clone().unwrap_or_default(),
+            },
+            (_, _, Some(token)) => NatsAuth::Token(token.clone()),
+            _ => NatsAuth::None,
+        }
+    }
 }
 
 pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let mut config = NodeConfig::new(args.data_dir.unwrap_or_else(default_data_dir));
+    let mut config = NodeConfig::new(args.data_dir.clone().unwrap_or_else(crate::default_data_dir));
+    config.auth = args.auth;
+    config.grants = limes_node::grants::Grants::new(&args.allow_host_dirs, args.allow_egress.clone())
+        .map_err(|e| CliError::new("bad-request", e))?;
+    if let Some(dir) = &args.trusted_keys {
+        config.trusted_keys = Some(
+            limes_node::signing::TrustedKeys::load(dir)
+                .map_err(|e| CliError::new("bad-request", e))?,
+        );
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            limes_node::tls::server_config(cert, key)
+                .map_err(|e| CliError::new("bad-request", e))?,
+        ),
+        _ => None,
+    };
     if let Some(c) = args.capacity {
         config.capacity = c;
     }
@@ -75,7 +132,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
                 return Err(CliError::new("bad-request", "--location takes X,Y"));
             };
             let mut config = limes_cluster::ClusterConfig::new(url, [x, y]);
-            config.listen = Some(format!("http://{}", args.listen));
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            config.listen = Some(format!("{scheme}://{}", args.listen));
+            config.auth = args.nats_auth();
+            config.ca = args.nats_ca.clone();
             if let Some(file) = &args.latency_matrix {
                 let text = std::fs::read_to_string(file)
                     .map_err(|e| CliError::new("not-found", format!("{}: {e}", file.display())))?;
@@ -95,12 +155,25 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| CliError::new("io", format!("cannot listen on {}: {e}", args.listen)))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let auth = match args.auth {
+        AuthMode::Tokens => format!(
+            "tokens; the first admin token is in {}",
+            data_dir.join(limes_node::auth::ADMIN_TOKEN_FILE).display()
+        ),
+        AuthMode::None => "none (loopback only)".into(),
+    };
     eprintln!(
-        "limes node listening on http://{} (data in {})",
+        "limes node listening on {scheme}://{} (data in {}; auth: {auth})",
         args.listen,
         data_dir.display()
     );
-    let served = limes_node::serve(node, listener, shutdown_signal(), args.shutdown_grace).await;
+    let served = match tls {
+        Some(tls) => {
+            limes_node::serve_tls(node, listener, tls, shutdown_signal(), args.shutdown_grace).await
+        }
+        None => limes_node::serve(node, listener, shutdown_signal(), args.shutdown_grace).await,
+    };
     if let Some(cluster) = cluster {
         cluster.leave().await;
     }

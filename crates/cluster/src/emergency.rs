@@ -9,14 +9,16 @@ use crate::plan::{self, Declaration, Plan};
 use crate::{NatsCluster, now_ms, store, unavailable};
 
 impl NatsCluster {
-    /// Decides a plan for `request` (a [`Declaration`]) from the members alive now, stores it
+    /// Decides a plan for `request` (a [`Declaration`], recorded as made by `declared_by`) from the members alive now, stores it
     /// for every node and returns it.
     pub(crate) async fn declare_plan(
         &self,
         request: serde_json::Value,
+        declared_by: String,
     ) -> Result<serde_json::Value, NodeError> {
-        let declaration: Declaration = serde_json::from_value(request)
+        let mut declaration: Declaration = serde_json::from_value(request)
             .map_err(|e| NodeError::BadRequest(format!("emergency: {e}")))?;
+        declaration.declared_by = Some(declared_by);
         declaration.validate().map_err(NodeError::BadRequest)?;
         self.with_lease(|| async {
             let members = self.members();

@@ -9,13 +9,17 @@
 //! A node never depends on NATS to serve what it has: when the server is unreachable it keeps
 //! running its local functions, reports `disconnected`, and reconnects by itself.
 
+mod connect;
 mod emergency;
 pub mod forward;
 pub mod plan;
 mod seam;
 pub mod server;
 pub mod store;
+mod tokens;
 pub mod view;
+
+pub use connect::NatsAuth;
 
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -51,6 +55,10 @@ pub struct ClusterConfig {
     /// Sleep the configured latency on each forwarded call, both ways: an in-process latency
     /// model for experiments on one machine (`limes bench cluster`). Off for real clusters.
     pub simulate_latency: bool,
+    /// The node's credentials for NATS.
+    pub auth: NatsAuth,
+    /// A CA certificate (PEM) to verify NATS's TLS certificate with; TLS is required when set.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl ClusterConfig {
@@ -62,6 +70,8 @@ impl ClusterConfig {
             latency: LatencyMatrix::new(),
             listen: None,
             simulate_latency: false,
+            auth: NatsAuth::None,
+            ca: None,
         }
     }
 }
@@ -94,19 +104,14 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> NodeError {
 
 /// Joins `node` to the cluster at `config.url` and starts heartbeats, watchers and the
 /// forwarding service. Returns at once even when NATS is unreachable: the node serves its own
-/// functions meanwhile, and the cluster comes up when NATS does.
+/// functions meanwhile, and the cluster comes up when NATS does. Fails at once when NATS
+/// refuses the node's credentials or TLS.
 pub async fn join(node: &Arc<Node>, config: ClusterConfig) -> Result<Arc<NatsCluster>, NodeError> {
     let id = node.config().node_id.clone();
     limes_node::validate_name(&id).map_err(|_| {
         NodeError::BadRequest(format!("invalid node id {id:?}: use a-z, 0-9, '-' and '_'"))
     })?;
-    let client = async_nats::ConnectOptions::new()
-        .name(format!("limes-node-{id}"))
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connect(config.url.as_str())
-        .await
-        .map_err(|e| unavailable(&format!("connecting to {}", config.url), e))?;
+    let client = connect::connect(&config.url, &id, &config.auth, config.ca.as_ref()).await?;
     let js = jetstream::new(client.clone());
     let cluster = Arc::new(NatsCluster {
         config,
@@ -128,6 +133,7 @@ pub async fn join(node: &Arc<Node>, config: ClusterConfig) -> Result<Arc<NatsClu
     tokio::spawn(supervise(weak.clone(), "functions", |c| {
         Box::pin(c.watch_functions())
     }));
+    tokio::spawn(supervise(weak.clone(), "tokens", |c| Box::pin(c.watch_tokens())));
     tokio::spawn(supervise(weak.clone(), "emergency", |c| {
         Box::pin(c.watch_plan())
     }));

@@ -29,6 +29,10 @@ pub struct Declaration {
     /// Bound on the round-trip latency forwarding may add to regular work, in ms.
     #[serde(default = "default_bound")]
     pub max_added_ms: f64,
+    /// The token that declared it; set by the node that took the request, whatever the
+    /// request said.
+    #[serde(default)]
+    pub declared_by: Option<String>,
 }
 
 fn default_bound() -> f64 {
@@ -192,6 +196,7 @@ mod tests {
             urgent: vec!["alert".into()],
             area,
             max_added_ms,
+            declared_by: None,
         }
     }
 

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use limes_node::auth::tokens::TokenRecord;
 use limes_node::{
     Call, Cluster, FunctionRecord, HttpCall, HttpRan, NewVersion, NodeError, Placement, Ran,
 };
@@ -32,11 +33,7 @@ impl Cluster for NatsCluster {
             }
             self.update_record(&name, |current| {
                 let mut record = current.unwrap_or_else(|| FunctionRecord::new(&name));
-                record.push_version(
-                    version.digest.clone(),
-                    &version.kind,
-                    version.manifest.clone(),
-                );
+                record.push_version(version.clone());
                 Ok(record)
             })
             .await
@@ -169,8 +166,9 @@ impl Cluster for NatsCluster {
     fn declare(
         &self,
         request: serde_json::Value,
+        declared_by: String,
     ) -> BoxFuture<'_, Result<serde_json::Value, NodeError>> {
-        Box::pin(self.declare_plan(request))
+        Box::pin(self.declare_plan(request, declared_by))
     }
 
     fn emergency(&self) -> serde_json::Value {
@@ -179,5 +177,13 @@ impl Cluster for NatsCluster {
 
     fn end(&self) -> BoxFuture<'_, Result<serde_json::Value, NodeError>> {
         Box::pin(self.end_plan())
+    }
+
+    fn share_token(
+        &self,
+        record: TokenRecord,
+        create: bool,
+    ) -> BoxFuture<'_, Result<(), NodeError>> {
+        Box::pin(self.put_token(record, create))
     }
 }

@@ -22,20 +22,36 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     store: tempfile::TempDir,
+    /// A configuration file (users, TLS), if any.
+    config: Option<PathBuf>,
 }
 
 impl NatsServer {
     /// Starts a server on a free loopback port and waits until it accepts connections.
     pub fn start() -> Result<Self, String> {
+        Self::start_with_config("")
+    }
+
+    /// [`NatsServer::start`] with `config` (NATS configuration text, such as an
+    /// `authorization { users = [...] }` block) added to the command line's settings.
+    pub fn start_with_config(config: &str) -> Result<Self, String> {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("finding a free port: {e}"))?
             .port();
         let store = tempfile::tempdir().map_err(|e| format!("a store directory: {e}"))?;
+        let config = if config.is_empty() {
+            None
+        } else {
+            let file = store.path().join("nats.conf");
+            std::fs::write(&file, config).map_err(|e| format!("writing {}: {e}", file.display()))?;
+            Some(file)
+        };
         let mut server = Self {
             child: None,
             port,
             store,
+            config,
         };
         server.run()?;
         Ok(server)
@@ -44,7 +60,11 @@ impl NatsServer {
     /// Runs the server (again), on the same port and store.
     pub fn run(&mut self) -> Result<(), String> {
         let binary = binary().ok_or("nats-server not found (apt-get install nats-server)")?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args([
                 "-js",
                 "-a",

@@ -14,6 +14,9 @@ pub const EMERGENCY: &str = "limes-emergency";
 /// The decision lease, under [`LEASE_KEY`]; it expires after [`LEASE_TTL`] should its holder
 /// die while deciding.
 pub const LEASE: &str = "limes-lease";
+/// API tokens (hashed, never the secret), by name. Revoked tokens stay, marked, so that a node
+/// that was away cannot bring one back.
+pub const TOKENS: &str = "limes-tokens";
 /// Components, named by their SHA-256.
 pub const ARTIFACTS: &str = "limes-artifacts";
 
@@ -34,6 +37,7 @@ pub struct Buckets {
     pub nodes: kv::Store,
     pub emergency: kv::Store,
     pub lease: kv::Store,
+    pub tokens: kv::Store,
     pub artifacts: object_store::ObjectStore,
 }
 
@@ -98,6 +102,7 @@ impl Buckets {
             nodes: key_value(js, NODES, 1, HEARTBEAT_TTL).await?,
             emergency: key_value(js, EMERGENCY, 1, Duration::ZERO).await?,
             lease: key_value(js, LEASE, 1, LEASE_TTL).await?,
+            tokens: key_value(js, TOKENS, 1, Duration::ZERO).await?,
             artifacts,
         })
     }

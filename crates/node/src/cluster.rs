@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
+use crate::auth::tokens::TokenRecord;
 use crate::error::NodeError;
 use crate::manifest::Manifest;
 use crate::registry::FunctionRecord;
@@ -18,7 +19,7 @@ use crate::registry::FunctionRecord;
 /// just filled up move on once more, and bounds any loop.
 pub const MAX_HOPS: u32 = 2;
 
-/// A version to publish: what the node learned by compiling the component.
+/// A version to add: what the node learned by compiling the component, and who sent it.
 #[derive(Debug, Clone)]
 pub struct NewVersion {
     /// SHA-256 of the component, hex.
@@ -27,6 +28,12 @@ pub struct NewVersion {
     pub kind: String,
     /// Its policy and limits.
     pub manifest: Manifest,
+    /// Its detached signature, hex, if it came with one.
+    pub signature: Option<String>,
+    /// The trusted key the signature verified with, on a node that checks signatures.
+    pub signed_by: Option<String>,
+    /// The name of the token that deployed it.
+    pub deployed_by: Option<String>,
 }
 
 /// Where an invocation of a function may run, as the cluster sees it now.
@@ -139,9 +146,11 @@ pub trait Cluster: Send + Sync + 'static {
     fn status(&self) -> serde_json::Value;
 
     /// Declares an emergency (`POST /v1/emergency`); the request is the cluster's to parse.
+    /// `declared_by` (the caller's token name) is recorded in the plan.
     fn declare(
         &self,
         request: serde_json::Value,
+        declared_by: String,
     ) -> BoxFuture<'_, Result<serde_json::Value, NodeError>>;
 
     /// The emergency plan in force, if any (`GET /v1/emergency`).
@@ -149,4 +158,13 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Ends the emergency (`DELETE /v1/emergency`).
     fn end(&self) -> BoxFuture<'_, Result<serde_json::Value, NodeError>>;
+
+    /// Shares a token record with every node: a new token (`create`: refused with
+    /// [`NodeError::Conflict`] if the cluster has one of that name) or a revocation. Tokens are
+    /// never deleted from the cluster: a revoked record stays, so that no node brings it back.
+    fn share_token(
+        &self,
+        record: TokenRecord,
+        create: bool,
+    ) -> BoxFuture<'_, Result<(), NodeError>>;
 }

@@ -38,6 +38,22 @@ pub enum NodeError {
     /// progress.
     #[error("{0}")]
     Conflict(String),
+    /// The request carries no valid token (none, unknown, revoked or expired).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The token is valid but its role does not allow the request.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The manifest asks for more than this node's operator allows (host directories,
+    /// network egress).
+    #[error("{0}")]
+    NotPermitted(String),
+    /// The node only runs signed components and this one carries no signature.
+    #[error("{0}")]
+    Unsigned(String),
+    /// The component's signature does not verify against any trusted key.
+    #[error("{0}")]
+    BadSignature(String),
     /// The node that ran a forwarded invocation answered with an error.
     #[error("on node {node}: {message}")]
     Remote {
@@ -57,7 +73,12 @@ impl NodeError {
     pub fn status(&self) -> StatusCode {
         use limes_runtime::Error as E;
         match self {
-            NodeError::InvalidName(_) | NodeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            NodeError::InvalidName(_)
+            | NodeError::BadRequest(_)
+            | NodeError::Unsigned(_)
+            | NodeError::BadSignature(_) => StatusCode::BAD_REQUEST,
+            NodeError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            NodeError::Forbidden(_) | NodeError::NotPermitted(_) => StatusCode::FORBIDDEN,
             NodeError::NotFound(_) | NodeError::NoSuchVersion { .. } => StatusCode::NOT_FOUND,
             NodeError::Busy(_) | NodeError::Full => StatusCode::TOO_MANY_REQUESTS,
             NodeError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -88,6 +109,11 @@ impl NodeError {
             NodeError::Storage(_) => "storage",
             NodeError::Cluster(_) => "cluster-unavailable",
             NodeError::Conflict(_) => "conflict",
+            NodeError::Unauthorized(_) => "unauthorized",
+            NodeError::Forbidden(_) => "forbidden",
+            NodeError::NotPermitted(_) => "not-permitted",
+            NodeError::Unsigned(_) => "unsigned",
+            NodeError::BadSignature(_) => "bad-signature",
             NodeError::Remote { kind, .. } => kind,
         }
     }

@@ -4,6 +4,8 @@
 //! - a registry of functions and versions in redb, and a content-addressed artifact store;
 //!   a restart loads every function from the AOT cache without compiling;
 //! - the REST API under `/v1`, and `wasi:http` functions under `/fn/{name}/…`;
+//! - trust: bearer tokens with roles on every route, what a manifest may grant bounded by the
+//!   operator, optional signed components, an audit log, and TLS;
 //! - admission control: per-function and per-node limits answered with 429, never a queue;
 //! - Prometheus metrics and `tracing` logs with a request id on every line;
 //! - graceful shutdown;
@@ -12,14 +14,20 @@
 
 mod api;
 mod artifacts;
+pub mod audit;
+pub mod auth;
 pub mod cluster;
 mod error;
+pub mod grants;
 mod http_fn;
+mod lifecycle;
 pub mod manifest;
 mod metrics;
 mod node;
 mod openapi;
 mod registry;
+pub mod signing;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,6 +40,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 pub use api::ROUTES;
+pub use auth::{AuthMode, Caller, Need, Role};
+pub use lifecycle::Deploy;
 pub use cluster::{
     Call, Cluster, HttpCall, HttpRan, MAX_FORWARDED_BODY, MAX_HOPS, NewVersion, Placement, Ran,
 };
@@ -56,16 +66,32 @@ pub fn app(node: Arc<Node>) -> Router {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
-/// Serves `node` on `listener` until `shutdown` completes, then stops accepting and lets
-/// in-flight requests finish for up to `grace`.
+/// Refuses to serve without auth anywhere but on loopback: a node that others can reach must
+/// check who they are.
+fn check_exposure(node: &Node, listener: &TcpListener) -> std::io::Result<()> {
+    let address = listener.local_addr()?;
+    if node.config().auth == AuthMode::None && !address.ip().is_loopback() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "--auth none is only allowed on a loopback address, not {address}: anyone who \
+                 reaches the node could deploy code and declare emergencies"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Serves `node` over HTTP on `listener` until `shutdown` completes, then stops accepting and
+/// lets in-flight requests finish for up to `grace`. Refuses a node without auth on an address
+/// other than loopback.
 pub async fn serve(
     node: Arc<Node>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let signal = stopping.clone();
+    check_exposure(&node, &listener)?;
     // Nagle's algorithm would hold a streamed body's second write until the client's delayed
     // ACK (40 ms on Linux) whenever a response goes out in more than one write.
     let listener = listener.tap_io(|tcp| {
@@ -73,6 +99,33 @@ pub async fn serve(
             tracing::warn!(error = %e, "cannot set TCP_NODELAY");
         }
     });
+    serve_on(node, listener, shutdown, grace).await
+}
+
+/// [`serve`] over HTTPS, with the server side of TLS in `tls` (see [`tls::server_config`]).
+pub async fn serve_tls(
+    node: Arc<Node>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    check_exposure(&node, &listener)?;
+    serve_on(node, tls::TlsListener::new(listener, tls)?, shutdown, grace).await
+}
+
+async fn serve_on<L>(
+    node: Arc<Node>,
+    listener: L,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let signal = stopping.clone();
     let server = axum::serve(listener, app(node)).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections; finishing in-flight requests");

@@ -26,6 +26,7 @@ pub const KEYS: &[&str] = &[
     "allow_bind",
     "allow_connect",
     "max_concurrency",
+    "public",
 ];
 
 /// A validated manifest, in the normalized form the registry stores.
@@ -47,6 +48,9 @@ pub struct Manifest {
     pub allow_connect: Vec<String>,
     /// Invocations of this function in flight at once; more are refused with 429.
     pub max_concurrency: u32,
+    /// Whether anyone may invoke it without a token (its `invoke` and `/fn/…` routes).
+    #[serde(default)]
+    pub public: bool,
 }
 
 impl Default for Manifest {
@@ -61,6 +65,7 @@ impl Default for Manifest {
             allow_bind: Vec::new(),
             allow_connect: Vec::new(),
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            public: false,
         }
     }
 }
@@ -100,6 +105,13 @@ impl Manifest {
                         return Err("max_concurrency must be at least 1".into());
                     }
                 }
+                "public" => {
+                    m.public = match value {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => return Err(format!("public={value:?}: expected true or false")),
+                    }
+                }
                 other => {
                     return Err(format!(
                         "unknown manifest key {other:?}; known keys: {}",
@@ -126,8 +138,9 @@ impl Manifest {
         let scalar = |key: &str, v: &Value| match v {
             Value::String(s) => Ok(s.clone()),
             Value::Number(n) => Ok(n.to_string()),
+            Value::Bool(b) => Ok(b.to_string()),
             other => Err(format!(
-                "manifest key {key:?}: expected a string or number, found {other}"
+                "manifest key {key:?}: expected a string, number or boolean, found {other}"
             )),
         };
         let mut pairs = Vec::new();
@@ -159,6 +172,9 @@ impl Manifest {
                 self.max_concurrency.to_string(),
             ),
         ];
+        if self.public {
+            pairs.push(("public".into(), "true".into()));
+        }
         if let Some(fuel) = self.fuel {
             pairs.push(("fuel".into(), fuel.to_string()));
         }
@@ -181,8 +197,17 @@ impl Manifest {
         pairs
     }
 
-    /// The runtime policy of this manifest.
-    pub fn to_policy(&self) -> Result<Policy, String> {
+    /// Whether a `dir` entry preopens the function's private directory
+    /// ([`PRIVATE_DIR`](crate::grants::PRIVATE_DIR)).
+    pub fn uses_private_dir(&self) -> bool {
+        self.dirs.iter().any(|d| {
+            d.parse::<DirMount>()
+                .is_ok_and(|m| m.host.as_os_str() == crate::grants::PRIVATE_DIR)
+        })
+    }
+
+    /// The runtime policy of this manifest, with the private directory at `private_dir`.
+    pub fn to_policy(&self, private_dir: &std::path::Path) -> Result<Policy, String> {
         let nets = |list: &[String]| {
             list.iter()
                 .map(|s| NetworkPolicy::parse_entry(s))
@@ -195,7 +220,13 @@ impl Manifest {
             dirs: self
                 .dirs
                 .iter()
-                .map(|d| d.parse())
+                .map(|d| {
+                    let mut mount: DirMount = d.parse()?;
+                    if mount.host.as_os_str() == crate::grants::PRIVATE_DIR {
+                        mount.host = private_dir.to_owned();
+                    }
+                    Ok::<_, String>(mount)
+                })
                 .collect::<Result<_, _>>()?,
             env: self.env.clone(),
             network: NetworkPolicy {
@@ -244,10 +275,11 @@ mod tests {
             ("env", "A=1"),
             ("allow_connect", "10.0.0.0/8"),
             ("max_concurrency", "2"),
+            ("public", "true"),
         ])
         .unwrap();
         let from_json = Manifest::from_json(
-            br#"{"memory":"64MiB","timeout":"5s","env":{"A":"1"},"allow_connect":["10.0.0.0/8"],"max_concurrency":2}"#,
+            br#"{"memory":"64MiB","timeout":"5s","env":{"A":"1"},"allow_connect":["10.0.0.0/8"],"max_concurrency":2,"public":true}"#,
         )
         .unwrap();
         assert_eq!(from_query, from_json);
@@ -256,10 +288,15 @@ mod tests {
             Manifest::from_pairs(from_query.to_pairs()).unwrap(),
             from_query
         );
+        assert!(from_query.public);
         assert_eq!(
-            from_query.to_policy().unwrap().timeout,
+            from_query.to_policy(std::path::Path::new("/p")).unwrap().timeout,
             Duration::from_secs(5)
         );
+        let private = Manifest::from_pairs([("dir", "@data::/data")]).unwrap();
+        assert!(private.uses_private_dir());
+        let policy = private.to_policy(std::path::Path::new("/var/f")).unwrap();
+        assert_eq!(policy.dirs[0].host, std::path::Path::new("/var/f"));
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct Metrics {
     forward_added: Histogram,
     cluster_nodes: Gauge,
     nodes_released: Gauge,
+    refused_versions: Family<Reason, Counter>,
+    denied: Family<Reason, Counter>,
     /// The cache counters already reported, so that each scrape adds only what is new.
     seen: Mutex<CacheStats>,
 }
@@ -75,6 +77,8 @@ impl Default for Metrics {
             forward_added: latency_histogram(),
             cluster_nodes: Gauge::default(),
             nodes_released: Gauge::default(),
+            refused_versions: Family::default(),
+            denied: Family::default(),
             seen: Mutex::default(),
             registry: Registry::default(),
         };
@@ -135,6 +139,16 @@ impl Default for Metrics {
             "Nodes the emergency plan in force releases for urgent work",
             m.nodes_released.clone(),
         );
+        registry.register(
+            "refused_versions",
+            "Versions this node would not run, by reason (not-permitted, unsigned, bad-signature)",
+            m.refused_versions.clone(),
+        );
+        registry.register(
+            "requests_denied",
+            "Requests refused by authentication (unauthorized) or authorization (forbidden)",
+            m.denied.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -161,6 +175,24 @@ impl Metrics {
     /// Counts an invocation refused by admission control.
     pub fn rejected(&self, reason: &str) {
         self.rejected
+            .get_or_create(&Reason {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a version refused for `reason` (an error kind).
+    pub fn refused_version(&self, reason: &str) {
+        self.refused_versions
+            .get_or_create(&Reason {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a request refused for `reason` (`unauthorized` or `forbidden`).
+    pub fn denied(&self, reason: &str) {
+        self.denied
             .get_or_create(&Reason {
                 reason: reason.to_owned(),
             })

@@ -1,20 +1,24 @@
-//! A node's state and operations: the deployed functions, their admission and their invocation.
+//! A node's state, and the admission and invocation of its functions. Deploys, rollbacks,
+//! removals and loading are in [`crate::lifecycle`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
-use bytes::Bytes;
 use limes_runtime::{Function, PoolConfig, Runtime, RuntimeConfig};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::artifacts::ArtifactStore;
-use crate::cluster::{Call, Cluster, MAX_HOPS, NewVersion, Ran};
+use crate::audit::{AuditLog, Change};
+use crate::auth::AuthMode;
+use crate::auth::tokens::TokenStore;
+use crate::cluster::{Call, Cluster, MAX_HOPS, Ran};
 use crate::error::NodeError;
-use crate::manifest::Manifest;
+use crate::grants::Grants;
 use crate::metrics::Metrics;
-use crate::registry::{FunctionRecord, Registry, Version};
+use crate::registry::Registry;
+use crate::signing::TrustedKeys;
 
 /// Settings of a node.
 #[derive(Debug, Clone)]
@@ -36,6 +40,20 @@ pub struct NodeConfig {
     ///
     /// Default `local`: a node that runs alone needs no name.
     pub node_id: String,
+    /// How requests are checked.
+    ///
+    /// Default [`AuthMode::Tokens`]: secure by default; `none` must be asked for, and only on
+    /// loopback.
+    pub auth: AuthMode,
+    /// The most a manifest may ask for (host directories, network egress).
+    ///
+    /// Default: nothing beyond each function's own directory.
+    pub grants: Grants,
+    /// Keys whose signatures this node requires on every component; `None` runs unsigned
+    /// components.
+    ///
+    /// Default `None`: signing is the operator's choice, per node.
+    pub trusted_keys: Option<TrustedKeys>,
 }
 
 impl NodeConfig {
@@ -47,6 +65,9 @@ impl NodeConfig {
             body_limit: 32 << 20,
             pool: PoolConfig::default(),
             node_id: "local".into(),
+            auth: AuthMode::Tokens,
+            grants: Grants::default(),
+            trusted_keys: None,
         }
     }
 }
@@ -57,8 +78,10 @@ pub struct Live {
     pub function: Function,
     /// Its version number.
     pub version: u32,
+    /// Whether it may be invoked without a token.
+    pub public: bool,
     /// One permit per invocation that may run at once.
-    slots: Arc<Semaphore>,
+    pub(crate) slots: Arc<Semaphore>,
 }
 
 /// An invocation let in by admission control; dropping it frees its slots.
@@ -89,15 +112,17 @@ pub(crate) enum Route<'a> {
 
 /// A Limes node.
 pub struct Node {
-    runtime: Runtime,
-    registry: Registry,
-    artifacts: ArtifactStore,
+    pub(crate) runtime: Runtime,
+    pub(crate) registry: Registry,
+    pub(crate) artifacts: ArtifactStore,
+    tokens: TokenStore,
+    audit: AuditLog,
     live: RwLock<HashMap<String, Arc<Live>>>,
     capacity: Arc<Semaphore>,
     /// Serializes deploys, rollbacks and deletes, so the live table follows the registry's order.
-    writes: tokio::sync::Mutex<()>,
+    pub(crate) writes: tokio::sync::Mutex<()>,
     /// Serializes loading functions on first use, so that a burst of first calls compiles once.
-    loading: tokio::sync::Mutex<()>,
+    pub(crate) loading: tokio::sync::Mutex<()>,
     /// The cluster, once joined.
     cluster: OnceLock<Arc<dyn Cluster>>,
     /// Most instances running at once since [`Node::take_peak_in_flight`] was last called.
@@ -123,7 +148,14 @@ impl Node {
         let artifacts = ArtifactStore::open(dir.join("artifacts"))
             .map_err(|e| NodeError::Storage(format!("opening the artifact store: {e}")))?;
         let registry = Registry::open(&dir.join("registry.redb"))?;
+        let tokens = TokenStore::open(registry.database())?;
+        if config.auth == AuthMode::Tokens {
+            crate::auth::bootstrap(&tokens, dir, &config.node_id)?;
+        }
+        let audit = AuditLog::open(registry.database())?;
         let node = Arc::new(Self {
+            tokens,
+            audit,
             capacity: Arc::new(Semaphore::new(config.capacity as usize)),
             runtime,
             registry,
@@ -138,7 +170,7 @@ impl Node {
         });
         for record in node.registry.list()? {
             let version = record.active_version();
-            match node.load_version(version) {
+            match node.load_version(&record.name, version) {
                 Ok(live) => node.set_live(&record.name, Some(live)),
                 Err(e) => {
                     tracing::error!(function = %record.name, version = version.version, error = %e, "could not load a deployed function")
@@ -156,6 +188,40 @@ impl Node {
     /// The runtime the node runs functions on.
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
+    }
+
+    /// The tokens this node accepts.
+    pub fn tokens(&self) -> &TokenStore {
+        &self.tokens
+    }
+
+    /// The audit log.
+    pub fn audit_log(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Appends `change` to the audit log, durably, off the async workers.
+    pub async fn audit(self: &Arc<Self>, change: Change<'_>) -> Result<(), NodeError> {
+        let (node, actor, action, target, request_id) = (
+            self.clone(),
+            change.actor.to_owned(),
+            change.action.to_owned(),
+            change.target.to_owned(),
+            change.request_id.to_owned(),
+        );
+        let detail = change.detail;
+        blocking(move || {
+            node.audit
+                .record(Change {
+                    actor: &actor,
+                    action: &action,
+                    target: &target,
+                    request_id: &request_id,
+                    detail,
+                })
+                .map(|_| ())
+        })
+        .await
     }
 
     /// Joins `cluster`: from now on deploys are published to it, functions unknown here are
@@ -185,29 +251,8 @@ impl Node {
             .max(self.in_flight())
     }
 
-    fn load_version(&self, version: &Version) -> Result<Arc<Live>, NodeError> {
-        let digest = version.digest.parse().map_err(NodeError::Storage)?;
-        let bytes = self
-            .artifacts
-            .get(&digest)
-            .map_err(|e| NodeError::Storage(format!("artifact {digest}: {e}")))?;
-        self.load_bytes(version, &bytes)
-    }
-
-    fn load_bytes(&self, version: &Version, bytes: &[u8]) -> Result<Arc<Live>, NodeError> {
-        let policy = version
-            .manifest
-            .to_policy()
-            .map_err(NodeError::BadRequest)?;
-        let function = self.runtime.load(bytes, policy)?;
-        Ok(Arc::new(Live {
-            function,
-            version: version.version,
-            slots: Arc::new(Semaphore::new(version.manifest.max_concurrency as usize)),
-        }))
-    }
-
-    fn set_live(&self, name: &str, live: Option<Arc<Live>>) {
+    /// Makes `live` the active version of `name` here (`None`: not loaded).
+    pub(crate) fn set_live(&self, name: &str, live: Option<Arc<Live>>) {
         let mut table = self.live.write().unwrap_or_else(|p| p.into_inner());
         match live {
             Some(live) => table.insert(name.to_owned(), live),
@@ -216,219 +261,10 @@ impl Node {
         self.metrics.set_functions(table.len());
     }
 
-    fn loaded(&self, name: &str) -> Option<Arc<Live>> {
+    /// The active version of `name`, if loaded here.
+    pub(crate) fn loaded(&self, name: &str) -> Option<Arc<Live>> {
         let table = self.live.read().unwrap_or_else(|p| p.into_inner());
         table.get(name).cloned()
-    }
-
-    /// The active version of `name`, loaded on first use: a function deployed on another node
-    /// of the cluster is looked up there, its artifact fetched and compiled here once.
-    pub async fn live(self: &Arc<Self>, name: &str) -> Result<Arc<Live>, NodeError> {
-        if let Some(live) = self.loaded(name) {
-            return Ok(live);
-        }
-        validate_name(name)?;
-        let Some(cluster) = self.cluster() else {
-            return Err(NodeError::NotFound(name.to_owned()));
-        };
-        let _loading = self.loading.lock().await;
-        if let Some(live) = self.loaded(name) {
-            return Ok(live);
-        }
-        let record = match self.registry.get(name)? {
-            Some(record) => record,
-            None => {
-                let record = cluster
-                    .lookup(name.to_owned())
-                    .await?
-                    .ok_or_else(|| NodeError::NotFound(name.to_owned()))?;
-                self.registry.put(&record)?;
-                record
-            }
-        };
-        let version = record.active_version().clone();
-        let digest: limes_runtime::Digest = version.digest.parse().map_err(NodeError::Storage)?;
-        let bytes = match self.artifacts.get(&digest) {
-            Ok(bytes) => Bytes::from(bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let bytes = cluster.artifact(version.digest.clone()).await?;
-                let node = self.clone();
-                let stored = bytes.clone();
-                blocking(move || {
-                    node.artifacts
-                        .put(&stored)
-                        .map_err(|e| NodeError::Storage(format!("storing the artifact: {e}")))
-                })
-                .await?;
-                bytes
-            }
-            Err(e) => return Err(NodeError::Storage(format!("artifact {digest}: {e}"))),
-        };
-        let node = self.clone();
-        let live = blocking(move || node.load_bytes(&version, &bytes)).await?;
-        self.set_live(name, Some(live.clone()));
-        Ok(live)
-    }
-
-    /// Takes in the cluster's record of `name` (`None`: removed), as announced by another
-    /// node. The function loads again on its next invocation if its active version changed.
-    pub fn apply(&self, name: &str, record: Option<FunctionRecord>) -> Result<(), NodeError> {
-        match record {
-            Some(record) => {
-                self.registry.put(&record)?;
-                if self
-                    .loaded(name)
-                    .is_some_and(|live| live.version != record.active)
-                {
-                    self.set_live(name, None);
-                }
-            }
-            None => {
-                self.registry.remove(name)?;
-                self.set_live(name, None);
-            }
-        }
-        Ok(())
-    }
-
-    /// Deploys `component` as a new version of `name`. When this returns, the artifact and the
-    /// registry entry are durable (in the cluster too, when the node has joined one), and the
-    /// version serves invocations.
-    pub async fn deploy(
-        self: &Arc<Self>,
-        name: &str,
-        component: Bytes,
-        manifest: Manifest,
-    ) -> Result<Version, NodeError> {
-        validate_name(name)?;
-        let policy = manifest.to_policy().map_err(NodeError::BadRequest)?;
-        let _writing = self.writes.lock().await;
-        let node = self.clone();
-        let stored = component.clone();
-        // Compiling and syncing block; keep them off the async workers. Compiling first means a
-        // component that is not valid is refused before anything is stored.
-        let (function, digest) = blocking(move || {
-            let function = node.runtime.load(&stored, policy)?;
-            let digest = node
-                .artifacts
-                .put(&stored)
-                .map_err(|e| NodeError::Storage(format!("storing the artifact: {e}")))?;
-            Ok((function, digest.to_string()))
-        })
-        .await?;
-        let kind = function.kind().as_str().to_owned();
-        let version = match self.cluster() {
-            Some(cluster) => {
-                let new = NewVersion {
-                    digest,
-                    kind,
-                    manifest: manifest.clone(),
-                };
-                let record = cluster.publish(name.to_owned(), new, component).await?;
-                let version = record.active_version().clone();
-                let node = self.clone();
-                // A durable write (fsync): on the blocking pool, like the artifact's.
-                blocking(move || Ok(node.registry.put(&record)?)).await?;
-                version
-            }
-            None => {
-                let (node, name, manifest) = (self.clone(), name.to_owned(), manifest.clone());
-                blocking(move || Ok(node.registry.add_version(&name, digest, &kind, manifest)?))
-                    .await?
-            }
-        };
-        self.set_live(
-            name,
-            Some(Arc::new(Live {
-                function,
-                version: version.version,
-                slots: Arc::new(Semaphore::new(manifest.max_concurrency as usize)),
-            })),
-        );
-        tracing::info!(function = name, version = version.version, digest = %version.digest, "deployed");
-        Ok(version)
-    }
-
-    /// Every deployed function.
-    pub fn list(&self) -> Result<Vec<FunctionRecord>, NodeError> {
-        Ok(self.registry.list()?)
-    }
-
-    /// The function `name` with all its versions.
-    pub async fn get(&self, name: &str) -> Result<FunctionRecord, NodeError> {
-        validate_name(name)?;
-        if let Some(record) = self.registry.get(name)? {
-            return Ok(record);
-        }
-        match self.cluster() {
-            Some(cluster) => cluster.lookup(name.to_owned()).await?,
-            None => None,
-        }
-        .ok_or_else(|| NodeError::NotFound(name.to_owned()))
-    }
-
-    /// Removes `name` and its versions (everywhere, in a cluster). Invocations already running
-    /// finish.
-    pub async fn remove(&self, name: &str) -> Result<(), NodeError> {
-        validate_name(name)?;
-        let _writing = self.writes.lock().await;
-        let existed = match self.cluster() {
-            Some(cluster) => {
-                let existed = cluster.withdraw(name.to_owned()).await?;
-                self.registry.remove(name)? || existed
-            }
-            None => self.registry.remove(name)?,
-        };
-        if !existed {
-            return Err(NodeError::NotFound(name.to_owned()));
-        }
-        self.set_live(name, None);
-        tracing::info!(function = name, "removed");
-        Ok(())
-    }
-
-    /// Makes an earlier (or later) version of `name` the active one.
-    pub async fn rollback(
-        self: &Arc<Self>,
-        name: &str,
-        version: u32,
-    ) -> Result<FunctionRecord, NodeError> {
-        let no_such_version = || NodeError::NoSuchVersion {
-            name: name.to_owned(),
-            version,
-        };
-        let record = self.get(name).await?;
-        if !record.versions.iter().any(|v| v.version == version) {
-            return Err(no_such_version());
-        }
-        let _writing = self.writes.lock().await;
-        let record = match self.cluster() {
-            Some(cluster) => {
-                let record = cluster.activate(name.to_owned(), version).await?;
-                self.registry.put(&record)?;
-                // Loads (fetching the artifact if need be) on the next invocation.
-                self.set_live(name, None);
-                record
-            }
-            None => {
-                let node = self.clone();
-                let target = record
-                    .versions
-                    .iter()
-                    .find(|v| v.version == version)
-                    .cloned();
-                let target = target.ok_or_else(no_such_version)?;
-                let live = blocking(move || node.load_version(&target)).await?;
-                let record = self
-                    .registry
-                    .set_active(name, version)?
-                    .ok_or_else(no_such_version)?;
-                self.set_live(name, Some(live));
-                record
-            }
-        };
-        tracing::info!(function = name, version, "rolled back");
-        Ok(record)
     }
 
     /// Lets an invocation of `name` in, or refuses it at once: never a queue. `reserve` node
@@ -544,7 +380,7 @@ impl Node {
 }
 
 /// Runs blocking work on the blocking pool; a panic there becomes a storage error.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
 ) -> Result<T, NodeError> {
     tokio::task::spawn_blocking(work)

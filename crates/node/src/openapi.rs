@@ -2,6 +2,8 @@
 
 use serde_json::{Value, json};
 
+use crate::auth::Need;
+
 fn error_response(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
@@ -10,8 +12,40 @@ fn name_param() -> Value {
     json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"}})
 }
 
+/// Adds to every operation what it needs of the caller, from [`crate::api::ROUTES`]: the
+/// security requirement, the roles (`x-limes-roles`) and the 401 and 403 answers.
+fn annotate_security(doc: &mut Value) {
+    for (method, path, need) in crate::api::ROUTES {
+        let Some(op) = doc["paths"][path].get_mut(*method) else {
+            continue;
+        };
+        let roles: Vec<&str> = need.roles().iter().map(|r| r.as_str()).collect();
+        match need {
+            Need::Nothing => op["security"] = json!([]),
+            _ => {
+                op["security"] = json!([{"bearer": []}]);
+                op["x-limes-roles"] = json!(roles);
+                op["responses"]["401"] = error_response("No token, or an unknown, revoked or expired one");
+                op["responses"]["403"] = error_response("The token's role does not allow this");
+            }
+        }
+        if *need == Need::Function {
+            op["description"] = json!(format!(
+                "{} A function deployed with `public=true` needs no token.",
+                op["description"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+}
+
 /// The document. Every route in [`crate::api::ROUTES`] is described; a test holds it to that.
 pub fn document() -> Value {
+    let mut doc = paths();
+    annotate_security(&mut doc);
+    doc
+}
+
+fn paths() -> Value {
     let manifest_params: Vec<Value> = crate::manifest::KEYS
         .iter()
         .map(|k| json!({"name": k, "in": "query", "required": false, "schema": {"type": "string"}}))
@@ -20,6 +54,7 @@ pub fn document() -> Value {
     deploy_params.extend(manifest_params);
     json!({
         "openapi": "3.0.3",
+        "security": [{"bearer": []}],
         "info": {"title": "Limes node API", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Deploy and invoke WebAssembly functions on a Limes edge node."},
         "paths": {
@@ -31,15 +66,16 @@ pub fn document() -> Value {
                 "get": {"summary": "A function with all its versions", "parameters": [name_param()],
                         "responses": {"200": {"description": "The function"}, "404": error_response("No such function")}},
                 "put": {"summary": "Deploy a new version",
-                        "description": "The body is the component (application/wasm) with the manifest as query parameters, or multipart/form-data with parts `component` and `manifest` (JSON with the same keys).",
                         "parameters": deploy_params,
                         "requestBody": {"required": true, "content": {
                             "application/wasm": {"schema": {"type": "string", "format": "binary"}},
                             "multipart/form-data": {"schema": {"type": "object", "properties": {
                                 "component": {"type": "string", "format": "binary"},
                                 "manifest": {"type": "string"}}}}}},
+                        "description": "The body is the component (application/wasm) with the manifest as query parameters, or multipart/form-data with parts `component`, `manifest` (JSON with the same keys) and optionally `signature`. A detached Ed25519 signature may also come in the `x-limes-signature` header; a node started with --trusted-keys requires one.",
                         "responses": {"201": {"description": "Deployed", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Deployed"}}}},
-                                      "400": error_response("Invalid name, manifest or component"),
+                                      "400": error_response("Invalid name, manifest or component; `unsigned` or `bad-signature` on a node that requires signatures"),
+                                      "403": error_response("`not-permitted`: the manifest asks for host directories or networks beyond the node's --allow-host-dir / --allow-egress (or `forbidden`: the token's role)"),
                                       "413": {"description": "Body too large"}}},
                 "delete": {"summary": "Remove a function and its versions", "parameters": [name_param()],
                            "responses": {"204": {"description": "Removed"}, "404": error_response("No such function")}}
@@ -73,18 +109,40 @@ pub fn document() -> Value {
                 "delete": {"summary": "End the emergency and restore normal placement",
                            "responses": {"200": {"description": "Ended"}, "409": error_response("Not in a cluster, or another node holds the decision lease")}}
             },
+            "/v1/tokens": {
+                "get": {"summary": "Every token: name, role, created, expiry, last use, status (never the secret)",
+                        "responses": {"200": {"description": "`{\"tokens\": [...]}`"}}},
+                "post": {"summary": "Make a token; the answer is the only place its secret ever appears",
+                         "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["role"], "properties": {
+                             "role": {"type": "string", "enum": ["admin", "deploy", "invoke", "emergency"]},
+                             "name": {"type": "string", "description": "Unique; default ROLE-xxxxxx"},
+                             "expires": {"type": "string", "description": "A duration such as 30d; never, when absent"}}}}}},
+                         "responses": {"201": {"description": "The token record with `token`, the secret"},
+                                       "400": error_response("Bad role, name or duration"),
+                                       "409": error_response("A token of that name exists")}}
+            },
+            "/v1/tokens/{name}": {"delete": {"summary": "Revoke a token; it fails from the next request on, on every node of a cluster",
+                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "The revoked record"}, "404": error_response("No such token")}}},
+            "/v1/audit": {"get": {"summary": "The audit log: deploys, removals, rollbacks, emergencies and token changes, with who made them",
+                "parameters": [{"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "default": 100}}],
+                "responses": {"200": {"description": "`{\"entries\": [{seq, at_ms, actor, action, target, request_id, detail}]}`, oldest first"}}}},
             "/fn/{name}/{path}": {"get": {"summary": "A request to a wasi:http function (any method)",
                 "description": "The function sees the request with the path after /fn/{name}.",
                 "parameters": [name_param(), {"name": "path", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": {"default": {"description": "Whatever the function answers"},
                               "429": error_response("Function or node at capacity")}}}
         },
-        "components": {"schemas": {
+        "components": {
+          "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+              "description": "A Limes token (`limes token create`); each operation lists the roles that may call it in x-limes-roles"}},
+          "schemas": {
             "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
                 "kind": {"type": "string"}, "message": {"type": "string"}}}}},
             "Deployed": {"type": "object", "properties": {
                 "name": {"type": "string"}, "version": {"type": "integer"},
-                "digest": {"type": "string"}, "kind": {"type": "string", "enum": ["run", "http"]}}}
+                "digest": {"type": "string"}, "kind": {"type": "string", "enum": ["run", "http"]},
+                "signed_by": {"type": "string", "nullable": true}}}
         }}
     })
 }

@@ -5,11 +5,14 @@
 //! acknowledges it.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::NewVersion;
+#[cfg(test)]
 use crate::manifest::Manifest;
 
 const FUNCTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("functions");
@@ -45,12 +48,15 @@ impl FunctionRecord {
     }
 
     /// Adds the next version and makes it active; returns it.
-    pub fn push_version(&mut self, digest: String, kind: &str, manifest: Manifest) -> Version {
+    pub fn push_version(&mut self, new: NewVersion) -> Version {
         let version = Version {
             version: self.versions.last().map_or(1, |v| v.version + 1),
-            digest,
-            kind: kind.to_owned(),
-            manifest,
+            digest: new.digest,
+            kind: new.kind,
+            manifest: new.manifest,
+            signature: new.signature,
+            signed_by: new.signed_by,
+            deployed_by: new.deployed_by,
             deployed_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
@@ -79,14 +85,24 @@ pub struct Version {
     /// `run` or `http`.
     pub kind: String,
     /// The policy and limits.
-    pub manifest: Manifest,
+    pub manifest: crate::manifest::Manifest,
+    /// The detached Ed25519 signature of the component, hex, if it came with one; see
+    /// [`crate::signing`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// The trusted key that the deploying node verified the signature with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
+    /// The name of the token that deployed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_by: Option<String>,
     /// Seconds since the Unix epoch.
     pub deployed_at: u64,
 }
 
 /// The function registry.
 pub struct Registry {
-    db: Database,
+    db: Arc<Database>,
 }
 
 impl Registry {
@@ -96,7 +112,12 @@ impl Registry {
         let tx = db.begin_write().map_err(storage)?;
         tx.open_table(FUNCTIONS).map_err(storage)?;
         tx.commit().map_err(storage)?;
-        Ok(Self { db })
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// The database, which also holds the tokens and the audit log.
+    pub(crate) fn database(&self) -> Arc<Database> {
+        self.db.clone()
     }
 
     /// Every function, by name.
@@ -122,16 +143,10 @@ impl Registry {
     }
 
     /// Adds a version to `name` (creating the function) and makes it active.
-    pub fn add_version(
-        &self,
-        name: &str,
-        digest: String,
-        kind: &str,
-        manifest: Manifest,
-    ) -> Result<Version, RegistryError> {
+    pub fn add_version(&self, name: &str, new: NewVersion) -> Result<Version, RegistryError> {
         self.update(name, |record| {
             let mut record = record.unwrap_or_else(|| FunctionRecord::new(name));
-            let version = record.push_version(digest, kind, manifest);
+            let version = record.push_version(new);
             (Some(record), version)
         })
     }
@@ -197,6 +212,17 @@ impl Registry {
 mod tests {
     use super::*;
 
+    fn new(digest: &str) -> NewVersion {
+        NewVersion {
+            digest: digest.into(),
+            kind: "run".into(),
+            manifest: Manifest::default(),
+            signature: None,
+            signed_by: None,
+            deployed_by: None,
+        }
+    }
+
     #[test]
     fn versions_accumulate_survive_reopen_and_roll_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -205,14 +231,14 @@ mod tests {
             let registry = Registry::open(&path).unwrap();
             assert_eq!(
                 registry
-                    .add_version("f", "aa".into(), "run", Manifest::default())
+                    .add_version("f", new("aa"))
                     .unwrap()
                     .version,
                 1
             );
             assert_eq!(
                 registry
-                    .add_version("f", "bb".into(), "run", Manifest::default())
+                    .add_version("f", new("bb"))
                     .unwrap()
                     .version,
                 2

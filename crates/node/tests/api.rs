@@ -1,105 +1,22 @@
 //! The node against a real server on a loopback port: the API, admission, restarts, metrics.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use limes_node::{Node, NodeConfig};
+use limes_node::NodeConfig;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
-fn guest(name: &str) -> Vec<u8> {
-    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/guests")
-        .join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "guest {name} ({}): {e}; run `cargo xtask guests` first",
-            path.display()
-        )
-    })
-}
+mod common;
 
-struct TestNode {
-    url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-}
+use common::{TestNode, error_kind, guest};
 
-impl TestNode {
-    async fn start(config: NodeConfig) -> Self {
-        let node = Node::open(config).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(limes_node::serve(
-            node,
-            listener,
-            async {
-                let _ = stopped.await;
-            },
-            Duration::from_secs(5),
-        ));
-        Self {
-            url,
-            stop: Some(stop),
-            server,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.server.await.unwrap().unwrap();
-    }
-
-    fn at(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
-    }
-
-    async fn deploy(
-        &self,
-        name: &str,
-        guest_name: &str,
-        query: &[(&str, &str)],
-    ) -> reqwest::Response {
-        Client::new()
-            .put(self.at(&format!("/v1/functions/{name}")))
-            .query(query)
-            .body(guest(guest_name))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn invoke(&self, name: &str, args: &str) -> reqwest::Response {
-        Client::new()
-            .post(self.at(&format!("/v1/functions/{name}/invoke")))
-            .body(args.to_owned())
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn metrics(&self) -> String {
-        reqwest::get(self.at("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-}
-
-async fn error_kind(response: reqwest::Response) -> String {
-    let body: Value = response.json().await.unwrap();
-    body["error"]["kind"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
-
+/// A node without auth (on loopback): these tests are about everything else; `auth.rs` tests
+/// tokens and roles.
 fn config(dir: &Path) -> NodeConfig {
-    NodeConfig::new(dir)
+    let mut config = NodeConfig::new(dir);
+    config.auth = limes_node::AuthMode::None;
+    config
 }
 
 #[tokio::test]
@@ -449,11 +366,17 @@ async fn every_route_is_in_the_openapi_document_and_served() {
         .unwrap();
     assert_eq!(doc["openapi"], "3.0.3");
     let client = Client::new();
-    for (method, path) in limes_node::ROUTES {
-        assert!(
-            doc["paths"][path][method].is_object(),
-            "{method} {path} is not documented"
-        );
+    for (method, path, need) in limes_node::ROUTES {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is not documented");
+        // Each operation states what it needs: no security, or the bearer scheme and roles.
+        if *need == limes_node::Need::Nothing {
+            assert_eq!(op["security"], serde_json::json!([]), "{method} {path}");
+        } else {
+            assert_eq!(op["security"][0]["bearer"], serde_json::json!([]), "{method} {path}");
+            let roles: Vec<&str> = need.roles().iter().map(|r| r.as_str()).collect();
+            assert_eq!(op["x-limes-roles"], serde_json::json!(roles), "{method} {path}");
+        }
         let concrete = path.replace("{name}", "nobody").replace("{path}", "x");
         let request = client.request(method.to_uppercase().parse().unwrap(), node.at(&concrete));
         let response = request.send().await.unwrap();

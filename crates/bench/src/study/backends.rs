@@ -160,10 +160,15 @@ pub async fn detect(name: &str, ctx: &Context, allow_emulated: bool) -> Result<B
             have(&ctx.limes)?;
             let port = free_port()?;
             let mut cmd = Command::new(&ctx.limes);
+            // The workloads' data directory is the one host directory their manifests preopen.
+            std::fs::create_dir_all(&ctx.data).map_err(|e| format!("{}: {e}", ctx.data.display()))?;
             cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
                 .arg("--data-dir")
-                .arg(ctx.scratch.join("node"));
-            let server = Server::start(cmd, port, "/healthz").await?;
+                .arg(ctx.scratch.join("node"))
+                .arg("--allow-host-dir")
+                .arg(&ctx.data);
+            let mut server = Server::start(cmd, port, "/healthz").await?;
+            server.authorization = Some(crate::process::admin_bearer(&ctx.scratch.join("node"))?);
             Ok(Backend::LimesHttp {
                 server,
                 client: reqwest::Client::new(),
@@ -295,6 +300,7 @@ impl Backend {
                         let url = server.url(&format!("/v1/functions/{}", w.name));
                         let r = client
                             .put(url)
+                            .header("authorization", server.authorization.clone().unwrap_or_default())
                             .query(&[
                                 ("dir", dir.as_str()),
                                 ("memory", "512MiB"),
@@ -318,6 +324,7 @@ impl Backend {
                 let url = server.url(&format!("/v1/functions/{}/invoke", w.name));
                 let r = client
                     .post(url)
+                    .header("authorization", server.authorization.clone().unwrap_or_default())
                     .body(args)
                     .send()
                     .await

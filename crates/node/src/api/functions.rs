@@ -1,147 +1,25 @@
-//! The REST API (`/v1`), the `wasi:http` front door (`/fn/{name}/…`), health and metrics.
+//! Functions: list, describe, deploy, remove, roll back, invoke, and `wasi:http` requests.
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Path, RawQuery, Request, State};
+use axum::extract::{Extension, FromRequest, Multipart, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
 use serde_json::json;
 
+use super::request_id;
+use crate::audit::Change;
+use crate::auth::Caller;
 use crate::error::NodeError;
+use crate::lifecycle::Deploy;
 use crate::manifest::Manifest;
 use crate::node::Node;
 use crate::registry::FunctionRecord;
 
-/// Every route of the node, as `(method, path)`; the OpenAPI document must describe each.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("get", "/healthz"),
-    ("get", "/metrics"),
-    ("get", "/v1/openapi.json"),
-    ("get", "/v1/functions"),
-    ("get", "/v1/functions/{name}"),
-    ("put", "/v1/functions/{name}"),
-    ("delete", "/v1/functions/{name}"),
-    ("post", "/v1/functions/{name}/rollback"),
-    ("post", "/v1/functions/{name}/invoke"),
-    ("get", "/v1/cluster"),
-    ("get", "/v1/emergency"),
-    ("post", "/v1/emergency"),
-    ("delete", "/v1/emergency"),
-    ("get", "/fn/{name}/{path}"),
-];
-
-/// The node's routes, without middleware.
-pub fn routes(node: Arc<Node>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route(
-            "/v1/openapi.json",
-            get(|| async { Json(crate::openapi::document()) }),
-        )
-        .route("/v1/functions", get(list))
-        .route(
-            "/v1/functions/{name}",
-            get(describe).put(deploy).delete(remove),
-        )
-        .route("/v1/functions/{name}/rollback", post(rollback))
-        .route("/v1/functions/{name}/invoke", post(invoke))
-        .route("/v1/cluster", get(cluster_status))
-        .route(
-            "/v1/emergency",
-            get(emergency).post(declare).delete(end_emergency),
-        )
-        .route("/fn/{name}", any(serve_http))
-        .route("/fn/{name}/", any(serve_http))
-        .route("/fn/{name}/{*path}", any(serve_http))
-        .fallback(|| async {
-            NodeError::BadRequest("no such route; see /v1/openapi.json".into())
-                .with_kind("no-route", StatusCode::NOT_FOUND)
-        })
-        .with_state(node)
-}
-
-impl IntoResponse for NodeError {
-    fn into_response(self) -> Response {
-        let kind = self.kind().to_owned();
-        let status = self.status();
-        self.with_kind(&kind, status)
-    }
-}
-
-impl NodeError {
-    fn with_kind(self, kind: &str, status: StatusCode) -> Response {
-        let body = Json(json!({"error": {"kind": kind, "message": self.to_string()}}));
-        let mut response = (status, body).into_response();
-        if self.is_retryable() {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
-    }
-}
-
-async fn healthz(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
-    Json(json!({
-        "status": "ok",
-        "node": node.config().node_id,
-        "functions": node.list().map(|l| l.len()).unwrap_or(0),
-        "in_flight": node.in_flight(),
-        "capacity": node.config().capacity,
-        "cluster": cluster_json(&node),
-    }))
-}
-
-fn cluster_json(node: &Node) -> serde_json::Value {
-    match node.cluster() {
-        Some(cluster) => cluster.status(),
-        None => json!({"mode": "standalone"}),
-    }
-}
-
-async fn cluster_status(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
-    Json(cluster_json(&node))
-}
-
-fn not_clustered() -> NodeError {
-    NodeError::Conflict("this node runs alone; start it with --cluster".into())
-}
-
-async fn emergency(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Value>, NodeError> {
-    Ok(Json(node.cluster().ok_or_else(not_clustered)?.emergency()))
-}
-
-async fn declare(
-    State(node): State<Arc<Node>>,
-    body: Bytes,
-) -> Result<Json<serde_json::Value>, NodeError> {
-    let request = serde_json::from_slice(&body)
-        .map_err(|e| NodeError::BadRequest(format!("the emergency must be JSON: {e}")))?;
-    let cluster = node.cluster().ok_or_else(not_clustered)?;
-    Ok(Json(cluster.declare(request).await?))
-}
-
-async fn end_emergency(
-    State(node): State<Arc<Node>>,
-) -> Result<Json<serde_json::Value>, NodeError> {
-    Ok(Json(node.cluster().ok_or_else(not_clustered)?.end().await?))
-}
-
-async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    let text = node.metrics.render(node.runtime().cache_stats());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-}
+/// The header that carries a component's detached signature; see [`crate::signing`].
+pub const SIGNATURE_HEADER: &str = "x-limes-signature";
 
 fn summary(record: &FunctionRecord) -> serde_json::Value {
     let active = record.active_version();
@@ -151,17 +29,19 @@ fn summary(record: &FunctionRecord) -> serde_json::Value {
         "kind": active.kind,
         "digest": active.digest,
         "versions": record.versions.len(),
+        "public": active.manifest.public,
+        "signed_by": active.signed_by,
     })
 }
 
-async fn list(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Value>, NodeError> {
+pub(super) async fn list(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Value>, NodeError> {
     let all = node.list()?;
     Ok(Json(
         json!({"functions": all.iter().map(summary).collect::<Vec<_>>()}),
     ))
 }
 
-async fn describe(
+pub(super) async fn describe(
     State(node): State<Arc<Node>>,
     Path(name): Path<String>,
 ) -> Result<Json<FunctionRecord>, NodeError> {
@@ -170,12 +50,20 @@ async fn describe(
 
 /// `PUT /v1/functions/{name}`: the component as the raw body with the manifest in the query, or
 /// a multipart form with a `component` part and a JSON `manifest` part.
-async fn deploy(
+pub(super) async fn deploy(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
     request: Request,
 ) -> Result<Response, NodeError> {
+    let request_id = request_id(request.headers()).to_owned();
+    let mut signature = request
+        .headers()
+        .get(SIGNATURE_HEADER)
+        .map(|v| v.to_str().map(str::to_owned))
+        .transpose()
+        .map_err(|_| NodeError::BadSignature(format!("{SIGNATURE_HEADER} is not text")))?;
     let multipart = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -208,9 +96,12 @@ async fn deploy(
                 "manifest" => {
                     manifest = Manifest::from_json(&bytes).map_err(NodeError::BadRequest)?
                 }
+                "signature" => {
+                    signature = Some(String::from_utf8_lossy(&bytes).trim().to_owned());
+                }
                 other => {
                     return Err(NodeError::BadRequest(format!(
-                        "unexpected form part {other:?}; expected component and manifest"
+                        "unexpected form part {other:?}; expected component, manifest and signature"
                     )));
                 }
             }
@@ -232,8 +123,26 @@ async fn deploy(
             "the request has no component: send its bytes as the body".into(),
         ));
     }
-    let version = node.deploy(&name, component, manifest).await?;
-    let body = json!({"name": name, "version": version.version, "digest": version.digest, "kind": version.kind});
+    let version = node
+        .deploy(
+            &name,
+            Deploy {
+                component,
+                manifest,
+                signature,
+                deployed_by: Some(caller.name.clone()),
+            },
+        )
+        .await?;
+    node.audit(Change {
+        actor: &caller.name,
+        action: "deploy",
+        target: &name,
+        request_id: &request_id,
+        detail: json!({"version": version.version, "digest": version.digest, "signed_by": version.signed_by}),
+    })
+    .await?;
+    let body = json!({"name": name, "version": version.version, "digest": version.digest, "kind": version.kind, "signed_by": version.signed_by});
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -249,32 +158,53 @@ fn too_large_or_bad(response: Response) -> NodeError {
     }
 }
 
-async fn remove(
+pub(super) async fn remove(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<StatusCode, NodeError> {
     node.remove(&name).await?;
+    node.audit(Change {
+        actor: &caller.name,
+        action: "remove",
+        target: &name,
+        request_id: request_id(&headers),
+        detail: json!({}),
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(serde::Deserialize)]
-struct RollbackQuery {
+pub(super) struct RollbackQuery {
     version: u32,
 }
 
-async fn rollback(
+pub(super) async fn rollback(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     Path(name): Path<String>,
     query: Result<axum::extract::Query<RollbackQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, NodeError> {
     let axum::extract::Query(RollbackQuery { version }) = query.map_err(|_| {
         NodeError::BadRequest("rollback needs ?version=N with a version number".into())
     })?;
-    Ok(Json(summary(&node.rollback(&name, version).await?)))
+    let record = node.rollback(&name, version).await?;
+    node.audit(Change {
+        actor: &caller.name,
+        action: "rollback",
+        target: &name,
+        request_id: request_id(&headers),
+        detail: json!({"version": version}),
+    })
+    .await?;
+    Ok(Json(summary(&record)))
 }
 
 /// `POST /v1/functions/{name}/invoke`: the body is `args`, the response body the result.
-async fn invoke(
+pub(super) async fn invoke(
     State(node): State<Arc<Node>>,
     Path(name): Path<String>,
     body: Bytes,
@@ -302,7 +232,7 @@ async fn invoke(
 }
 
 /// `/fn/{name}/…`: a request to a `wasi:http` function, which sees the path after its name.
-async fn serve_http(
+pub(super) async fn serve_http(
     State(node): State<Arc<Node>>,
     request: Request,
 ) -> Result<Response, NodeError> {

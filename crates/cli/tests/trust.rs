@@ -1,0 +1,195 @@
+//! `limes serve` and the client commands as a user runs them: tokens from the data directory,
+//! tokens kept out of the logs, `--auth none` refused off loopback, HTTPS with `--cacert`, and
+//! the audit log after `kill -9`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn limes() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_limes"))
+}
+
+fn guest(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../target/guests/{name}.wasm"));
+    assert!(path.is_file(), "{}: build the guests with `cargo xtask guests`", path.display());
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `limes serve` child process; its stderr goes to `log`.
+struct Served {
+    child: Child,
+    url: String,
+}
+
+impl Served {
+    fn start(data: &Path, log: &Path, scheme: &str, extra: &[&str]) -> Self {
+        let port = free_port();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let child = limes()
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(data)
+            .args(extra)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "limes serve did not listen in 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, url: format!("{scheme}://127.0.0.1:{port}") }
+    }
+
+    fn signal(&mut self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a client command against `served` without any token in the environment.
+fn client(served: &Served, data: &Path, args: &[&str]) -> Output {
+    limes()
+        .args(args)
+        .args(["--node", &served.url, "--node-data-dir"])
+        .arg(data)
+        .env_remove("LIMES_TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn tokens_work_from_the_cli_stay_out_of_logs_and_the_audit_log_survives_kill_9() {
+    let data = tempfile::tempdir().unwrap();
+    let log = data.path().join("serve.log");
+    let mut served = Served::start(&data.path().join("node"), &log, "http", &[]);
+    let node_data = data.path().join("node");
+    let admin = std::fs::read_to_string(node_data.join("admin-token")).unwrap().trim().to_owned();
+
+    // On this machine the CLI finds the admin token in the node's data directory.
+    let made = client(&served, &node_data, &["token", "create", "--role", "deploy", "--name", "ci"]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let ci = text(&made.stdout).trim().to_owned();
+    assert!(ci.starts_with("limes_"), "{ci}");
+    // Elsewhere (no data dir to read) it needs --token.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let refused = client(&served, elsewhere.path(), &["ls"]);
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("error: unauthorized"), "{}", text(&refused.stderr));
+
+    let echo = guest("echo");
+    let deployed = client(&served, elsewhere.path(), &["deploy", "f", echo.to_str().unwrap(), "--token", &ci]);
+    assert!(deployed.status.success(), "{}", text(&deployed.stderr));
+    let invoked = limes()
+        .args(["invoke", "f", "--args", "hi", "--node", &served.url])
+        .env("LIMES_TOKEN", &ci)
+        .output()
+        .unwrap();
+    assert_eq!(text(&invoked.stdout).trim(), "hi", "{}", text(&invoked.stderr));
+
+    let listed = client(&served, &node_data, &["token", "ls"]);
+    let listing = text(&listed.stdout);
+    assert!(listing.contains("ci") && listing.contains("deploy") && listing.contains("admin-local"), "{listing}");
+    assert!(!listing.contains(&ci[20..]), "ls never shows a secret");
+
+    let revoked = client(&served, &node_data, &["token", "revoke", "ci"]);
+    assert!(revoked.status.success(), "{}", text(&revoked.stderr));
+    let after = client(&served, elsewhere.path(), &["ls", "--token", &ci]);
+    assert!(text(&after.stderr).contains("revoked"), "{}", text(&after.stderr));
+
+    // kill -9: whatever was acknowledged is in the audit log after the restart.
+    served.signal(libc::SIGKILL);
+    let mut served = Served::start(&node_data, &log, "http", &[]);
+    let audit = client(&served, &node_data, &["audit"]);
+    let audit = text(&audit.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
+    for line in ["admin-local token.create ci", "ci deploy f", "admin-local token.revoke ci"] {
+        assert!(audit.contains(line), "{line:?} missing from:\n{audit}");
+    }
+    served.signal(libc::SIGTERM);
+
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("admin-token"), "the log says where the admin token is:\n{logged}");
+    assert!(logged.contains("request"), "debug logs were captured:\n{logged}");
+    for secret in [&admin, &ci] {
+        let (_, tail) = secret.rsplit_once('_').unwrap();
+        assert!(!logged.contains(tail), "a token's secret reached the log");
+    }
+}
+
+#[test]
+fn auth_none_is_refused_unless_the_node_listens_on_loopback() {
+    let data = tempfile::tempdir().unwrap();
+    let out = limes()
+        .args(["serve", "--auth", "none", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("--auth none is only allowed on a loopback address"), "{err}");
+
+    let log = data.path().join("serve.log");
+    let served = Served::start(&data.path().join("open"), &log, "http", &["--auth", "none"]);
+    let empty = tempfile::tempdir().unwrap();
+    let listed = client(&served, empty.path(), &["ls"]);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+}
+
+#[test]
+fn https_round_trip_with_the_nodes_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let (cert_file, key_file, ca_file) = (dir.path().join("node.pem"), dir.path().join("node.key"), dir.path().join("ca.pem"));
+    std::fs::write(&cert_file, leaf.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+
+    let log = dir.path().join("serve.log");
+    let served = Served::start(
+        &dir.path().join("node"),
+        &log,
+        "https",
+        &["--tls-cert", cert_file.to_str().unwrap(), "--tls-key", key_file.to_str().unwrap()],
+    );
+    let node_data = dir.path().join("node");
+    let trusted = client(&served, &node_data, &["ls", "--cacert", ca_file.to_str().unwrap()]);
+    assert!(trusted.status.success(), "{}", text(&trusted.stderr));
+    assert!(text(&trusted.stdout).contains("NAME"));
+    // Without the CA the certificate is not trusted, and nothing is sent in the clear.
+    let untrusted = client(&served, &node_data, &["ls"]);
+    assert!(!untrusted.status.success());
+    assert!(text(&untrusted.stderr).contains("node-unreachable"), "{}", text(&untrusted.stderr));
+    let plain = client(
+        &Served { child: limes().arg("--version").spawn().unwrap(), url: served.url.replace("https", "http") },
+        &node_data,
+        &["ls"],
+    );
+    assert!(!plain.status.success(), "plain HTTP to a TLS node must fail");
+}

@@ -1,0 +1,132 @@
+//! Connecting to NATS: credentials, TLS, and a start that fails fast on a wrong credential.
+//!
+//! A node starts even while NATS is unreachable (it serves its own functions and connects when
+//! NATS comes up), but a NATS server that answers and refuses the node's credentials, or its
+//! TLS, is a configuration error: the start fails at once and names it, instead of retrying
+//! silently forever.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::{ConnectErrorKind, ConnectOptions};
+use limes_node::NodeError;
+
+/// How a node proves itself to NATS.
+#[derive(Debug, Clone, Default)]
+pub enum NatsAuth {
+    /// No credentials.
+    #[default]
+    None,
+    /// A `.creds` file (a user JWT and its NKey seed), as `nsc` writes it.
+    Creds(PathBuf),
+    /// A user name and password.
+    UserPassword {
+        /// The user.
+        user: String,
+        /// The password.
+        password: String,
+    },
+    /// A token.
+    Token(String),
+}
+
+/// How long the first attempt to reach NATS may take before the node starts without it.
+const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+async fn options(
+    id: &str,
+    auth: &NatsAuth,
+    ca: Option<&PathBuf>,
+) -> Result<ConnectOptions, NodeError> {
+    let mut options = match auth {
+        NatsAuth::None => ConnectOptions::new(),
+        NatsAuth::Creds(path) => ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|e| {
+                NodeError::BadRequest(format!("--nats-creds {}: {e}", path.display()))
+            })?,
+        NatsAuth::UserPassword { user, password } => {
+            ConnectOptions::with_user_and_password(user.clone(), password.clone())
+        }
+        NatsAuth::Token(token) => ConnectOptions::with_token(token.clone()),
+    };
+    if let Some(ca) = ca {
+        options = options.tls_client_config(tls_config(ca)?).require_tls(true);
+    }
+    Ok(options
+        .name(format!("limes-node-{id}"))
+        .connection_timeout(FIRST_CONNECT_TIMEOUT)
+        .max_reconnects(None)
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::ServerError(e) => {
+                    tracing::warn!(error = %e, "NATS server error")
+                }
+                async_nats::Event::ClientError(e) => {
+                    tracing::warn!(error = %e, "NATS client error")
+                }
+                other => tracing::debug!(event = %other, "NATS"),
+            }
+        }))
+}
+
+/// TLS to NATS trusting the CA in `ca`. Built here with ring (as the node's own TLS is), not
+/// left to async-nats, whose default asks rustls for a process-wide provider.
+fn tls_config(ca: &std::path::Path) -> Result<rustls::ClientConfig, NodeError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let bad = |e: String| NodeError::BadRequest(format!("--nats-ca {}: {e}", ca.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no certificate in it".into()));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Connects to `url`. A refusal of the credentials or a TLS failure is an error; an unreachable
+/// server is not: the client then keeps trying in the background.
+pub(crate) async fn connect(
+    url: &str,
+    id: &str,
+    auth: &NatsAuth,
+    ca: Option<&PathBuf>,
+) -> Result<async_nats::Client, NodeError> {
+    let first = options(id, auth, ca).await?.connect(url).await;
+    let error = match first {
+        Ok(client) => return Ok(client),
+        Err(e) => e,
+    };
+    match error.kind() {
+        ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
+            Err(NodeError::Cluster(format!(
+                "NATS at {url} refused this node: authorization violation ({error}); check \
+                 --nats-creds, --nats-user/--nats-password or --nats-token"
+            )))
+        }
+        ConnectErrorKind::Tls => Err(NodeError::Cluster(format!(
+            "TLS with NATS at {url} failed ({error}); check --nats-ca and the server's certificate"
+        ))),
+        ConnectErrorKind::ServerParse => Err(NodeError::BadRequest(format!(
+            "--cluster {url}: not a NATS URL ({error})"
+        ))),
+        _ => {
+            tracing::warn!(%url, error = %error, "NATS is unreachable; serving local functions and connecting in the background");
+            options(id, auth, ca)
+                .await?
+                .retry_on_initial_connect()
+                .connect(url)
+                .await
+                .map_err(|e| NodeError::Cluster(format!("connecting to {url}: {e}")))
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Trust across a cluster: tokens shared and revoked everywhere, NATS users with good and wrong
+//! credentials, and a node that never runs a replicated version beyond its own limits.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use limes_cluster::server::NatsServer;
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+fn admin(node: &TestNode) -> String {
+    std::fs::read_to_string(node.data.path().join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+async fn status_with(node: &TestNode, path: &str, token: &str) -> StatusCode {
+    Client::new()
+        .get(node.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+fn secured(nats: &NatsServer, id: &str, x: f64) -> TestNode {
+    TestNode::start_with(&nats.url(), id, x, 2, |_, _| {}).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all() {
+    let Some(nats) = nats("a_token_made_on_one_node_works_on_all") else {
+        return;
+    };
+    let (a, b, c) = (secured(&nats, "a", 0.0), secured(&nats, "b", 1.0), secured(&nats, "c", 5.0));
+    let made: Value = Client::new()
+        .post(a.url("/v1/tokens"))
+        .bearer_auth(admin(&a))
+        .json(&json!({"role": "invoke", "name": "field-team"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = made["token"].as_str().unwrap().to_owned();
+    for node in [&b, &c] {
+        within(Duration::from_secs(5), "the token reaches every node", || async {
+            status_with(node, "/v1/functions", &token).await == StatusCode::OK
+        })
+        .await;
+    }
+    // Each node's first admin token is shared too.
+    within(Duration::from_secs(5), "b's admin token works on c", || async {
+        status_with(&c, "/v1/tokens", &admin(&b)).await == StatusCode::OK
+    })
+    .await;
+    // A name is unique across the cluster.
+    let taken = Client::new()
+        .post(c.url("/v1/tokens"))
+        .bearer_auth(admin(&c))
+        .json(&json!({"role": "deploy", "name": "field-team"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(taken.status(), StatusCode::CONFLICT);
+
+    let revoked = Client::new()
+        .delete(c.url("/v1/tokens/field-team"))
+        .bearer_auth(admin(&c))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let started = Instant::now();
+    for node in [&a, &b] {
+        within(Duration::from_secs(2), "the revocation reaches every node within the heartbeat horizon", || async {
+            status_with(node, "/v1/functions", &token).await == StatusCode::UNAUTHORIZED
+        })
+        .await;
+    }
+    eprintln!("revocation reached a and b in {:?}", started.elapsed());
+    // Both see the change in the cluster's audit trail of the node that made it.
+    let audit: Value = Client::new()
+        .get(c.url("/v1/audit"))
+        .bearer_auth(admin(&c))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit["entries"][0]["action"], "token.revoke");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_users_admit_good_credentials_and_refuse_wrong_ones_at_once() {
+    if limes_cluster::server::binary().is_none() {
+        return assert!(nats("nats_users").is_none());
+    }
+    let nats = NatsServer::start_with_config(
+        "authorization { users = [ { user: limes, password: s3cret-pass } ] }\n",
+    )
+    .unwrap();
+    let user = |password: &str| limes_cluster::NatsAuth::UserPassword {
+        user: "limes".into(),
+        password: password.into(),
+    };
+    let open = |node: &mut limes_node::NodeConfig| node.auth = limes_node::AuthMode::None;
+    let good = TestNode::start_with(&nats.url(), "good", 0.0, 2, |node, cluster| {
+        open(node);
+        cluster.auth = user("s3cret-pass");
+    })
+    .unwrap();
+    deploy(&good, "echo", "echo").await;
+    within(Duration::from_secs(5), "the node is connected", || async {
+        json(&good, "/v1/cluster").await["state"] == "connected"
+    })
+    .await;
+
+    for (what, auth) in [("a wrong password", user("guess")), ("no credentials", limes_cluster::NatsAuth::None)] {
+        let started = Instant::now();
+        let refused = TestNode::start_with(&nats.url(), "bad", 1.0, 2, |node, cluster| {
+            open(node);
+            cluster.auth = auth;
+        });
+        let error = refused.err().unwrap_or_else(|| panic!("{what}: the node started"));
+        assert!(started.elapsed() < Duration::from_secs(5), "{what}: took {:?}", started.elapsed());
+        assert!(error.to_string().contains("authorization"), "{what}: {error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_never_runs_a_replicated_version_beyond_its_own_limits() {
+    let Some(nats) = nats("a_node_never_runs_a_replicated_version_beyond_its_own_limits") else {
+        return;
+    };
+    let keys = tempfile::tempdir().unwrap();
+    let (key, _) = limes_node::signing::keygen(keys.path(), "release").unwrap();
+    let shared = tempfile::tempdir().unwrap();
+    let shared_dir = shared.path().to_owned();
+    // a grants a host directory and signs nothing; c grants nothing and wants signatures.
+    let a = TestNode::start_with(&nats.url(), "a", 0.0, 2, |node, _| {
+        node.auth = limes_node::AuthMode::None;
+        node.grants = limes_node::grants::Grants::new(&[shared_dir.clone()], vec![]).unwrap();
+    })
+    .unwrap();
+    let c = TestNode::start_with(&nats.url(), "c", 5.0, 2, |node, _| {
+        node.auth = limes_node::AuthMode::None;
+        node.trusted_keys = Some(limes_node::signing::TrustedKeys::load(keys.path()).unwrap());
+    })
+    .unwrap();
+    all_see(&[&a, &c], 2).await;
+
+    deploy(&a, "unsigned", "echo").await;
+    let answer = invoke(&c, "unsigned", "x").await;
+    assert_eq!((answer.status, answer.body.contains("unsigned")), (400, true), "{}", answer.body);
+
+    let dir = format!("{}::/data", shared.path().display());
+    let signature = limes_node::signing::sign(&key, &guest("files")).unwrap();
+    let granted = Client::new()
+        .put(a.url("/v1/functions/files"))
+        .query(&[("dir", dir.as_str())])
+        .header("x-limes-signature", signature.clone())
+        .body(guest("files"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status(), 201);
+    let answer = invoke(&c, "files", "read /data/x").await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert!(answer.body.contains("not-permitted"), "{}", answer.body);
+
+    let signed = Client::new()
+        .put(a.url("/v1/functions/signed"))
+        .header("x-limes-signature", limes_node::signing::sign(&key, &guest("echo")).unwrap())
+        .body(guest("echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 201);
+    let answer = invoke(&c, "signed", "ok").await;
+    assert_eq!((answer.status, answer.body.as_str(), answer.node.as_deref()), (200, "ok", Some("c")));
+    let metrics = reqwest::get(c.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("limes_refused_versions_total{reason=\"unsigned\"}"), "{metrics}");
+    assert!(metrics.contains("limes_refused_versions_total{reason=\"not-permitted\"}"), "{metrics}");
+}

@@ -1,0 +1,97 @@
+//! Health, metrics, the cluster and emergencies.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, header};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::json;
+
+use super::request_id;
+use crate::audit::Change;
+use crate::auth::Caller;
+use crate::error::NodeError;
+use crate::node::Node;
+
+pub(super) async fn healthz(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+    Json(json!({
+        "status": "ok",
+        "node": node.config().node_id,
+        "functions": node.list().map(|l| l.len()).unwrap_or(0),
+        "in_flight": node.in_flight(),
+        "capacity": node.config().capacity,
+        "cluster": cluster_json(&node),
+    }))
+}
+
+fn cluster_json(node: &Node) -> serde_json::Value {
+    match node.cluster() {
+        Some(cluster) => cluster.status(),
+        None => json!({"mode": "standalone"}),
+    }
+}
+
+pub(super) async fn cluster_status(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+    Json(cluster_json(&node))
+}
+
+fn not_clustered() -> NodeError {
+    NodeError::Conflict("this node runs alone; start it with --cluster".into())
+}
+
+pub(super) async fn emergency(
+    State(node): State<Arc<Node>>,
+) -> Result<Json<serde_json::Value>, NodeError> {
+    Ok(Json(node.cluster().ok_or_else(not_clustered)?.emergency()))
+}
+
+pub(super) async fn declare(
+    State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, NodeError> {
+    let request: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| NodeError::BadRequest(format!("the emergency must be JSON: {e}")))?;
+    let cluster = node.cluster().ok_or_else(not_clustered)?;
+    let plan = cluster.declare(request, caller.name.clone()).await?;
+    node.audit(Change {
+        actor: &caller.name,
+        action: "emergency.declare",
+        target: "cluster",
+        request_id: request_id(&headers),
+        detail: plan.clone(),
+    })
+    .await?;
+    Ok(Json(plan))
+}
+
+pub(super) async fn end_emergency(
+    State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, NodeError> {
+    let ended = node.cluster().ok_or_else(not_clustered)?.end().await?;
+    node.audit(Change {
+        actor: &caller.name,
+        action: "emergency.end",
+        target: "cluster",
+        request_id: request_id(&headers),
+        detail: ended.clone(),
+    })
+    .await?;
+    Ok(Json(ended))
+}
+
+pub(super) async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    let text = node.metrics.render(node.runtime().cache_stats());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+}

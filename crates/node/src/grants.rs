@@ -1,0 +1,152 @@
+//! What a deploy may grant a function: the node's operator decides, not the deployer.
+//!
+//! A manifest may preopen host directories and open the network. On a node, both are bounded
+//! by the operator's flags: `--allow-host-dir DIR` (only DIR or below it) and
+//! `--allow-egress CIDR` (only addresses inside it, for `allow_bind` and `allow_connect`). Both
+//! default to nothing. The one directory every function may have is its own private one,
+//! `@data`, kept under the node's data directory and removed with the function.
+//! `limes run`, a user on their own machine, is not bounded.
+
+use std::path::{Component, Path, PathBuf};
+
+use ipnet::IpNet;
+use limes_runtime::{DirMount, NetworkPolicy};
+
+use crate::error::NodeError;
+use crate::manifest::Manifest;
+
+/// The host side of a `dir` entry that names the function's private directory:
+/// `dir=@data::/data` preopens it at `/data`.
+pub const PRIVATE_DIR: &str = "@data";
+
+/// The most a manifest may ask for on this node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Directories that a manifest may preopen, or anything below them (canonical paths).
+    host_dirs: Vec<PathBuf>,
+    /// Networks that `allow_bind` and `allow_connect` entries must lie inside.
+    egress: Vec<IpNet>,
+}
+
+impl Grants {
+    /// Grants of `host_dirs` (each must exist; kept canonical, so a symlink cannot widen them)
+    /// and of `egress` networks.
+    pub fn new(host_dirs: &[PathBuf], egress: Vec<IpNet>) -> Result<Self, String> {
+        let host_dirs = host_dirs
+            .iter()
+            .map(|d| {
+                std::fs::canonicalize(d)
+                    .map_err(|e| format!("--allow-host-dir {}: {e}", d.display()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { host_dirs, egress })
+    }
+
+    /// Whether `manifest` stays within these grants; [`NodeError::NotPermitted`] names the
+    /// first limit it crosses.
+    pub fn check(&self, manifest: &Manifest) -> Result<(), NodeError> {
+        for dir in &manifest.dirs {
+            let mount: DirMount = dir.parse().map_err(NodeError::BadRequest)?;
+            if mount.host != Path::new(PRIVATE_DIR) {
+                self.check_dir(&mount.host)?;
+            }
+        }
+        for (key, list) in [
+            ("allow_bind", &manifest.allow_bind),
+            ("allow_connect", &manifest.allow_connect),
+        ] {
+            for entry in list {
+                let net = NetworkPolicy::parse_entry(entry).map_err(NodeError::BadRequest)?;
+                if !self.egress.iter().any(|allowed| allowed.contains(&net)) {
+                    return Err(NodeError::NotPermitted(format!(
+                        "{key}={entry} is outside the networks this node allows (--allow-egress: {})",
+                        list_or_none(&self.egress)
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_dir(&self, host: &Path) -> Result<(), NodeError> {
+        let refuse = || {
+            NodeError::NotPermitted(format!(
+                "dir {} is outside the directories this node allows (--allow-host-dir: {}); \
+                 a function's own directory is always allowed as {PRIVATE_DIR}::GUEST",
+                host.display(),
+                list_or_none(&self.host_dirs.iter().map(|d| d.display()).collect::<Vec<_>>())
+            ))
+        };
+        // First by the words of the path, so that nothing is learned of the host's files
+        // outside the grants; then by the canonical path, so that a symlink cannot lead out.
+        let lexical = host.is_absolute()
+            && !host.components().any(|c| c == Component::ParentDir)
+            && self.host_dirs.iter().any(|d| host.starts_with(d));
+        if !lexical {
+            return Err(refuse());
+        }
+        let canonical = std::fs::canonicalize(host).map_err(|e| {
+            NodeError::BadRequest(format!("dir {}: {e}", host.display()))
+        })?;
+        if self.host_dirs.iter().any(|d| canonical.starts_with(d)) {
+            Ok(())
+        } else {
+            Err(refuse())
+        }
+    }
+}
+
+fn list_or_none<T: std::fmt::Display>(items: &[T]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(pairs: &[(&str, &str)]) -> Manifest {
+        Manifest::from_pairs(pairs.iter().copied()).unwrap()
+    }
+
+    #[test]
+    fn nothing_is_granted_by_default_but_the_private_dir() {
+        let grants = Grants::default();
+        assert!(grants.check(&manifest(&[])).is_ok());
+        assert!(grants.check(&manifest(&[("dir", "@data::/data")])).is_ok());
+        let err = grants.check(&manifest(&[("dir", "/etc::/host:ro")])).unwrap_err();
+        assert_eq!(err.kind(), "not-permitted");
+        assert!(err.to_string().contains("--allow-host-dir: none"), "{err}");
+        let err = grants.check(&manifest(&[("allow_connect", "10.0.0.1")])).unwrap_err();
+        assert!(err.to_string().contains("allow_connect=10.0.0.1"), "{err}");
+    }
+
+    #[test]
+    fn dirs_below_a_grant_pass_and_escapes_do_not() {
+        let root = tempfile::tempdir().unwrap();
+        let allowed = root.path().join("allowed");
+        std::fs::create_dir_all(allowed.join("sub")).unwrap();
+        std::fs::create_dir_all(root.path().join("secret")).unwrap();
+        std::os::unix::fs::symlink(root.path().join("secret"), allowed.join("link")).unwrap();
+        let grants = Grants::new(&[allowed.clone()], vec![]).unwrap();
+        let dir = |p: &Path| manifest(&[("dir", &format!("{}::/d", p.display()))]);
+        let allowed = std::fs::canonicalize(allowed).unwrap();
+        assert!(grants.check(&dir(&allowed)).is_ok());
+        assert!(grants.check(&dir(&allowed.join("sub"))).is_ok());
+        for escape in [allowed.join("../secret"), allowed.join("link"), "/tmp".into()] {
+            assert_eq!(grants.check(&dir(&escape)).unwrap_err().kind(), "not-permitted", "{}", escape.display());
+        }
+    }
+
+    #[test]
+    fn egress_must_lie_inside_a_granted_network() {
+        let grants = Grants::new(&[], vec!["10.1.0.0/16".parse().unwrap()]).unwrap();
+        assert!(grants.check(&manifest(&[("allow_connect", "10.1.2.3")])).is_ok());
+        assert!(grants.check(&manifest(&[("allow_bind", "10.1.2.0/24")])).is_ok());
+        assert!(grants.check(&manifest(&[("allow_connect", "10.0.0.0/8")])).is_err());
+        assert!(grants.check(&manifest(&[("allow_connect", "0.0.0.0/0")])).is_err());
+    }
+}

@@ -1,0 +1,355 @@
+//! A function's life on a node: deploy, load (on first use, in a cluster), roll back, remove.
+//!
+//! Every version is vetted before it runs, wherever it came from: its manifest must stay within
+//! the node's [`Grants`](crate::grants::Grants) and, on a node with trusted keys, its component
+//! must carry a signature one of them made. A version that arrives through the cluster and fails
+//! is not run; the node says so in its log and in `limes_refused_versions_total`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+
+use crate::cluster::NewVersion;
+use crate::error::NodeError;
+use crate::manifest::Manifest;
+use crate::node::{Live, Node, blocking, validate_name};
+use crate::registry::{FunctionRecord, Version};
+
+/// A deploy as the API receives it.
+pub struct Deploy {
+    /// The component's bytes.
+    pub component: Bytes,
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Its detached signature, hex, if sent.
+    pub signature: Option<String>,
+    /// The name of the token that sent it.
+    pub deployed_by: Option<String>,
+}
+
+impl Deploy {
+    /// An unsigned deploy of `component` with `manifest`, by nobody in particular (a program
+    /// that drives a node directly, such as a benchmark).
+    pub fn new(component: Bytes, manifest: Manifest) -> Self {
+        Self {
+            component,
+            manifest,
+            signature: None,
+            deployed_by: None,
+        }
+    }
+}
+
+impl Node {
+    /// The private directory of function `name`, which its manifest may preopen as `@data`.
+    pub fn private_dir(&self, name: &str) -> PathBuf {
+        self.config().data_dir.join("functions").join(name)
+    }
+
+    /// Whether `name` may be invoked without a token. Unknown functions are not public.
+    pub async fn is_public(self: &Arc<Self>, name: &str) -> bool {
+        if let Some(live) = self.loaded(name) {
+            return live.public;
+        }
+        self.get(name)
+            .await
+            .is_ok_and(|r| r.active_version().manifest.public)
+    }
+
+    /// Checks that `manifest` stays within this node's grants and, on a node with trusted keys,
+    /// that `signature` verifies for the component with `digest`. Returns the trusted key's
+    /// name. A refusal is counted.
+    fn vet(
+        &self,
+        manifest: &Manifest,
+        digest: &str,
+        signature: Option<&str>,
+    ) -> Result<Option<String>, NodeError> {
+        let verdict = self.config().grants.check(manifest).and_then(|()| {
+            self.config()
+                .trusted_keys
+                .as_ref()
+                .map(|keys| keys.verify(digest, signature))
+                .transpose()
+        });
+        if let Err(e) = &verdict {
+            self.metrics.refused_version(e.kind());
+        }
+        verdict
+    }
+
+    pub(crate) fn load_version(
+        &self,
+        name: &str,
+        version: &Version,
+    ) -> Result<Arc<Live>, NodeError> {
+        let digest = version.digest.parse().map_err(NodeError::Storage)?;
+        let bytes = self
+            .artifacts
+            .get(&digest)
+            .map_err(|e| NodeError::Storage(format!("artifact {digest}: {e}")))?;
+        self.load_bytes(name, version, &bytes)
+    }
+
+    /// Vets and compiles (or loads from the AOT cache) `version` of `name`.
+    fn load_bytes(
+        &self,
+        name: &str,
+        version: &Version,
+        bytes: &[u8],
+    ) -> Result<Arc<Live>, NodeError> {
+        // The digest is recomputed: what is vetted must be what runs.
+        let digest = limes_runtime::Digest::of(bytes).to_string();
+        if let Err(e) = self.vet(&version.manifest, &digest, version.signature.as_deref()) {
+            tracing::warn!(function = name, version = version.version, error = %e, "refusing to run a version");
+            return Err(e);
+        }
+        let function = self.runtime.load(bytes, self.policy(name, &version.manifest)?)?;
+        Ok(Arc::new(Live {
+            function,
+            version: version.version,
+            public: version.manifest.public,
+            slots: Arc::new(Semaphore::new(version.manifest.max_concurrency as usize)),
+        }))
+    }
+
+    /// The runtime policy of `manifest` for function `name`, creating its private directory
+    /// if the manifest preopens it.
+    fn policy(&self, name: &str, manifest: &Manifest) -> Result<limes_runtime::Policy, NodeError> {
+        let private = self.private_dir(name);
+        if manifest.uses_private_dir() {
+            std::fs::create_dir_all(&private).map_err(|e| {
+                NodeError::Storage(format!("creating {}: {e}", private.display()))
+            })?;
+        }
+        manifest.to_policy(&private).map_err(NodeError::BadRequest)
+    }
+
+    fn remove_private_dir(&self, name: &str) {
+        let dir = self.private_dir(name);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(function = name, dir = %dir.display(), error = %e, "could not remove the function's directory"),
+        }
+    }
+
+    /// The active version of `name`, loaded on first use: a function deployed on another node
+    /// of the cluster is looked up there, its artifact fetched and compiled here once.
+    pub async fn live(self: &Arc<Self>, name: &str) -> Result<Arc<Live>, NodeError> {
+        if let Some(live) = self.loaded(name) {
+            return Ok(live);
+        }
+        validate_name(name)?;
+        let Some(cluster) = self.cluster() else {
+            return Err(NodeError::NotFound(name.to_owned()));
+        };
+        let _loading = self.loading.lock().await;
+        if let Some(live) = self.loaded(name) {
+            return Ok(live);
+        }
+        let record = match self.registry.get(name)? {
+            Some(record) => record,
+            None => {
+                let record = cluster
+                    .lookup(name.to_owned())
+                    .await?
+                    .ok_or_else(|| NodeError::NotFound(name.to_owned()))?;
+                self.registry.put(&record)?;
+                record
+            }
+        };
+        let version = record.active_version().clone();
+        let digest: limes_runtime::Digest = version.digest.parse().map_err(NodeError::Storage)?;
+        let bytes = match self.artifacts.get(&digest) {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let bytes = cluster.artifact(version.digest.clone()).await?;
+                let node = self.clone();
+                let stored = bytes.clone();
+                blocking(move || {
+                    node.artifacts
+                        .put(&stored)
+                        .map_err(|e| NodeError::Storage(format!("storing the artifact: {e}")))
+                })
+                .await?;
+                bytes
+            }
+            Err(e) => return Err(NodeError::Storage(format!("artifact {digest}: {e}"))),
+        };
+        let (node, name_owned) = (self.clone(), name.to_owned());
+        let live = blocking(move || node.load_bytes(&name_owned, &version, &bytes)).await?;
+        self.set_live(name, Some(live.clone()));
+        Ok(live)
+    }
+
+    /// Takes in the cluster's record of `name` (`None`: removed), as announced by another
+    /// node. The function loads again on its next invocation if its active version changed.
+    pub fn apply(&self, name: &str, record: Option<FunctionRecord>) -> Result<(), NodeError> {
+        match record {
+            Some(record) => {
+                self.registry.put(&record)?;
+                if self
+                    .loaded(name)
+                    .is_some_and(|live| live.version != record.active)
+                {
+                    self.set_live(name, None);
+                }
+            }
+            None => {
+                self.registry.remove(name)?;
+                self.set_live(name, None);
+                self.remove_private_dir(name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deploys a new version of `name`. When this returns, the artifact and the registry entry
+    /// are durable (in the cluster too, when the node has joined one), and the version serves
+    /// invocations.
+    pub async fn deploy(self: &Arc<Self>, name: &str, deploy: Deploy) -> Result<Version, NodeError> {
+        validate_name(name)?;
+        let Deploy {
+            component,
+            manifest,
+            signature,
+            deployed_by,
+        } = deploy;
+        let digest = limes_runtime::Digest::of(&component).to_string();
+        let signed_by = self.vet(&manifest, &digest, signature.as_deref())?;
+        let policy = self.policy(name, &manifest)?;
+        let _writing = self.writes.lock().await;
+        let node = self.clone();
+        let stored = component.clone();
+        // Compiling and syncing block; keep them off the async workers. Compiling first means a
+        // component that is not valid is refused before anything is stored.
+        let function = blocking(move || {
+            let function = node.runtime.load(&stored, policy)?;
+            node.artifacts
+                .put(&stored)
+                .map_err(|e| NodeError::Storage(format!("storing the artifact: {e}")))?;
+            Ok(function)
+        })
+        .await?;
+        let new = NewVersion {
+            digest,
+            kind: function.kind().as_str().to_owned(),
+            manifest: manifest.clone(),
+            signature,
+            signed_by,
+            deployed_by,
+        };
+        let version = match self.cluster() {
+            Some(cluster) => {
+                let record = cluster.publish(name.to_owned(), new, component).await?;
+                let version = record.active_version().clone();
+                let node = self.clone();
+                // A durable write (fsync): on the blocking pool, like the artifact's.
+                blocking(move || Ok(node.registry.put(&record)?)).await?;
+                version
+            }
+            None => {
+                let (node, name) = (self.clone(), name.to_owned());
+                blocking(move || Ok(node.registry.add_version(&name, new)?)).await?
+            }
+        };
+        self.set_live(
+            name,
+            Some(Arc::new(Live {
+                function,
+                version: version.version,
+                public: manifest.public,
+                slots: Arc::new(Semaphore::new(manifest.max_concurrency as usize)),
+            })),
+        );
+        tracing::info!(function = name, version = version.version, digest = %version.digest, "deployed");
+        Ok(version)
+    }
+
+    /// Every deployed function.
+    pub fn list(&self) -> Result<Vec<FunctionRecord>, NodeError> {
+        Ok(self.registry.list()?)
+    }
+
+    /// The function `name` with all its versions.
+    pub async fn get(&self, name: &str) -> Result<FunctionRecord, NodeError> {
+        validate_name(name)?;
+        if let Some(record) = self.registry.get(name)? {
+            return Ok(record);
+        }
+        match self.cluster() {
+            Some(cluster) => cluster.lookup(name.to_owned()).await?,
+            None => None,
+        }
+        .ok_or_else(|| NodeError::NotFound(name.to_owned()))
+    }
+
+    /// Removes `name`, its versions and its private directory (everywhere, in a cluster).
+    /// Invocations already running finish.
+    pub async fn remove(&self, name: &str) -> Result<(), NodeError> {
+        validate_name(name)?;
+        let _writing = self.writes.lock().await;
+        let existed = match self.cluster() {
+            Some(cluster) => {
+                let existed = cluster.withdraw(name.to_owned()).await?;
+                self.registry.remove(name)? || existed
+            }
+            None => self.registry.remove(name)?,
+        };
+        if !existed {
+            return Err(NodeError::NotFound(name.to_owned()));
+        }
+        self.set_live(name, None);
+        self.remove_private_dir(name);
+        tracing::info!(function = name, "removed");
+        Ok(())
+    }
+
+    /// Makes an earlier (or later) version of `name` the active one.
+    pub async fn rollback(
+        self: &Arc<Self>,
+        name: &str,
+        version: u32,
+    ) -> Result<FunctionRecord, NodeError> {
+        let no_such_version = || NodeError::NoSuchVersion {
+            name: name.to_owned(),
+            version,
+        };
+        let record = self.get(name).await?;
+        if !record.versions.iter().any(|v| v.version == version) {
+            return Err(no_such_version());
+        }
+        let _writing = self.writes.lock().await;
+        let record = match self.cluster() {
+            Some(cluster) => {
+                let record = cluster.activate(name.to_owned(), version).await?;
+                self.registry.put(&record)?;
+                // Loads (fetching the artifact if need be) on the next invocation.
+                self.set_live(name, None);
+                record
+            }
+            None => {
+                let node = self.clone();
+                let target = record
+                    .versions
+                    .iter()
+                    .find(|v| v.version == version)
+                    .cloned();
+                let target = target.ok_or_else(no_such_version)?;
+                let name_owned = name.to_owned();
+                let live = blocking(move || node.load_version(&name_owned, &target)).await?;
+                let record = self
+                    .registry
+                    .set_active(name, version)?
+                    .ok_or_else(no_such_version)?;
+                self.set_live(name, Some(live));
+                record
+            }
+        };
+        tracing::info!(function = name, version, "rolled back");
+        Ok(record)
+    }
+}

@@ -1,0 +1,100 @@
+//! What the node tests share: the guests, a node on a loopback port, error bodies.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use limes_node::{Node, NodeConfig};
+use reqwest::Client;
+use serde_json::Value;
+
+pub fn guest(name: &str) -> Vec<u8> {
+    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/guests")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "guest {name} ({}): {e}; run `cargo xtask guests` first",
+            path.display()
+        )
+    })
+}
+
+pub struct TestNode {
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl TestNode {
+    pub async fn start(config: NodeConfig) -> Self {
+        let node = Node::open(config).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(limes_node::serve(
+            node,
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(5),
+        ));
+        Self {
+            url,
+            stop: Some(stop),
+            server,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.server.await.unwrap().unwrap();
+    }
+
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub async fn deploy(
+        &self,
+        name: &str,
+        guest_name: &str,
+        query: &[(&str, &str)],
+    ) -> reqwest::Response {
+        Client::new()
+            .put(self.at(&format!("/v1/functions/{name}")))
+            .query(query)
+            .body(guest(guest_name))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn invoke(&self, name: &str, args: &str) -> reqwest::Response {
+        Client::new()
+            .post(self.at(&format!("/v1/functions/{name}/invoke")))
+            .body(args.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.at("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+pub async fn error_kind(response: reqwest::Response) -> String {
+    let body: Value = response.json().await.unwrap();
+    body["error"]["kind"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
