@@ -84,7 +84,7 @@ impl TestNode {
         cluster.listen = Some(format!("http://127.0.0.1:{port}"));
         configure(&mut config, &mut cluster);
         // The test's own runtime is running on this thread; start the node's from another.
-        std::thread::scope(|scope| {
+        let started = std::thread::scope(|scope| {
             scope.spawn(|| {
                 runtime.block_on(async {
                     let node: Arc<Node> = Node::open(config).unwrap();
@@ -103,7 +103,12 @@ impl TestNode {
             })
             .join()
             .unwrap()
-        })?;
+        });
+        if let Err(e) = started {
+            // Dropping a runtime inside the test's async context would panic.
+            runtime.shutdown_background();
+            return Err(e);
+        }
         Ok(Self {
             runtime: Some(runtime),
             port,
