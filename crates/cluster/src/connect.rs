@@ -101,21 +101,34 @@ pub(crate) async fn connect(
     auth: &NatsAuth,
     ca: Option<&PathBuf>,
 ) -> Result<async_nats::Client, NodeError> {
+    // A server that asks for TLS when no --nats-ca was given makes async-nats build a TLS
+    // config from rustls's process-wide provider, which must then exist (ring, as elsewhere).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let first = options(id, auth, ca).await?.connect(url).await;
     let error = match first {
         Ok(client) => return Ok(client),
         Err(e) => e,
     };
+    // A failed handshake reaches us as an I/O error whose cause is rustls's.
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    let tls_failure = error.kind() == ConnectErrorKind::Tls
+        || text.contains("certificate")
+        || text.to_ascii_lowercase().contains("tls");
     match error.kind() {
+        _ if tls_failure => Err(NodeError::Cluster(format!(
+            "TLS with NATS at {url} failed ({text}); check --nats-ca and the server's certificate"
+        ))),
         ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
             Err(NodeError::Cluster(format!(
                 "NATS at {url} refused this node: authorization violation ({error}); check \
                  --nats-creds, --nats-user/--nats-password or --nats-token"
             )))
         }
-        ConnectErrorKind::Tls => Err(NodeError::Cluster(format!(
-            "TLS with NATS at {url} failed ({error}); check --nats-ca and the server's certificate"
-        ))),
         ConnectErrorKind::ServerParse => Err(NodeError::BadRequest(format!(
             "--cluster {url}: not a NATS URL ({error})"
         ))),

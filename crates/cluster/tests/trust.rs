@@ -189,3 +189,49 @@ async fn a_node_never_runs_a_replicated_version_beyond_its_own_limits() {
     assert!(metrics.contains("limes_refused_versions_total{reason=\"unsigned\"}"), "{metrics}");
     assert!(metrics.contains("limes_refused_versions_total{reason=\"not-permitted\"}"), "{metrics}");
 }
+
+/// A CA and a certificate for 127.0.0.1 signed by it, as PEM files in `dir`: (cert, key, ca).
+fn certificates(dir: &std::path::Path) -> (String, String, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let (cert_file, key_file, ca_file) = (dir.join("nats.pem"), dir.join("nats.key"), dir.join("ca.pem"));
+    std::fs::write(&cert_file, leaf.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    (cert_file.display().to_string(), key_file.display().to_string(), ca_file)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_over_tls_needs_the_servers_ca() {
+    if limes_cluster::server::binary().is_none() {
+        return assert!(nats("nats_over_tls").is_none());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = certificates(dir.path());
+    let nats = NatsServer::start_with_config(&format!(
+        "tls {{ cert_file: \"{cert}\", key_file: \"{key}\" }}\n"
+    ))
+    .unwrap();
+    let open = |node: &mut limes_node::NodeConfig| node.auth = limes_node::AuthMode::None;
+    let node = TestNode::start_with(&nats.url(), "tls", 0.0, 2, |node, cluster| {
+        open(node);
+        cluster.ca = Some(ca.clone());
+    })
+    .unwrap();
+    within(Duration::from_secs(5), "the node is connected over TLS", || async {
+        json(&node, "/v1/cluster").await["state"] == "connected"
+    })
+    .await;
+    deploy(&node, "echo", "echo").await;
+
+    let untrusted = TestNode::start_with(&nats.url(), "plain", 1.0, 2, |node, _| open(node));
+    let error = untrusted.err().expect("a node that cannot verify NATS's certificate must not start");
+    assert!(error.to_string().contains("TLS"), "{error}");
+}
