@@ -95,6 +95,51 @@ async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all() 
         .await
         .unwrap();
     assert_eq!(audit["entries"][0]["action"], "token.revoke");
+
+    // An emergency records who declared it, in the plan every node sees and in the audit log.
+    let officer: Value = Client::new()
+        .post(a.url("/v1/tokens"))
+        .bearer_auth(admin(&a))
+        .json(&json!({"role": "emergency", "name": "duty-officer"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let officer = officer["token"].as_str().unwrap().to_owned();
+    within(Duration::from_secs(5), "the officer's token reaches b", || async {
+        status_with(&b, "/v1/emergency", &officer).await == StatusCode::OK
+    })
+    .await;
+    let declared = Client::new()
+        .post(b.url("/v1/emergency"))
+        .bearer_auth(&officer)
+        .json(&json!({"urgent": ["alert"], "max_added_ms": 3.0, "declared_by": "someone-else"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(declared.status(), StatusCode::OK);
+    let plan: Value = declared.json().await.unwrap();
+    assert_eq!(plan["plan"]["declaration"]["declared_by"], "duty-officer", "{plan}");
+    let audit: Value = Client::new()
+        .get(b.url("/v1/audit"))
+        .bearer_auth(admin(&b))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let last = audit["entries"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((last["actor"].as_str(), last["action"].as_str()), (Some("duty-officer"), Some("emergency.declare")), "{last}");
+    let ended = Client::new()
+        .delete(c.url("/v1/emergency"))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread")]
