@@ -114,6 +114,9 @@ pub struct DeployArgs {
     /// Anyone may invoke it, without a token
     #[arg(long)]
     public: bool,
+    /// Its class when the node is busy: urgent, regular or batch [default: regular]
+    #[arg(long, value_name = "CLASS")]
+    priority: Option<String>,
     /// Its detached signature (`limes sign`) [default: FILE.sig, if it exists]
     #[arg(long, value_name = "FILE")]
     signature: Option<PathBuf>,
@@ -173,6 +176,9 @@ pub async fn deploy(api: &Api, args: DeployArgs) -> Result<(), CliError> {
     if args.public {
         query.push(("public".into(), "true".into()));
     }
+    if let Some(priority) = &args.priority {
+        query.push(("priority".into(), priority.clone()));
+    }
     let signature_file = args.signature.clone().or_else(|| {
         let mut default = args.file.clone().into_os_string();
         default.push(".sig");
@@ -204,16 +210,17 @@ pub async fn list(api: &Api) -> Result<(), CliError> {
     let body = api.send(api.request(Method::GET, "/v1/functions")).await?;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     println!(
-        "{:<24} {:>7} {:>8} {:<5} {:<6} DIGEST",
-        "NAME", "VERSION", "VERSIONS", "KIND", "PUBLIC"
+        "{:<24} {:>7} {:>8} {:<5} {:<8} {:<6} DIGEST",
+        "NAME", "VERSION", "VERSIONS", "KIND", "PRIORITY", "PUBLIC"
     );
     for f in v["functions"].as_array().into_iter().flatten() {
         println!(
-            "{:<24} {:>7} {:>8} {:<5} {:<6} {}",
+            "{:<24} {:>7} {:>8} {:<5} {:<8} {:<6} {}",
             f["name"].as_str().unwrap_or("?"),
             f["version"].as_u64().unwrap_or(0),
             f["versions"].as_u64().unwrap_or(0),
             f["kind"].as_str().unwrap_or("?"),
+            f["priority"].as_str().unwrap_or("regular"),
             if f["public"].as_bool().unwrap_or(false) { "yes" } else { "no" },
             f["digest"].as_str().map_or("?", |d| &d[..d.len().min(16)])
         );

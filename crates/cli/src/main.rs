@@ -169,6 +169,8 @@ fn main() -> ExitCode {
             Command::Sign(args) => admin::sign(args),
         }
     });
+    // Blocking work still running (a compile, a sync) must not hold the exit up for long.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

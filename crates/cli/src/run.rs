@@ -20,9 +20,13 @@ pub struct RunArgs {
     args: String,
     #[command(flatten)]
     policy: PolicyArgs,
-    /// Invoke N times, each in a fresh instance, and print cold-start and execution times
+    /// Invoke N times, each in a fresh instance, and print the p50/p99/min of cold start and
+    /// execution
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     repeat: u32,
+    /// With --repeat, also print the timings of every run
+    #[arg(long, short)]
+    verbose: bool,
     /// AOT cache directory [default: $LIMES_CACHE_DIR, else ~/.cache/limes/aot]
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
@@ -56,7 +60,7 @@ pub async fn run(cli: RunArgs) -> Result<(), CliError> {
     let mut last = None;
     for i in 1..=cli.repeat {
         let invocation = function.invoke(&cli.args).await?;
-        if cli.repeat > 1 {
+        if cli.repeat > 1 && cli.verbose {
             eprintln!(
                 "run {i}: cold start {} execution {}",
                 micros(invocation.cold_start),
@@ -72,6 +76,7 @@ pub async fn run(cli: RunArgs) -> Result<(), CliError> {
         println!("{}", invocation.result);
     }
     if cli.repeat > 1 {
+        eprintln!("{} runs", cli.repeat);
         eprintln!("cold start: {}", summary(&cold));
         eprintln!("execution:  {}", summary(&exec));
     }

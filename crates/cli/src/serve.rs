@@ -44,6 +44,13 @@ pub struct ServeArgs {
     /// How long in-flight requests may run on after SIGTERM or ctrl-c
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = limes_node::manifest::parse_duration)]
     shutdown_grace: Duration,
+    /// Guests running at once; more wait in their class's queue [default: the number of cores]
+    #[arg(long, value_name = "N")]
+    run_slots: Option<usize>,
+    /// How long calls of a class may wait for a run slot before 429, CLASS=DUR; repeatable
+    /// [default: urgent=1s, regular=10ms, batch=50ms]
+    #[arg(long = "queue-deadline", value_name = "CLASS=DUR")]
+    queue_deadlines: Vec<String>,
     /// `tokens`: every route but /healthz, the OpenAPI document and public functions needs a
     /// bearer token; `none`: no checks, allowed only on a loopback --listen address
     #[arg(long, value_name = "MODE", default_value = "tokens", value_parser = str::parse::<AuthMode>)]
@@ -98,6 +105,18 @@ impl ServeArgs {
 pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let mut config = NodeConfig::new(args.data_dir.clone().unwrap_or_else(crate::default_data_dir));
     config.auth = args.auth;
+    if let Some(n) = args.run_slots {
+        if n == 0 {
+            return Err(CliError::new("bad-request", "--run-slots must be at least 1"));
+        }
+        config.admission.run_slots = n;
+    }
+    for spec in &args.queue_deadlines {
+        config
+            .admission
+            .set_deadline(spec)
+            .map_err(|e| CliError::new("bad-request", format!("--queue-deadline {e}")))?;
+    }
     config.grants = limes_node::grants::Grants::new(&args.allow_host_dirs, args.allow_egress.clone())
         .map_err(|e| CliError::new("bad-request", e))?;
     if let Some(dir) = &args.trusted_keys {
@@ -170,9 +189,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     );
     let served = match tls {
         Some(tls) => {
-            limes_node::serve_tls(node, listener, tls, shutdown_signal(), args.shutdown_grace).await
+            limes_node::serve_tls(node, listener, tls, stop_requested(), args.shutdown_grace).await
         }
-        None => limes_node::serve(node, listener, shutdown_signal(), args.shutdown_grace).await,
+        None => limes_node::serve(node, listener, stop_requested(), args.shutdown_grace).await,
     };
     if let Some(cluster) = cluster {
         cluster.leave().await;
@@ -197,6 +216,17 @@ fn host_name() -> Option<String> {
         .take(63)
         .collect();
     limes_node::validate_name(&id).is_ok().then_some(id)
+}
+
+/// Completes on the first ctrl-c or SIGTERM, which starts a graceful stop; a second one ends
+/// the process at once, whatever it is waiting for.
+async fn stop_requested() {
+    shutdown_signal().await;
+    tokio::spawn(async {
+        shutdown_signal().await;
+        eprintln!("second stop signal: exiting now");
+        std::process::exit(130);
+    });
 }
 
 /// Completes on ctrl-c or SIGTERM.

@@ -2,84 +2,10 @@
 //! tokens kept out of the logs, `--auth none` refused off loopback, HTTPS with `--cacert`, and
 //! the audit log after `kill -9`.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
-fn limes() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_limes"))
-}
+mod common;
 
-fn guest(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../target/guests/{name}.wasm"));
-    assert!(path.is_file(), "{}: build the guests with `cargo xtask guests`", path.display());
-    path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A `limes serve` child process; its stderr goes to `log`.
-struct Served {
-    child: Child,
-    url: String,
-}
-
-impl Served {
-    fn start(data: &Path, log: &Path, scheme: &str, extra: &[&str]) -> Self {
-        let port = free_port();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        let child = limes()
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(data)
-            .args(extra)
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "limes serve did not listen in 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, url: format!("{scheme}://127.0.0.1:{port}") }
-    }
-
-    fn signal(&mut self, signal: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs a client command against `served` without any token in the environment.
-fn client(served: &Served, data: &Path, args: &[&str]) -> Output {
-    client_at(&served.url, data, args)
-}
-
-fn client_at(url: &str, data: &Path, args: &[&str]) -> Output {
-    limes()
-        .args(args)
-        .args(["--node", url, "--node-data-dir"])
-        .arg(data)
-        .env_remove("LIMES_TOKEN")
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::*;
 
 #[test]
 fn tokens_work_from_the_cli_stay_out_of_logs_and_the_audit_log_survives_kill_9() {

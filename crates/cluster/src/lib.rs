@@ -41,6 +41,9 @@ pub const HEARTBEAT: Duration = Duration::from_millis(500);
 /// this keeps the promise that a dead node leaves within 3 s.
 pub const VIEW_HORIZON: Duration = Duration::from_secs(2);
 
+/// The longest a node spends saying goodbye to the cluster when it stops.
+pub const LEAVE_TIMEOUT: Duration = Duration::from_millis(1500);
+
 /// How a node joins a cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -525,11 +528,17 @@ impl NatsCluster {
     }
 
     /// Leaves the cluster on purpose: other nodes drop this one at once instead of after the
-    /// horizon.
+    /// horizon. Gives up after [`LEAVE_TIMEOUT`]: with NATS gone, the goodbye could wait
+    /// forever, and the others notice a silent node within the horizon anyway.
     pub async fn leave(&self) {
-        if let Ok(b) = self.buckets().await {
-            let _ = b.nodes.delete(&self.id).await;
+        let goodbye = async {
+            if let Ok(b) = self.buckets().await {
+                let _ = b.nodes.delete(&self.id).await;
+            }
+            let _ = self.client.flush().await;
+        };
+        if tokio::time::timeout(LEAVE_TIMEOUT, goodbye).await.is_err() {
+            tracing::warn!(node = self.id, "NATS did not take the goodbye in time; leaving without it");
         }
-        let _ = self.client.flush().await;
     }
 }

@@ -122,12 +122,16 @@ impl Cluster for NatsCluster {
             return Placement::default();
         };
         if plan.is_urgent(name) {
-            return Placement::default();
+            return Placement {
+                urgent: true,
+                ..Placement::default()
+            };
         }
         let capacity = self.node.upgrade().map_or(0, |n| n.config().capacity);
         Placement {
             elsewhere: plan.releases(&self.id),
             reserve: (f64::from(capacity) * (1.0 - plan::REGULAR_SHARE)).ceil() as u32,
+            urgent: false,
         }
     }
 

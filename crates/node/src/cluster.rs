@@ -43,6 +43,9 @@ pub struct Placement {
     pub elsewhere: bool,
     /// Node slots this invocation may not take, kept free for urgent functions.
     pub reserve: u32,
+    /// True for a function a declared emergency names urgent: it runs as `urgent` here,
+    /// whatever its manifest says.
+    pub urgent: bool,
 }
 
 /// An invocation to run on another node.

@@ -28,6 +28,14 @@ pub enum NodeError {
     /// The node runs as many instances as it has capacity for.
     #[error("the node is at capacity; retry shortly or elsewhere")]
     Full,
+    /// The call could not start within its class's queue deadline (see [`crate::admission`]).
+    #[error("the node is busy: a {class} call could not start within its queue deadline ({reason}); retry shortly or elsewhere")]
+    Shed {
+        /// The call's class.
+        class: &'static str,
+        /// Why: `queue_full`, `would_miss_deadline` or `deadline`.
+        reason: &'static str,
+    },
     /// The registry or artifact store failed.
     #[error("storage: {0}")]
     Storage(String),
@@ -80,7 +88,9 @@ impl NodeError {
             NodeError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             NodeError::Forbidden(_) | NodeError::NotPermitted(_) => StatusCode::FORBIDDEN,
             NodeError::NotFound(_) | NodeError::NoSuchVersion { .. } => StatusCode::NOT_FOUND,
-            NodeError::Busy(_) | NodeError::Full => StatusCode::TOO_MANY_REQUESTS,
+            NodeError::Busy(_) | NodeError::Full | NodeError::Shed { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             NodeError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             NodeError::Cluster(_) => StatusCode::SERVICE_UNAVAILABLE,
             NodeError::Conflict(_) => StatusCode::CONFLICT,
@@ -106,6 +116,7 @@ impl NodeError {
             NodeError::Function(e) => e.kind(),
             NodeError::Busy(_) => "function-busy",
             NodeError::Full => "node-full",
+            NodeError::Shed { .. } => "shed",
             NodeError::Storage(_) => "storage",
             NodeError::Cluster(_) => "cluster-unavailable",
             NodeError::Conflict(_) => "conflict",

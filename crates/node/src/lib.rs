@@ -6,12 +6,14 @@
 //! - the REST API under `/v1`, and `wasi:http` functions under `/fn/{name}/…`;
 //! - trust: bearer tokens with roles on every route, what a manifest may grant bounded by the
 //!   operator, optional signed components, an audit log, and TLS;
-//! - admission control: per-function and per-node limits answered with 429, never a queue;
+//! - admission control: per-function and per-node limits, run slots with a short queue per
+//!   priority class (urgent first), and 429 for what could not start in time;
 //! - Prometheus metrics and `tracing` logs with a request id on every line;
 //! - graceful shutdown;
 //! - the [`Cluster`] seam through which a node joins an edge cluster (implemented one layer up,
 //!   in `limes-cluster`): shared deploys, functions loaded on first use, forwarding.
 
+pub mod admission;
 mod api;
 mod artifacts;
 pub mod audit;
@@ -40,6 +42,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 pub use api::ROUTES;
+pub use admission::{AdmissionConfig, Priority};
 pub use auth::{AuthMode, Caller, Need, Role};
 pub use lifecycle::Deploy;
 pub use cluster::{

@@ -111,6 +111,7 @@ impl Node {
             function,
             version: version.version,
             public: version.manifest.public,
+            priority: version.manifest.priority,
             slots: Arc::new(Semaphore::new(version.manifest.max_concurrency as usize)),
         }))
     }
@@ -262,6 +263,7 @@ impl Node {
                 function,
                 version: version.version,
                 public: manifest.public,
+                priority: manifest.priority,
                 slots: Arc::new(Semaphore::new(manifest.max_concurrency as usize)),
             })),
         );

@@ -27,6 +27,7 @@ pub const KEYS: &[&str] = &[
     "allow_connect",
     "max_concurrency",
     "public",
+    "priority",
 ];
 
 /// A validated manifest, in the normalized form the registry stores.
@@ -51,6 +52,9 @@ pub struct Manifest {
     /// Whether anyone may invoke it without a token (its `invoke` and `/fn/…` routes).
     #[serde(default)]
     pub public: bool,
+    /// Its class when the node is busy: `urgent`, `regular` (default) or `batch`.
+    #[serde(default)]
+    pub priority: crate::admission::Priority,
 }
 
 impl Default for Manifest {
@@ -66,6 +70,7 @@ impl Default for Manifest {
             allow_connect: Vec::new(),
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             public: false,
+            priority: crate::admission::Priority::Regular,
         }
     }
 }
@@ -105,6 +110,7 @@ impl Manifest {
                         return Err("max_concurrency must be at least 1".into());
                     }
                 }
+                "priority" => m.priority = value.parse()?,
                 "public" => {
                     m.public = match value {
                         "true" | "1" => true,
@@ -174,6 +180,9 @@ impl Manifest {
         ];
         if self.public {
             pairs.push(("public".into(), "true".into()));
+        }
+        if self.priority != crate::admission::Priority::Regular {
+            pairs.push(("priority".into(), self.priority.as_str().into()));
         }
         if let Some(fuel) = self.fuel {
             pairs.push(("fuel".into(), fuel.to_string()));
@@ -276,10 +285,11 @@ mod tests {
             ("allow_connect", "10.0.0.0/8"),
             ("max_concurrency", "2"),
             ("public", "true"),
+            ("priority", "urgent"),
         ])
         .unwrap();
         let from_json = Manifest::from_json(
-            br#"{"memory":"64MiB","timeout":"5s","env":{"A":"1"},"allow_connect":["10.0.0.0/8"],"max_concurrency":2,"public":true}"#,
+            br#"{"memory":"64MiB","timeout":"5s","env":{"A":"1"},"allow_connect":["10.0.0.0/8"],"max_concurrency":2,"public":true,"priority":"urgent"}"#,
         )
         .unwrap();
         assert_eq!(from_query, from_json);
@@ -308,6 +318,7 @@ mod tests {
         );
         assert!(err(&[("colour", "red")]).contains("unknown manifest key"));
         assert!(err(&[("max_concurrency", "0")]).contains("at least 1"));
+        assert!(err(&[("priority", "vip")]).contains("urgent, regular or batch"));
         assert!(err(&[("allow_bind", "nowhere")]).contains("nowhere"));
         assert!(Manifest::from_json(b"[1]").is_err());
     }

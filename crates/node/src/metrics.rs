@@ -29,6 +29,17 @@ struct Reason {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Class {
+    class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShedLabels {
+    class: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Tier {
     tier: String,
 }
@@ -55,6 +66,10 @@ pub struct Metrics {
     cluster_nodes: Gauge,
     nodes_released: Gauge,
     refused_versions: Family<Reason, Counter>,
+    admitted: Family<Class, Counter>,
+    shed: Family<ShedLabels, Counter>,
+    queue_wait: Family<Class, Histogram, fn() -> Histogram>,
+    queued: Family<Class, Gauge>,
     denied: Family<Reason, Counter>,
     /// The cache counters already reported, so that each scrape adds only what is new.
     seen: Mutex<CacheStats>,
@@ -78,6 +93,10 @@ impl Default for Metrics {
             cluster_nodes: Gauge::default(),
             nodes_released: Gauge::default(),
             refused_versions: Family::default(),
+            admitted: Family::default(),
+            shed: Family::default(),
+            queue_wait: Family::new_with_constructor(latency_histogram),
+            queued: Family::default(),
             denied: Family::default(),
             seen: Mutex::default(),
             registry: Registry::default(),
@@ -145,6 +164,22 @@ impl Default for Metrics {
             m.refused_versions.clone(),
         );
         registry.register(
+            "admitted",
+            "Invocations that got a run slot, by class",
+            m.admitted.clone(),
+        );
+        registry.register(
+            "shed",
+            "Invocations that could not start within their class's queue deadline, by class and reason",
+            m.shed.clone(),
+        );
+        registry.register(
+            "queue_wait_seconds",
+            "Time admitted invocations waited for a run slot, by class",
+            m.queue_wait.clone(),
+        );
+        registry.register("queued", "Invocations waiting for a run slot now, by class", m.queued.clone());
+        registry.register(
             "requests_denied",
             "Requests refused by authentication (unauthorized) or authorization (forbidden)",
             m.denied.clone(),
@@ -188,6 +223,32 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts a call of `class` that got a run slot after waiting `waited`.
+    pub fn admitted(&self, class: &str, waited: Duration) {
+        let label = Class { class: class.to_owned() };
+        self.admitted.get_or_create(&label).inc();
+        self.queue_wait.get_or_create(&label).observe(waited.as_secs_f64());
+    }
+
+    /// Counts a call of `class` shed for `reason`.
+    pub fn shed(&self, class: &str, reason: &str) {
+        self.shed
+            .get_or_create(&ShedLabels {
+                class: class.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Moves the number of calls of `class` waiting for a run slot by `by`.
+    pub fn queued(&self, class: crate::admission::Priority, by: i64) {
+        self.queued
+            .get_or_create(&Class {
+                class: class.as_str().to_owned(),
+            })
+            .inc_by(by);
     }
 
     /// Counts a request refused for `reason` (`unauthorized` or `forbidden`).

@@ -9,11 +9,12 @@ use std::time::Instant;
 use limes_runtime::{Function, PoolConfig, Runtime, RuntimeConfig};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::admission::{AdmissionConfig, Priority, RunSlot, Scheduler};
 use crate::artifacts::ArtifactStore;
 use crate::audit::{AuditLog, Change};
 use crate::auth::AuthMode;
 use crate::auth::tokens::TokenStore;
-use crate::cluster::{Call, Cluster, MAX_HOPS, Ran};
+use crate::cluster::{Call, Cluster, MAX_HOPS, Placement, Ran};
 use crate::error::NodeError;
 use crate::grants::Grants;
 use crate::metrics::Metrics;
@@ -54,6 +55,8 @@ pub struct NodeConfig {
     ///
     /// Default `None`: signing is the operator's choice, per node.
     pub trusted_keys: Option<TrustedKeys>,
+    /// Run slots and queue deadlines: see [`crate::admission`].
+    pub admission: AdmissionConfig,
 }
 
 impl NodeConfig {
@@ -68,6 +71,7 @@ impl NodeConfig {
             auth: AuthMode::Tokens,
             grants: Grants::default(),
             trusted_keys: None,
+            admission: AdmissionConfig::default(),
         }
     }
 }
@@ -80,6 +84,8 @@ pub struct Live {
     pub version: u32,
     /// Whether it may be invoked without a token.
     pub public: bool,
+    /// Its class when the node is busy.
+    pub priority: Priority,
     /// One permit per invocation that may run at once.
     pub(crate) slots: Arc<Semaphore>,
 }
@@ -88,6 +94,10 @@ pub struct Live {
 pub struct Admitted {
     /// The function to run.
     pub live: Arc<Live>,
+    /// The class it ran as.
+    pub class: Priority,
+    /// Its run slot, held until it finishes (for `wasi:http`, until its body is sent).
+    pub run: RunSlot,
     _function_slot: OwnedSemaphorePermit,
     _node_slot: OwnedSemaphorePermit,
     node: Arc<Node>,
@@ -119,6 +129,7 @@ pub struct Node {
     audit: AuditLog,
     live: RwLock<HashMap<String, Arc<Live>>>,
     capacity: Arc<Semaphore>,
+    scheduler: Arc<Scheduler>,
     /// Serializes deploys, rollbacks and deletes, so the live table follows the registry's order.
     pub(crate) writes: tokio::sync::Mutex<()>,
     /// Serializes loading functions on first use, so that a burst of first calls compiles once.
@@ -157,6 +168,7 @@ impl Node {
             tokens,
             audit,
             capacity: Arc::new(Semaphore::new(config.capacity as usize)),
+            scheduler: Scheduler::new(config.admission.clone()),
             runtime,
             registry,
             artifacts,
@@ -267,10 +279,23 @@ impl Node {
         table.get(name).cloned()
     }
 
-    /// Lets an invocation of `name` in, or refuses it at once: never a queue. `reserve` node
-    /// slots stay free for others (urgent functions, during an emergency).
-    pub async fn admit(self: &Arc<Self>, name: &str, reserve: u32) -> Result<Admitted, NodeError> {
+    /// The run slots and their queues.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// Lets an invocation of `name` in, or refuses it: past the function's or the node's limit
+    /// at once, and when it could not start within its class's queue deadline (see
+    /// [`crate::admission`]). `placement.reserve` node slots stay free for others (urgent
+    /// functions, during an emergency); `placement.urgent` makes it urgent whatever its
+    /// manifest says.
+    pub async fn admit(
+        self: &Arc<Self>,
+        name: &str,
+        placement: Placement,
+    ) -> Result<Admitted, NodeError> {
         let live = self.live(name).await?;
+        let reserve = placement.reserve;
         if reserve > 0 && self.capacity.available_permits() as u32 <= reserve {
             self.metrics.rejected("reserved_for_urgent");
             return Err(NodeError::Full);
@@ -283,11 +308,29 @@ impl Node {
             self.metrics.rejected("node_full");
             return Err(NodeError::Full);
         };
+        let class = if placement.urgent {
+            Priority::Urgent
+        } else {
+            live.priority
+        };
+        self.metrics.queued(class, 1);
+        let run = self.scheduler.acquire(class).await;
+        self.metrics.queued(class, -1);
+        let run = run.map_err(|shed| {
+            self.metrics.shed(class.as_str(), shed.as_str());
+            NodeError::Shed {
+                class: class.as_str(),
+                reason: shed.as_str(),
+            }
+        })?;
+        self.metrics.admitted(class.as_str(), run.waited);
         self.metrics.in_flight().inc();
         self.peak
             .fetch_max(self.in_flight(), std::sync::atomic::Ordering::Relaxed);
         Ok(Admitted {
             live,
+            class,
+            run,
             _function_slot: function_slot,
             _node_slot: node_slot,
             node: self.clone(),
@@ -305,9 +348,9 @@ impl Node {
         let placement = cluster.map(|c| c.placement(name)).unwrap_or_default();
         let released = placement.elsewhere && hops < MAX_HOPS;
         if !released {
-            match self.admit(name, placement.reserve).await {
+            match self.admit(name, placement).await {
                 Ok(admitted) => return Ok(Route::Here(admitted)),
-                Err(NodeError::Busy(_) | NodeError::Full)
+                Err(NodeError::Busy(_) | NodeError::Full | NodeError::Shed { .. })
                     if cluster.is_some() && hops < MAX_HOPS => {}
                 Err(e) => return Err(e),
             }

@@ -30,6 +30,7 @@ fn summary(record: &FunctionRecord) -> serde_json::Value {
         "digest": active.digest,
         "versions": record.versions.len(),
         "public": active.manifest.public,
+        "priority": active.manifest.priority,
         "signed_by": active.signed_by,
     })
 }
