@@ -192,6 +192,11 @@ async fn an_emergency_releases_nodes_for_urgent_work_and_end_restores() {
         metrics.contains("limes_forwarded_total{reason=\"released\"} 5"),
         "{metrics}"
     );
+    // `alert` was deployed regular; while the emergency names it, it runs as urgent.
+    assert!(
+        metrics.contains("limes_admitted_total{class=\"urgent\"} 5"),
+        "{metrics}"
+    );
 
     // Another node holding the decision lease: a declaration is refused, naming it.
     let client = async_nats::connect(nats.url()).await.unwrap();
