@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod load;
 pub mod node;
+pub mod overload;
 pub mod process;
 pub mod stats;
 pub mod study;

@@ -141,7 +141,8 @@ async fn connection(
     Ok((latencies, errors))
 }
 
-async fn connect(addr: SocketAddr) -> Result<http1::SendRequest<Full<Bytes>>, String> {
+/// A keep-alive HTTP/1.1 connection to `addr`, its driver spawned on the current runtime.
+pub async fn connect(addr: SocketAddr) -> Result<http1::SendRequest<Full<Bytes>>, String> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connecting to {addr}: {e}"))?;

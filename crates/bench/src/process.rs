@@ -53,6 +53,11 @@ impl Server {
         ))
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        Some(self.child.id())
+    }
+
     /// Its loopback address.
     pub fn addr(&self) -> std::net::SocketAddr {
         (std::net::Ipv4Addr::LOCALHOST, self.port).into()

@@ -61,6 +61,34 @@ enum BenchMode {
         #[arg(long)]
         wasmtime: Option<PathBuf>,
     },
+    /// Urgent first: a node unloaded, then under 2× and 4× the regular load it can serve with a
+    /// trickle of urgent calls; per class p50/p99, admitted and shed per second, 5xx, RSS.
+    Overload {
+        /// Short phases and fewer baseline calls (what CI runs)
+        #[arg(long)]
+        quick: bool,
+        /// Length of each overload phase [default: 10s, or 2s with --quick]
+        #[arg(long, value_parser = limes_node::manifest::parse_duration)]
+        phase: Option<std::time::Duration>,
+        /// Overload factors, × what the node serves
+        #[arg(long, value_delimiter = ',', default_value = "2,4")]
+        factors: Vec<f64>,
+        /// Time between urgent calls under overload
+        #[arg(long, default_value = "20ms", value_parser = limes_node::manifest::parse_duration)]
+        urgent_every: std::time::Duration,
+        /// The node's --capacity
+        #[arg(long, default_value_t = 32)]
+        capacity: u32,
+        /// Arguments of the CPU-bound workload (Mandelbrot)
+        #[arg(long, default_value = "size=96 iterations=128")]
+        args: String,
+        /// Directory of the built guests
+        #[arg(long, default_value = "target/guests")]
+        guests: PathBuf,
+        /// Where to write report.md and overload.svg
+        #[arg(long, default_value = "bench-out/overload")]
+        out: PathBuf,
+    },
     /// SPARE's experiment: N nodes on NATS under regular load, then emergencies with looser and
     /// looser latency bounds; nodes released against latency added (in-process latency model).
     Cluster {
@@ -109,6 +137,33 @@ pub async fn bench(args: BenchArgs) -> Result<(), CliError> {
             };
             let report = bench.run().await.map_err(|e| CliError::new("bench", e))?;
             println!("{report}");
+            Ok(())
+        }
+        BenchMode::Overload {
+            quick,
+            phase,
+            factors,
+            urgent_every,
+            capacity,
+            args,
+            guests,
+            out,
+        } => {
+            let bench = limes_bench::overload::OverloadBench {
+                limes: std::env::current_exe().map_err(|e| CliError::new("io", e.to_string()))?,
+                guests,
+                args,
+                baseline_calls: if quick { 100 } else { 1000 },
+                phase: phase.unwrap_or(std::time::Duration::from_secs(if quick { 2 } else { 10 })),
+                factors,
+                urgent_every,
+                capacity,
+                out: out.clone(),
+                command: command_line(),
+            };
+            let report = bench.run().await.map_err(|e| CliError::new("bench", e))?;
+            println!("{report}");
+            println!("report: {}", out.join("report.md").display());
             Ok(())
         }
         BenchMode::Cluster {

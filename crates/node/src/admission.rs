@@ -1,15 +1,21 @@
 //! Urgent first: how many guests run at once, and who runs next.
 //!
 //! Every admitted call (past the per-function and per-node limits of [`crate::Node::admit`])
-//! needs a *run slot* to start. A node has as many run slots as it can run guests without
-//! time-slicing them into long tails: by default one per core. A call that finds no free slot
-//! waits in the queue of its class (`urgent`, `regular`, `batch`); a freed slot goes to the
-//! oldest urgent call, else the oldest regular one, else the oldest batch one. A call is shed
-//! (429 with `Retry-After`) when it could not start within its class's queue deadline: at once,
-//! when the queue ahead of it would take longer than the deadline to drain at the node's recent
-//! service rate (or its queue is full), or when the deadline passes while it waits. Urgent calls
-//! queue ahead of all others and have the longest deadline, so regular and batch work is shed
-//! before any urgent call is.
+//! needs a *run slot* to start. A node has as many shared run slots as it can run guests
+//! without time-slicing them into long tails (by default one per core), and as many again for
+//! urgent calls only. A call that finds no free slot waits in the queue of its class
+//! (`urgent`, `regular`, `batch`); a freed slot goes to the oldest urgent call, else the oldest
+//! regular one, else the oldest batch one. A call is shed (429 with `Retry-After`) when it could
+//! not start within its class's queue deadline: at once, when the queue ahead of it would take
+//! longer than the deadline to drain at the node's recent service rate (or its queue is full),
+//! or when the deadline passes while it waits. Urgent calls queue ahead of all others and have
+//! the longest deadline, so regular and batch work is shed before any urgent call is.
+//!
+//! Guests run on [`GuestThreads`], apart from the threads that serve HTTP: urgent slots on
+//! threads of normal OS priority, shared slots on threads of low priority (nice 10). So the
+//! node's I/O (parsing, answering 429s, queueing the next urgent call) never waits behind a
+//! guest, and an urgent guest running beside regular ones gets the cores first: the urgent
+//! slots do not time-slice it with regular work.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,17 +70,18 @@ impl std::str::FromStr for Priority {
 /// How a node schedules guests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdmissionConfig {
-    /// Guests running at once.
+    /// Guests of any class running at once (and as many again for urgent calls only).
     ///
     /// Default: the number of cores. More would time-slice the cores: every running guest
     /// slows down, and all of them reach the tail together.
     pub run_slots: usize,
     /// How long a call of each class (urgent, regular, batch) may wait for a run slot.
     ///
-    /// Defaults 1 s, 10 ms and 50 ms: an urgent call is worth waiting for; a regular call that
-    /// cannot start within 10 ms is better retried elsewhere (another node of the cluster,
-    /// which forwarding tries at once) than served late; batch work waits longer but only
-    /// behind everyone else.
+    /// Defaults 1 s, 5 ms and 50 ms: an urgent call is worth waiting for; a regular call that
+    /// cannot start within 5 ms is better retried elsewhere (another node of the cluster,
+    /// which forwarding tries at once) than served late, and the bound keeps an admitted
+    /// call's latency within a few times its own; batch work waits longer but only behind
+    /// everyone else.
     pub deadlines: [Duration; 3],
     /// Calls of each class that may wait at once; more are shed on arrival.
     ///
@@ -89,7 +96,7 @@ impl Default for AdmissionConfig {
             run_slots: std::thread::available_parallelism().map_or(2, |n| n.get()),
             deadlines: [
                 Duration::from_secs(1),
-                Duration::from_millis(10),
+                Duration::from_millis(5),
                 Duration::from_millis(50),
             ],
             max_queued: [1024, 256, 256],
@@ -111,6 +118,100 @@ impl AdmissionConfig {
         let class: Priority = class.parse()?;
         self.deadlines[class.index()] = crate::manifest::parse_duration(duration)?;
         Ok(())
+    }
+}
+
+/// The threads guests run on, apart from the threads that serve HTTP: one per run slot for
+/// each [`Pool`], those of the shared pool at a lower OS priority (nice 10, a CFS weight of
+/// about a tenth).
+pub struct GuestThreads {
+    runtimes: Vec<tokio::runtime::Runtime>,
+}
+
+/// The niceness of shared-slot guest threads.
+const SHARED_NICE: i32 = 10;
+
+fn guest_runtime(threads: usize, name: &str, nice: i32) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name(name)
+        .on_thread_start(move || {
+            if nice == 0 {
+                return;
+            }
+            // Per-thread on Linux: setpriority with a thread id changes only that thread.
+            // SAFETY: plain system calls on the calling thread's own id.
+            let failed = unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::setpriority(libc::PRIO_PROCESS, tid, nice) != 0
+            };
+            if failed {
+                tracing::debug!("cannot lower the priority of a guest thread");
+            }
+        })
+        .enable_all()
+        .build()
+}
+
+impl GuestThreads {
+    /// `threads` guest threads per pool.
+    pub fn new(threads: usize) -> std::io::Result<Self> {
+        Ok(Self {
+            runtimes: vec![
+                guest_runtime(threads, "limes-urgent", 0)?,
+                guest_runtime(threads, "limes-guest", SHARED_NICE)?,
+            ],
+        })
+    }
+
+    /// Runs `work` on a thread of `pool` and waits for it; a panic there becomes `Err`.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        pool: Pool,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Result<T, String> {
+        let runtime = self
+            .runtimes
+            .get(pool as usize)
+            .ok_or("the guest threads have stopped")?;
+        runtime
+            .spawn(work)
+            .await
+            .map_err(|e| format!("a guest task failed: {e}"))
+    }
+}
+
+impl Drop for GuestThreads {
+    fn drop(&mut self) {
+        // Dropped from async code (a node's last reference may go anywhere): never block.
+        for runtime in self.runtimes.drain(..) {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Guests that usually finish within this run on the thread that took their request: handing
+/// them to a guest thread and back would cost more (two thread wake-ups, tens of µs on a
+/// virtual machine) than running them, and they hold the thread for less than an epoch tick.
+pub const INLINE_BELOW: Duration = Duration::from_micros(200);
+
+/// How long a function's invocations usually take, as a moving average; unknown at first.
+#[derive(Debug, Default)]
+pub struct RecentTime(AtomicU64);
+
+impl RecentTime {
+    /// Notes one invocation that took `took`.
+    pub fn note(&self, took: Duration) {
+        let sample = took.as_nanos().min(u64::MAX as u128) as u64;
+        let old = self.0.load(Ordering::Relaxed);
+        let new = if old == 0 { sample.max(1) } else { old - old / 8 + sample / 8 };
+        self.0.store(new, Ordering::Relaxed);
+    }
+
+    /// Whether invocations are known to be short enough to run inline ([`INLINE_BELOW`]).
+    pub fn is_short(&self) -> bool {
+        let ns = self.0.load(Ordering::Relaxed);
+        ns != 0 && Duration::from_nanos(ns) < INLINE_BELOW
     }
 }
 
@@ -138,12 +239,22 @@ impl Shed {
 
 struct Waiter {
     id: u64,
-    grant: oneshot::Sender<()>,
+    grant: oneshot::Sender<Pool>,
+}
+
+/// The two sets of run slots. Urgent calls have their own, on threads the OS runs ahead of
+/// the others', and may also take a free shared slot; regular and batch calls share the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    /// Slots for urgent calls only.
+    Urgent = 0,
+    /// Slots for any call.
+    Shared = 1,
 }
 
 #[derive(Default)]
 struct State {
-    running: usize,
+    running: [usize; 2],
     queues: [VecDeque<Waiter>; 3],
     next_id: u64,
 }
@@ -159,15 +270,23 @@ pub struct Scheduler {
 /// A run slot; dropping it gives it to the next waiting call.
 pub struct RunSlot {
     scheduler: Arc<Scheduler>,
+    pool: Pool,
     since: Instant,
     /// How long the call waited for it.
     pub waited: Duration,
 }
 
+impl RunSlot {
+    /// The pool the slot belongs to, which decides the threads its guest runs on.
+    pub fn pool(&self) -> Pool {
+        self.pool
+    }
+}
+
 impl Drop for RunSlot {
     fn drop(&mut self) {
         self.scheduler.note_service(self.since.elapsed());
-        self.scheduler.release();
+        self.scheduler.release(self.pool);
     }
 }
 
@@ -177,22 +296,31 @@ struct Pending<'a> {
     scheduler: &'a Scheduler,
     class: Priority,
     id: u64,
+    granted: oneshot::Receiver<Pool>,
     armed: bool,
 }
 
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
+impl Pending<'_> {
+    /// Gives up waiting: leaves the queue, or returns the slot granted in the meantime.
+    fn give_up(&mut self) -> Option<Pool> {
+        self.armed = false;
         let mut state = self.scheduler.lock();
         let queue = &mut state.queues[self.class.index()];
         if let Some(at) = queue.iter().position(|w| w.id == self.id) {
             queue.remove(at);
-        } else {
-            // Granted as it gave up: the slot is ours to pass on.
-            drop(state);
-            self.scheduler.release();
+            return None;
+        }
+        // Not in the queue: a release took it out and sent it a slot.
+        self.granted.try_recv().ok()
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.armed
+            && let Some(pool) = self.give_up()
+        {
+            self.scheduler.release(pool);
         }
     }
 }
@@ -224,7 +352,7 @@ impl Scheduler {
 
     /// Guests running now.
     pub fn running(&self) -> usize {
-        self.lock().running
+        self.lock().running.iter().sum()
     }
 
     fn note_service(&self, held: Duration) {
@@ -235,6 +363,18 @@ impl Scheduler {
         self.service_ns.store(new, Ordering::Relaxed);
     }
 
+    /// A free slot for `class`, taken; urgent calls try their own pool first.
+    fn take_free(&self, state: &mut State, class: Priority) -> Option<Pool> {
+        let slots = self.config.run_slots;
+        let pools: &[Pool] = match class {
+            Priority::Urgent => &[Pool::Urgent, Pool::Shared],
+            _ => &[Pool::Shared],
+        };
+        let pool = pools.iter().copied().find(|p| state.running[*p as usize] < slots)?;
+        state.running[pool as usize] += 1;
+        Some(pool)
+    }
+
     /// A run slot for a call of `class`, at once or after waiting in its queue; or why not.
     pub async fn acquire(self: &Arc<Self>, class: Priority) -> Result<RunSlot, Shed> {
         let arrived = Instant::now();
@@ -242,9 +382,10 @@ impl Scheduler {
         let (id, granted) = {
             let mut state = self.lock();
             let ahead: usize = state.queues[..=class.index()].iter().map(VecDeque::len).sum();
-            if state.running < self.config.run_slots && ahead == 0 {
-                state.running += 1;
-                return Ok(self.slot(arrived));
+            if ahead == 0
+                && let Some(pool) = self.take_free(&mut state, class)
+            {
+                return Ok(self.slot(pool, arrived));
             }
             if state.queues[class.index()].len() >= self.config.max_queued[class.index()] {
                 return Err(Shed::QueueFull);
@@ -266,51 +407,53 @@ impl Scheduler {
             scheduler: self,
             class,
             id,
+            granted,
             armed: true,
         };
-        match tokio::time::timeout(deadline, granted).await {
-            Ok(Ok(())) => {
+        let waited = tokio::time::timeout(deadline, &mut pending.granted).await;
+        match waited {
+            Ok(Ok(pool)) => {
                 pending.armed = false;
-                Ok(self.slot(arrived))
+                Ok(self.slot(pool, arrived))
             }
-            _ => {
-                let mut state = self.lock();
-                let queue = &mut state.queues[class.index()];
-                match queue.iter().position(|w| w.id == id) {
-                    Some(at) => {
-                        queue.remove(at);
-                        pending.armed = false;
-                        Err(Shed::Deadline)
-                    }
-                    // Granted just as the deadline passed: take it.
-                    None => {
-                        pending.armed = false;
-                        Ok(self.slot(arrived))
-                    }
-                }
+            // The sender is only dropped with the scheduler; treat it as a miss.
+            Ok(Err(_)) => {
+                pending.armed = false;
+                Err(Shed::Deadline)
             }
+            Err(_) => match pending.give_up() {
+                // Granted just as the deadline passed: take it.
+                Some(pool) => Ok(self.slot(pool, arrived)),
+                None => Err(Shed::Deadline),
+            },
         }
     }
 
-    fn slot(self: &Arc<Self>, arrived: Instant) -> RunSlot {
+    fn slot(self: &Arc<Self>, pool: Pool, arrived: Instant) -> RunSlot {
         RunSlot {
             scheduler: self.clone(),
+            pool,
             since: Instant::now(),
             waited: arrived.elapsed(),
         }
     }
 
-    /// Gives a freed slot to the oldest waiting call of the most urgent class, or frees it.
-    fn release(&self) {
+    /// Gives a freed slot of `pool` to the oldest waiting call that may use it, most urgent
+    /// class first, or frees it.
+    fn release(&self, pool: Pool) {
         let mut state = self.lock();
-        for queue in 0..3 {
+        let classes: &[usize] = match pool {
+            Pool::Urgent => &[0],
+            Pool::Shared => &[0, 1, 2],
+        };
+        for &queue in classes {
             while let Some(waiter) = state.queues[queue].pop_front() {
-                if waiter.grant.send(()).is_ok() {
+                if waiter.grant.send(pool).is_ok() {
                     return;
                 }
             }
         }
-        state.running = state.running.saturating_sub(1);
+        state.running[pool as usize] = state.running[pool as usize].saturating_sub(1);
     }
 }
 
@@ -329,6 +472,8 @@ mod tests {
     #[tokio::test]
     async fn a_freed_slot_goes_to_urgent_then_regular_then_batch() {
         let s = scheduler(1, [5000, 5000, 5000]);
+        // Both pools full: the urgent slot and the shared one.
+        let _urgent = s.acquire(Priority::Urgent).await.unwrap();
         let running = s.acquire(Priority::Regular).await.unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut waiting = Vec::new();
@@ -349,7 +494,7 @@ mod tests {
             w.await.unwrap();
         }
         assert_eq!(*order.lock().unwrap(), [Priority::Urgent, Priority::Regular, Priority::Batch]);
-        assert_eq!((s.running(), s.queued()), (0, [0, 0, 0]));
+        assert_eq!((s.running(), s.queued()), (1, [0, 0, 0]));
     }
 
     #[tokio::test]
@@ -365,7 +510,7 @@ mod tests {
         assert_eq!(s.running(), 0);
         // A full queue sheds on arrival.
         let s = Scheduler::new(AdmissionConfig { run_slots: 1, deadlines: [Duration::from_secs(5); 3], max_queued: [1, 1, 1] });
-        let _running = s.acquire(Priority::Urgent).await.unwrap();
+        let _running = s.acquire(Priority::Regular).await.unwrap();
         let s2 = s.clone();
         let _queued = tokio::spawn(async move { s2.acquire(Priority::Regular).await.map(|_| ()) });
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -392,7 +537,7 @@ mod tests {
         let s = scheduler(1, [5000, 10, 5000]);
         // Teach it that a call holds a slot for 50 ms.
         s.note_service(Duration::from_millis(50));
-        let _running = s.acquire(Priority::Urgent).await.unwrap();
+        let _running = s.acquire(Priority::Regular).await.unwrap();
         let started = Instant::now();
         assert_eq!(s.acquire(Priority::Regular).await.err(), Some(Shed::WouldMiss));
         assert!(started.elapsed() < Duration::from_millis(5));
@@ -411,6 +556,23 @@ mod tests {
         drop(running);
         assert_eq!(s.running(), 0);
         assert!(s.acquire(Priority::Batch).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn urgent_calls_have_slots_of_their_own_and_may_borrow_shared_ones() {
+        let s = scheduler(1, [5000, 20, 5000]);
+        let regular = s.acquire(Priority::Regular).await.unwrap();
+        assert_eq!(regular.pool(), Pool::Shared);
+        // The shared slot is busy, yet an urgent call starts at once, in its own pool.
+        let urgent = s.acquire(Priority::Urgent).await.unwrap();
+        assert_eq!((urgent.pool(), urgent.waited < Duration::from_millis(5)), (Pool::Urgent, true));
+        drop(regular);
+        // With its own pool full, an urgent call takes a free shared slot; regular ones wait.
+        let second = s.acquire(Priority::Urgent).await.unwrap();
+        assert_eq!(second.pool(), Pool::Shared);
+        assert_eq!(s.acquire(Priority::Regular).await.err(), Some(Shed::Deadline));
+        drop((urgent, second));
+        assert_eq!(s.running(), 0);
     }
 
     #[test]

@@ -64,7 +64,13 @@ impl Node {
         name: &str,
         request: Request<Body>,
     ) -> Result<Response<Body>, NodeError> {
-        match admitted.live.function.handle_http(request).await {
+        let function = admitted.live.function.clone();
+        let handled = self
+            .run_guest(&admitted.live, admitted.run.pool(), async move {
+                function.handle_http(request).await
+            })
+            .await?;
+        match handled {
             Ok(invocation) => {
                 self.metrics.invocation(
                     name,

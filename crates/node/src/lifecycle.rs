@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::Semaphore;
 
 use crate::cluster::NewVersion;
 use crate::error::NodeError;
@@ -107,13 +106,7 @@ impl Node {
             return Err(e);
         }
         let function = self.runtime.load(bytes, self.policy(name, &version.manifest)?)?;
-        Ok(Arc::new(Live {
-            function,
-            version: version.version,
-            public: version.manifest.public,
-            priority: version.manifest.priority,
-            slots: Arc::new(Semaphore::new(version.manifest.max_concurrency as usize)),
-        }))
+        Ok(Live::new(function, version.version, &version.manifest))
     }
 
     /// The runtime policy of `manifest` for function `name`, creating its private directory
@@ -259,13 +252,7 @@ impl Node {
         };
         self.set_live(
             name,
-            Some(Arc::new(Live {
-                function,
-                version: version.version,
-                public: manifest.public,
-                priority: manifest.priority,
-                slots: Arc::new(Semaphore::new(manifest.max_concurrency as usize)),
-            })),
+            Some(Live::new(function, version.version, &manifest)),
         );
         tracing::info!(function = name, version = version.version, digest = %version.digest, "deployed");
         Ok(version)

@@ -9,7 +9,7 @@ use std::time::Instant;
 use limes_runtime::{Function, PoolConfig, Runtime, RuntimeConfig};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::admission::{AdmissionConfig, Priority, RunSlot, Scheduler};
+use crate::admission::{AdmissionConfig, GuestThreads, Pool, Priority, RecentTime, RunSlot, Scheduler};
 use crate::artifacts::ArtifactStore;
 use crate::audit::{AuditLog, Change};
 use crate::auth::AuthMode;
@@ -88,6 +88,22 @@ pub struct Live {
     pub priority: Priority,
     /// One permit per invocation that may run at once.
     pub(crate) slots: Arc<Semaphore>,
+    /// How long its invocations usually take: short ones run inline.
+    pub(crate) recent: RecentTime,
+}
+
+impl Live {
+    /// Version `version` of a function, loaded as `function`, with its `manifest`.
+    pub(crate) fn new(function: Function, version: u32, manifest: &crate::Manifest) -> Arc<Self> {
+        Arc::new(Self {
+            function,
+            version,
+            public: manifest.public,
+            priority: manifest.priority,
+            slots: Arc::new(Semaphore::new(manifest.max_concurrency as usize)),
+            recent: RecentTime::default(),
+        })
+    }
 }
 
 /// An invocation let in by admission control; dropping it frees its slots.
@@ -130,6 +146,8 @@ pub struct Node {
     live: RwLock<HashMap<String, Arc<Live>>>,
     capacity: Arc<Semaphore>,
     scheduler: Arc<Scheduler>,
+    /// Where guests run: see [`GuestThreads`].
+    pub(crate) guests: GuestThreads,
     /// Serializes deploys, rollbacks and deletes, so the live table follows the registry's order.
     pub(crate) writes: tokio::sync::Mutex<()>,
     /// Serializes loading functions on first use, so that a burst of first calls compiles once.
@@ -169,6 +187,8 @@ impl Node {
             audit,
             capacity: Arc::new(Semaphore::new(config.capacity as usize)),
             scheduler: Scheduler::new(config.admission.clone()),
+            guests: GuestThreads::new(config.admission.run_slots)
+                .map_err(|e| NodeError::Storage(format!("starting the guest threads: {e}")))?,
             runtime,
             registry,
             artifacts,
@@ -345,7 +365,18 @@ impl Node {
         hops: u32,
     ) -> Result<Route<'_>, NodeError> {
         let cluster = self.cluster();
-        let placement = cluster.map(|c| c.placement(name)).unwrap_or_default();
+        let mut placement = cluster.map(|c| c.placement(name)).unwrap_or_default();
+        // A function urgent by its manifest is urgent in an emergency too: it stays on a
+        // released node and may use the slots kept for urgent work.
+        if self
+            .loaded(name)
+            .is_some_and(|live| live.priority == Priority::Urgent)
+        {
+            placement = Placement {
+                urgent: true,
+                ..Placement::default()
+            };
+        }
         let released = placement.elsewhere && hops < MAX_HOPS;
         if !released {
             match self.admit(name, placement).await {
@@ -391,6 +422,24 @@ impl Node {
         Ok(ran)
     }
 
+    /// Runs `work` (a guest's invocation of `live`) on a guest thread of `pool`, or inline
+    /// when `live` is known to be short; notes how long it took.
+    pub(crate) async fn run_guest<T: Send + 'static>(
+        &self,
+        live: &Live,
+        pool: Pool,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Result<T, NodeError> {
+        let started = Instant::now();
+        let outcome = if live.recent.is_short() {
+            work.await
+        } else {
+            self.guests.run(pool, work).await.map_err(NodeError::Storage)?
+        };
+        live.recent.note(started.elapsed());
+        Ok(outcome)
+    }
+
     async fn run_admitted(
         &self,
         admitted: Admitted,
@@ -399,7 +448,19 @@ impl Node {
         hops: u32,
     ) -> Result<Ran, NodeError> {
         let started = Instant::now();
-        let outcome = admitted.live.function.invoke(args).await;
+        let function = admitted.live.function.clone();
+        let version = admitted.live.version;
+        let owned = args.to_owned();
+        // The admission (and its run slot) goes with the guest: a caller that hangs up does not
+        // free the slot of a guest still running.
+        let (pool, live) = (admitted.run.pool(), admitted.live.clone());
+        let outcome = self
+            .run_guest(&live, pool, async move {
+                let outcome = function.invoke(&owned).await;
+                drop(admitted);
+                outcome
+            })
+            .await?;
         match &outcome {
             Ok(i) => self
                 .metrics
@@ -413,7 +474,7 @@ impl Node {
         Ok(Ran {
             result: invocation.result,
             node: self.config.node_id.clone(),
-            version: admitted.live.version,
+            version,
             cold_start: invocation.cold_start,
             execution: invocation.execution,
             hops,
