@@ -432,7 +432,9 @@ impl NatsCluster {
         decode: fn(&str, &async_nats::Message) -> Result<T, NodeError>,
     ) -> Result<T, NodeError> {
         let plan = self.plan_now();
-        let urgent = plan.as_ref().is_some_and(|p| p.is_urgent(name));
+        // Urgent by the emergency, or by the function's own manifest.
+        let urgent = plan.as_ref().is_some_and(|p| p.is_urgent(name))
+            || self.node.upgrade().is_some_and(|n| n.is_urgent(name));
         let members = self.members();
         let me = self.me(0);
         // Regular work never goes to a released node; urgent work may go anywhere.

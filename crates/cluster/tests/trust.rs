@@ -27,6 +27,21 @@ async fn status_with(node: &TestNode, path: &str, token: &str) -> StatusCode {
         .status()
 }
 
+/// A token of `role` named `name`, made on `node` with its admin token.
+async fn make_token(node: &TestNode, role: &str, name: &str) -> String {
+    let made: Value = Client::new()
+        .post(node.url("/v1/tokens"))
+        .bearer_auth(admin(node))
+        .json(&json!({"role": role, "name": name}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    made["token"].as_str().unwrap().to_owned()
+}
+
 fn secured(nats: &NatsServer, id: &str, x: f64) -> TestNode {
     TestNode::start_with(&nats.url(), id, x, 2, |_, _| {}).unwrap()
 }
@@ -37,17 +52,7 @@ async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all() 
         return;
     };
     let (a, b, c) = (secured(&nats, "a", 0.0), secured(&nats, "b", 1.0), secured(&nats, "c", 5.0));
-    let made: Value = Client::new()
-        .post(a.url("/v1/tokens"))
-        .bearer_auth(admin(&a))
-        .json(&json!({"role": "invoke", "name": "field-team"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = made["token"].as_str().unwrap().to_owned();
+    let token = make_token(&a, "invoke", "field-team").await;
     for node in [&b, &c] {
         within(Duration::from_secs(5), "the token reaches every node", || async {
             status_with(node, "/v1/functions", &token).await == StatusCode::OK
@@ -97,17 +102,7 @@ async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all() 
     assert_eq!(audit["entries"][0]["action"], "token.revoke");
 
     // An emergency records who declared it, in the plan every node sees and in the audit log.
-    let officer: Value = Client::new()
-        .post(a.url("/v1/tokens"))
-        .bearer_auth(admin(&a))
-        .json(&json!({"role": "emergency", "name": "duty-officer"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let officer = officer["token"].as_str().unwrap().to_owned();
+    let officer = make_token(&a, "emergency", "duty-officer").await;
     within(Duration::from_secs(5), "the officer's token reaches b", || async {
         status_with(&b, "/v1/emergency", &officer).await == StatusCode::OK
     })

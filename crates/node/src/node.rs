@@ -299,6 +299,12 @@ impl Node {
         table.get(name).cloned()
     }
 
+    /// Whether `name`, as loaded here, is urgent by its manifest (not loaded: not known to be).
+    pub fn is_urgent(&self, name: &str) -> bool {
+        self.loaded(name)
+            .is_some_and(|live| live.priority == Priority::Urgent)
+    }
+
     /// The run slots and their queues.
     pub fn scheduler(&self) -> &Scheduler {
         &self.scheduler
@@ -368,10 +374,7 @@ impl Node {
         let mut placement = cluster.map(|c| c.placement(name)).unwrap_or_default();
         // A function urgent by its manifest is urgent in an emergency too: it stays on a
         // released node and may use the slots kept for urgent work.
-        if self
-            .loaded(name)
-            .is_some_and(|live| live.priority == Priority::Urgent)
-        {
+        if self.is_urgent(name) {
             placement = Placement {
                 urgent: true,
                 ..Placement::default()
