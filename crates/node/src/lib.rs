@@ -21,6 +21,7 @@ pub mod auth;
 pub mod cluster;
 mod error;
 pub mod grants;
+pub mod guests;
 mod http_fn;
 mod lifecycle;
 pub mod manifest;

@@ -9,7 +9,8 @@ use std::time::Instant;
 use limes_runtime::{Function, PoolConfig, Runtime, RuntimeConfig};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::admission::{AdmissionConfig, GuestThreads, Pool, Priority, RecentTime, RunSlot, Scheduler};
+use crate::admission::{AdmissionConfig, Pool, Priority, RunSlot, Scheduler};
+use crate::guests::{GuestThreads, RecentTime};
 use crate::artifacts::ArtifactStore;
 use crate::audit::{AuditLog, Change};
 use crate::auth::AuthMode;

@@ -1,0 +1,107 @@
+//! Where guests run: on threads of their own, apart from the threads that serve HTTP, or
+//! inline when they are known to be short.
+//!
+//! A guest running on an HTTP thread holds up every request behind it on that thread, among
+//! them the next urgent call on its way to the queue; under overload that made urgent p99 four
+//! times its unloaded value (see `docs/results/overload/`). On their own threads, at a lower OS
+//! priority for the shared slots, guests never delay the node's I/O.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::admission::Pool;
+
+/// The threads guests run on, apart from the threads that serve HTTP: one per run slot for
+/// each [`Pool`], those of the shared pool at a lower OS priority (nice 10, a CFS weight of
+/// about a tenth).
+pub struct GuestThreads {
+    runtimes: Vec<tokio::runtime::Runtime>,
+}
+
+/// The niceness of shared-slot guest threads.
+const SHARED_NICE: i32 = 10;
+
+fn guest_runtime(threads: usize, name: &str, nice: i32) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name(name)
+        .on_thread_start(move || {
+            if nice == 0 {
+                return;
+            }
+            // Per-thread on Linux: setpriority with a thread id changes only that thread.
+            // SAFETY: plain system calls on the calling thread's own id.
+            let failed = unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::setpriority(libc::PRIO_PROCESS, tid, nice) != 0
+            };
+            if failed {
+                tracing::debug!("cannot lower the priority of a guest thread");
+            }
+        })
+        .enable_all()
+        .build()
+}
+
+impl GuestThreads {
+    /// `threads` guest threads per pool.
+    pub fn new(threads: usize) -> std::io::Result<Self> {
+        Ok(Self {
+            runtimes: vec![
+                guest_runtime(threads, "limes-urgent", 0)?,
+                guest_runtime(threads, "limes-guest", SHARED_NICE)?,
+            ],
+        })
+    }
+
+    /// Runs `work` on a thread of `pool` and waits for it; a panic there becomes `Err`.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        pool: Pool,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Result<T, String> {
+        let runtime = self
+            .runtimes
+            .get(pool as usize)
+            .ok_or("the guest threads have stopped")?;
+        runtime
+            .spawn(work)
+            .await
+            .map_err(|e| format!("a guest task failed: {e}"))
+    }
+}
+
+impl Drop for GuestThreads {
+    fn drop(&mut self) {
+        // Dropped from async code (a node's last reference may go anywhere): never block.
+        for runtime in self.runtimes.drain(..) {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Guests that usually finish within this run on the thread that took their request: handing
+/// them to a guest thread and back would cost more (two thread wake-ups, tens of µs on a
+/// virtual machine) than running them, and they hold the thread for less than an epoch tick.
+pub const INLINE_BELOW: Duration = Duration::from_micros(200);
+
+/// How long a function's invocations usually take, as a moving average; unknown at first.
+#[derive(Debug, Default)]
+pub struct RecentTime(AtomicU64);
+
+impl RecentTime {
+    /// Notes one invocation that took `took`.
+    pub fn note(&self, took: Duration) {
+        let sample = took.as_nanos().min(u64::MAX as u128) as u64;
+        let old = self.0.load(Ordering::Relaxed);
+        let new = if old == 0 { sample.max(1) } else { old - old / 8 + sample / 8 };
+        self.0.store(new, Ordering::Relaxed);
+    }
+
+    /// Whether invocations are known to be short enough to run inline ([`INLINE_BELOW`]).
+    pub fn is_short(&self) -> bool {
+        let ns = self.0.load(Ordering::Relaxed);
+        ns != 0 && Duration::from_nanos(ns) < INLINE_BELOW
+    }
+}
+
