@@ -95,7 +95,10 @@ impl NodeBench {
                 std::fs::read(self.guests.join(file)).map_err(|e| format!("{file}: {e}"))?;
             let response = client
                 .put(limes.url(&format!("/v1/functions/{name}?max_concurrency=256")))
-                .header("authorization", limes.authorization.clone().unwrap_or_default())
+                .header(
+                    "authorization",
+                    limes.authorization.clone().unwrap_or_default(),
+                )
                 .body(bytes)
                 .send()
                 .await

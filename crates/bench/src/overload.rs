@@ -74,7 +74,11 @@ impl Phase {
     }
 
     fn admitted(&self, class: usize) -> Option<Summary> {
-        let ok: Vec<f64> = self.of(class).filter(|o| o.status == 200).map(|o| o.latency_ms).collect();
+        let ok: Vec<f64> = self
+            .of(class)
+            .filter(|o| o.status == 200)
+            .map(|o| o.latency_ms)
+            .collect();
         Summary::of(&ok)
     }
 
@@ -121,7 +125,10 @@ impl OverloadBench {
             ));
             let response = client
                 .put(url)
-                .header("authorization", node.authorization.clone().unwrap_or_default())
+                .header(
+                    "authorization",
+                    node.authorization.clone().unwrap_or_default(),
+                )
                 .body(component.clone())
                 .send()
                 .await
@@ -223,10 +230,7 @@ impl OverloadBench {
              served {served_per_s:.0} regular calls/s in a closed loop of one more than its cores; each overload phase \
              sends regular calls open-loop at that rate times the factor for {:?}, and an urgent \
              call every {:?}. The load generator shares the machine's cores with the node.\n",
-            self.capacity,
-            self.args,
-            self.phase,
-            self.urgent_every,
+            self.capacity, self.args, self.phase, self.urgent_every,
         );
         let _ = writeln!(
             out,
@@ -255,7 +259,10 @@ impl OverloadBench {
                 );
             }
         }
-        let _ = writeln!(out, "\nPeak RSS of the node over the run: {peak_rss} KiB.\n");
+        let _ = writeln!(
+            out,
+            "\nPeak RSS of the node over the run: {peak_rss} KiB.\n"
+        );
         let _ = writeln!(out, "## Against the targets\n");
         let base = |class: usize| phases[0].admitted(class).map_or(f64::NAN, |s| s.p99);
         for phase in &phases[1..] {
@@ -270,7 +277,11 @@ impl OverloadBench {
                  urgent 429s: {urgent_shed} (target 0: {}); regular admitted p99 / unloaded = \
                  {regular_ratio:.2}× (target ≤ 5×: {}); 5xx: {errors} (target 0: {})",
                 phase.name,
-                if phase.factor <= 2.0 { verdict(urgent_ratio <= 2.0) } else { "—" },
+                if phase.factor <= 2.0 {
+                    verdict(urgent_ratio <= 2.0)
+                } else {
+                    "—"
+                },
                 verdict(urgent_shed == 0),
                 verdict(regular_ratio <= 5.0),
                 verdict(errors == 0),
@@ -281,7 +292,10 @@ impl OverloadBench {
             .map(|p| format!("{} {}→{}", p.name, p.rss_kib.0, p.rss_kib.1))
             .collect();
         let _ = writeln!(out, "- RSS by phase (KiB): {}", rss_growth.join(", "));
-        let _ = writeln!(out, "\nPlot: [`overload.svg`](overload.svg) (p99 of admitted calls per class and phase).");
+        let _ = writeln!(
+            out,
+            "\nPlot: [`overload.svg`](overload.svg) (p99 of admitted calls per class and phase)."
+        );
         out
     }
 }
@@ -313,16 +327,23 @@ async fn open_loop(
             (1, next_regular - regular_gap)
         };
         tokio::time::sleep_until((started + at).into()).await;
-        let (pool, outcomes, body, authorization) =
-            (pool.clone(), outcomes.clone(), body.clone(), authorization.clone());
+        let (pool, outcomes, body, authorization) = (
+            pool.clone(),
+            outcomes.clone(),
+            body.clone(),
+            authorization.clone(),
+        );
         calls.spawn(async move {
             let sent = Instant::now();
             let status = call(addr, &pool, CLASSES[class], body, authorization).await;
-            outcomes.lock().unwrap_or_else(|p| p.into_inner()).push(Outcome {
-                class,
-                status,
-                latency_ms: sent.elapsed().as_secs_f64() * 1e3,
-            });
+            outcomes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Outcome {
+                    class,
+                    status,
+                    latency_ms: sent.elapsed().as_secs_f64() * 1e3,
+                });
         });
         // Reap finished calls as we go, so that the set stays small.
         while calls.try_join_next().is_some() {}
@@ -389,7 +410,10 @@ fn plot(phases: &[Phase], path: &Path) -> Result<(), String> {
     let root = SVGBackend::new(path, (720, 440)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("p99 of admitted calls: unloaded (0) and under overload", ("sans-serif", 16))
+        .caption(
+            "p99 of admitted calls: unloaded (0) and under overload",
+            ("sans-serif", 16),
+        )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(56)

@@ -143,8 +143,8 @@ pub async fn audit(api: &Api, args: AuditArgs) -> Result<(), CliError> {
 }
 
 pub fn keygen(args: KeygenArgs) -> Result<(), CliError> {
-    let (private, public) = limes_node::signing::keygen(&args.dir, &args.name)
-        .map_err(|e| CliError::new("io", e))?;
+    let (private, public) =
+        limes_node::signing::keygen(&args.dir, &args.name).map_err(|e| CliError::new("io", e))?;
     println!(
         "private key {} (keep it secret); public key {} (give it to nodes: --trusted-keys DIR)",
         private.display(),
@@ -156,8 +156,8 @@ pub fn keygen(args: KeygenArgs) -> Result<(), CliError> {
 pub fn sign(args: SignArgs) -> Result<(), CliError> {
     let component = std::fs::read(&args.file)
         .map_err(|e| CliError::new("not-found", format!("{}: {e}", args.file.display())))?;
-    let signature =
-        limes_node::signing::sign(&args.key, &component).map_err(|e| CliError::new("bad-key", e))?;
+    let signature = limes_node::signing::sign(&args.key, &component)
+        .map_err(|e| CliError::new("bad-key", e))?;
     let out = args.out.unwrap_or_else(|| {
         let mut p = args.file.clone().into_os_string();
         p.push(".sig");

@@ -19,13 +19,24 @@ pub struct NodeArg {
     #[arg(long, global = true, value_name = "URL", default_value = DEFAULT_NODE, env = "LIMES_NODE")]
     pub node: String,
     /// API token [default: for a node on this machine, <data-dir>/admin-token if readable]
-    #[arg(long, global = true, value_name = "TOKEN", env = "LIMES_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        env = "LIMES_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// CA certificate (PEM) to verify an https node with, beside the system's roots
     #[arg(long, global = true, value_name = "FILE", env = "LIMES_CACERT")]
     pub cacert: Option<PathBuf>,
     /// The local node's data directory, where its admin token is [default: ~/.local/share/limes]
-    #[arg(long = "node-data-dir", global = true, value_name = "DIR", env = "LIMES_DATA_DIR")]
+    #[arg(
+        long = "node-data-dir",
+        global = true,
+        value_name = "DIR",
+        env = "LIMES_DATA_DIR"
+    )]
     pub data_dir: Option<PathBuf>,
 }
 
@@ -42,7 +53,9 @@ fn is_local(url: &str) -> bool {
         .ok()
         .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_owned()));
     host.is_some_and(|h| {
-        h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        h == "localhost"
+            || h.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
     })
 }
 
@@ -52,10 +65,12 @@ impl Api {
     pub fn new(arg: &NodeArg) -> Result<Self, CliError> {
         let mut builder = Client::builder();
         if let Some(file) = &arg.cacert {
-            let pem = std::fs::read(file)
-                .map_err(|e| CliError::new("not-found", format!("--cacert {}: {e}", file.display())))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| CliError::new("bad-request", format!("--cacert {}: {e}", file.display())))?;
+            let pem = std::fs::read(file).map_err(|e| {
+                CliError::new("not-found", format!("--cacert {}: {e}", file.display()))
+            })?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                CliError::new("bad-request", format!("--cacert {}: {e}", file.display()))
+            })?;
             builder = builder.add_root_certificate(cert);
         }
         let client = builder
@@ -221,7 +236,11 @@ pub async fn list(api: &Api) -> Result<(), CliError> {
             f["versions"].as_u64().unwrap_or(0),
             f["kind"].as_str().unwrap_or("?"),
             f["priority"].as_str().unwrap_or("regular"),
-            if f["public"].as_bool().unwrap_or(false) { "yes" } else { "no" },
+            if f["public"].as_bool().unwrap_or(false) {
+                "yes"
+            } else {
+                "no"
+            },
             f["digest"].as_str().map_or("?", |d| &d[..d.len().min(16)])
         );
     }
@@ -260,7 +279,10 @@ pub async fn remove(api: &Api, name: &str) -> Result<(), CliError> {
 
 pub async fn rollback(api: &Api, args: RollbackArgs) -> Result<(), CliError> {
     let request = api
-        .request(Method::POST, &format!("/v1/functions/{}/rollback", args.name))
+        .request(
+            Method::POST,
+            &format!("/v1/functions/{}/rollback", args.name),
+        )
         .query(&[("version", args.version)]);
     api.send(request).await?;
     println!("{} now serves version {}", args.name, args.version);

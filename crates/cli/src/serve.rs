@@ -74,13 +74,28 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", conflicts_with_all = ["nats_user", "nats_token"])]
     nats_creds: Option<PathBuf>,
     /// NATS user; the password comes from --nats-password or $LIMES_NATS_PASSWORD
-    #[arg(long, value_name = "USER", requires = "nats_password", conflicts_with = "nats_token")]
+    #[arg(
+        long,
+        value_name = "USER",
+        requires = "nats_password",
+        conflicts_with = "nats_token"
+    )]
     nats_user: Option<String>,
     /// NATS password of --nats-user
-    #[arg(long, value_name = "PASSWORD", env = "LIMES_NATS_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "LIMES_NATS_PASSWORD",
+        hide_env_values = true
+    )]
     nats_password: Option<String>,
     /// NATS token
-    #[arg(long, value_name = "TOKEN", env = "LIMES_NATS_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "LIMES_NATS_TOKEN",
+        hide_env_values = true
+    )]
     nats_token: Option<String>,
     /// CA certificate (PEM) to verify the NATS server's TLS with; TLS is then required
     #[arg(long, value_name = "FILE")]
@@ -103,11 +118,18 @@ impl ServeArgs {
 }
 
 pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let mut config = NodeConfig::new(args.data_dir.clone().unwrap_or_else(crate::default_data_dir));
+    let mut config = NodeConfig::new(
+        args.data_dir
+            .clone()
+            .unwrap_or_else(crate::default_data_dir),
+    );
     config.auth = args.auth;
     if let Some(n) = args.run_slots {
         if n == 0 {
-            return Err(CliError::new("bad-request", "--run-slots must be at least 1"));
+            return Err(CliError::new(
+                "bad-request",
+                "--run-slots must be at least 1",
+            ));
         }
         config.admission.run_slots = n;
     }
@@ -117,8 +139,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
             .set_deadline(spec)
             .map_err(|e| CliError::new("bad-request", format!("--queue-deadline {e}")))?;
     }
-    config.grants = limes_node::grants::Grants::new(&args.allow_host_dirs, args.allow_egress.clone())
-        .map_err(|e| CliError::new("bad-request", e))?;
+    config.grants =
+        limes_node::grants::Grants::new(&args.allow_host_dirs, args.allow_egress.clone())
+            .map_err(|e| CliError::new("bad-request", e))?;
     if let Some(dir) = &args.trusted_keys {
         config.trusted_keys = Some(
             limes_node::signing::TrustedKeys::load(dir)

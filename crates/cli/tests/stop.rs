@@ -29,7 +29,16 @@ fn clustered_nodes_stop_within_the_grace_when_nats_is_gone_first() {
                 &data.path().join(id),
                 &log,
                 "http",
-                &["--cluster", &nats.url(), "--node-id", id, "--location", &format!("{i},0"), "--shutdown-grace", "1s"],
+                &[
+                    "--cluster",
+                    &nats.url(),
+                    "--node-id",
+                    id,
+                    "--location",
+                    &format!("{i},0"),
+                    "--shutdown-grace",
+                    "1s",
+                ],
             )
         })
         .collect();
@@ -43,7 +52,10 @@ fn clustered_nodes_stop_within_the_grace_when_nats_is_gone_first() {
     for node in &mut nodes {
         let exited = node.exits_within(grace + Duration::from_secs(2));
         let (took, _) = exited.unwrap_or_else(|| {
-            panic!("a node did not stop within the grace + 2 s; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default())
+            panic!(
+                "a node did not stop within the grace + 2 s; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
         });
         eprintln!("a node stopped {took:?} after SIGTERM with NATS gone");
     }
@@ -56,11 +68,23 @@ fn a_second_signal_exits_at_once_while_the_first_waits_for_calls() {
     let node_data = data.path().join("node");
     let mut served = Served::start(&node_data, &log, "http", &["--shutdown-grace", "60s"]);
     let sleep = guest("sleep");
-    let deployed = client(&served, &node_data, &["deploy", "nap", sleep.to_str().unwrap(), "--timeout", "60s"]);
+    let deployed = client(
+        &served,
+        &node_data,
+        &["deploy", "nap", sleep.to_str().unwrap(), "--timeout", "60s"],
+    );
     assert!(deployed.status.success(), "{}", text(&deployed.stderr));
     // A call that outlives the test keeps the graceful stop waiting.
     let mut call = limes()
-        .args(["invoke", "nap", "--args", "30000", "--node", &served.url, "--node-data-dir"])
+        .args([
+            "invoke",
+            "nap",
+            "--args",
+            "30000",
+            "--node",
+            &served.url,
+            "--node-data-dir",
+        ])
         .arg(&node_data)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -68,9 +92,14 @@ fn a_second_signal_exits_at_once_while_the_first_waits_for_calls() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     served.send(libc::SIGTERM);
-    assert!(served.exits_within(Duration::from_millis(700)).is_none(), "the first signal waits for the call");
+    assert!(
+        served.exits_within(Duration::from_millis(700)).is_none(),
+        "the first signal waits for the call"
+    );
     served.send(libc::SIGTERM);
-    let (took, code) = served.exits_within(Duration::from_secs(1)).expect("the second signal exits at once");
+    let (took, code) = served
+        .exits_within(Duration::from_secs(1))
+        .expect("the second signal exits at once");
     eprintln!("exited {took:?} after the second signal");
     assert_eq!(code, Some(130));
     let _ = call.kill();

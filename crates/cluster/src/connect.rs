@@ -42,9 +42,7 @@ async fn options(
         NatsAuth::None => ConnectOptions::new(),
         NatsAuth::Creds(path) => ConnectOptions::with_credentials_file(path)
             .await
-            .map_err(|e| {
-                NodeError::BadRequest(format!("--nats-creds {}: {e}", path.display()))
-            })?,
+            .map_err(|e| NodeError::BadRequest(format!("--nats-creds {}: {e}", path.display())))?,
         NatsAuth::UserPassword { user, password } => {
             ConnectOptions::with_user_and_password(user.clone(), password.clone())
         }

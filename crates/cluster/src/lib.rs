@@ -136,7 +136,9 @@ pub async fn join(node: &Arc<Node>, config: ClusterConfig) -> Result<Arc<NatsClu
     tokio::spawn(supervise(weak.clone(), "functions", |c| {
         Box::pin(c.watch_functions())
     }));
-    tokio::spawn(supervise(weak.clone(), "tokens", |c| Box::pin(c.watch_tokens())));
+    tokio::spawn(supervise(weak.clone(), "tokens", |c| {
+        Box::pin(c.watch_tokens())
+    }));
     tokio::spawn(supervise(weak.clone(), "emergency", |c| {
         Box::pin(c.watch_plan())
     }));
@@ -540,7 +542,10 @@ impl NatsCluster {
             let _ = self.client.flush().await;
         };
         if tokio::time::timeout(LEAVE_TIMEOUT, goodbye).await.is_err() {
-            tracing::warn!(node = self.id, "NATS did not take the goodbye in time; leaving without it");
+            tracing::warn!(
+                node = self.id,
+                "NATS did not take the goodbye in time; leaving without it"
+            );
         }
     }
 }

@@ -44,7 +44,8 @@ impl NatsServer {
             None
         } else {
             let file = store.path().join("nats.conf");
-            std::fs::write(&file, config).map_err(|e| format!("writing {}: {e}", file.display()))?;
+            std::fs::write(&file, config)
+                .map_err(|e| format!("writing {}: {e}", file.display()))?;
             Some(file)
         };
         let mut server = Self {

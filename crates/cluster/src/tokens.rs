@@ -16,7 +16,11 @@ use crate::{NatsCluster, unavailable};
 
 impl NatsCluster {
     /// Stores `record` in the cluster: `create` fails with a conflict if the name is taken.
-    pub(crate) async fn put_token(&self, record: TokenRecord, create: bool) -> Result<(), NodeError> {
+    pub(crate) async fn put_token(
+        &self,
+        record: TokenRecord,
+        create: bool,
+    ) -> Result<(), NodeError> {
         let tokens = self.buckets().await?.tokens;
         let value = serde_json::to_vec(&record).map_err(|e| NodeError::Storage(e.to_string()))?;
         if create {
@@ -71,7 +75,9 @@ impl NatsCluster {
             let applied = tokio::task::spawn_blocking(move || node.tokens().put(&record)).await;
             match applied {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(token = entry.key, error = %e, "could not apply a token record"),
+                Ok(Err(e)) => {
+                    tracing::error!(token = entry.key, error = %e, "could not apply a token record")
+                }
                 Err(e) => return Err(format!("applying a token record: {e}")),
             }
         }

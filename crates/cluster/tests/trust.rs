@@ -51,18 +51,26 @@ async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all() 
     let Some(nats) = nats("a_token_made_on_one_node_works_on_all") else {
         return;
     };
-    let (a, b, c) = (secured(&nats, "a", 0.0), secured(&nats, "b", 1.0), secured(&nats, "c", 5.0));
+    let (a, b, c) = (
+        secured(&nats, "a", 0.0),
+        secured(&nats, "b", 1.0),
+        secured(&nats, "c", 5.0),
+    );
     let token = make_token(&a, "invoke", "field-team").await;
     for node in [&b, &c] {
-        within(Duration::from_secs(5), "the token reaches every node", || async {
-            status_with(node, "/v1/functions", &token).await == StatusCode::OK
-        })
+        within(
+            Duration::from_secs(5),
+            "the token reaches every node",
+            || async { status_with(node, "/v1/functions", &token).await == StatusCode::OK },
+        )
         .await;
     }
     // Each node's first admin token is shared too.
-    within(Duration::from_secs(5), "b's admin token works on c", || async {
-        status_with(&c, "/v1/tokens", &admin(&b)).await == StatusCode::OK
-    })
+    within(
+        Duration::from_secs(5),
+        "b's admin token works on c",
+        || async { status_with(&c, "/v1/tokens", &admin(&b)).await == StatusCode::OK },
+    )
     .await;
     // A name is unique across the cluster.
     let taken = Client::new()
@@ -83,9 +91,13 @@ async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all() 
     assert_eq!(revoked.status(), StatusCode::OK);
     let started = Instant::now();
     for node in [&a, &b] {
-        within(Duration::from_secs(2), "the revocation reaches every node within the heartbeat horizon", || async {
-            status_with(node, "/v1/functions", &token).await == StatusCode::UNAUTHORIZED
-        })
+        within(
+            Duration::from_secs(2),
+            "the revocation reaches every node within the heartbeat horizon",
+            || async {
+                status_with(node, "/v1/functions", &token).await == StatusCode::UNAUTHORIZED
+            },
+        )
         .await;
     }
     eprintln!("revocation reached a and b in {:?}", started.elapsed());
@@ -103,9 +115,11 @@ async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all() 
 
     // An emergency records who declared it, in the plan every node sees and in the audit log.
     let officer = make_token(&a, "emergency", "duty-officer").await;
-    within(Duration::from_secs(5), "the officer's token reaches b", || async {
-        status_with(&b, "/v1/emergency", &officer).await == StatusCode::OK
-    })
+    within(
+        Duration::from_secs(5),
+        "the officer's token reaches b",
+        || async { status_with(&b, "/v1/emergency", &officer).await == StatusCode::OK },
+    )
     .await;
     let declared = Client::new()
         .post(b.url("/v1/emergency"))
@@ -116,7 +130,10 @@ async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all() 
         .unwrap();
     assert_eq!(declared.status(), StatusCode::OK);
     let plan: Value = declared.json().await.unwrap();
-    assert_eq!(plan["plan"]["declaration"]["declared_by"], "duty-officer", "{plan}");
+    assert_eq!(
+        plan["plan"]["declaration"]["declared_by"], "duty-officer",
+        "{plan}"
+    );
     let audit: Value = Client::new()
         .get(b.url("/v1/audit"))
         .bearer_auth(admin(&b))
@@ -127,7 +144,11 @@ async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all() 
         .await
         .unwrap();
     let last = audit["entries"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!((last["actor"].as_str(), last["action"].as_str()), (Some("duty-officer"), Some("emergency.declare")), "{last}");
+    assert_eq!(
+        (last["actor"].as_str(), last["action"].as_str()),
+        (Some("duty-officer"), Some("emergency.declare")),
+        "{last}"
+    );
     let ended = Client::new()
         .delete(c.url("/v1/emergency"))
         .bearer_auth(&officer)
@@ -162,15 +183,27 @@ async fn nats_users_admit_good_credentials_and_refuse_wrong_ones_at_once() {
     })
     .await;
 
-    for (what, auth) in [("a wrong password", user("guess")), ("no credentials", limes_cluster::NatsAuth::None)] {
+    for (what, auth) in [
+        ("a wrong password", user("guess")),
+        ("no credentials", limes_cluster::NatsAuth::None),
+    ] {
         let started = Instant::now();
         let refused = TestNode::start_with(&nats.url(), "bad", 1.0, 2, |node, cluster| {
             open(node);
             cluster.auth = auth;
         });
-        let error = refused.err().unwrap_or_else(|| panic!("{what}: the node started"));
-        assert!(started.elapsed() < Duration::from_secs(5), "{what}: took {:?}", started.elapsed());
-        assert!(error.to_string().contains("authorization"), "{what}: {error}");
+        let error = refused
+            .err()
+            .unwrap_or_else(|| panic!("{what}: the node started"));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what}: took {:?}",
+            started.elapsed()
+        );
+        assert!(
+            error.to_string().contains("authorization"),
+            "{what}: {error}"
+        );
     }
 }
 
@@ -198,7 +231,12 @@ async fn a_node_never_runs_a_replicated_version_beyond_its_own_limits() {
 
     deploy(&a, "unsigned", "echo").await;
     let answer = invoke(&c, "unsigned", "x").await;
-    assert_eq!((answer.status, answer.body.contains("unsigned")), (400, true), "{}", answer.body);
+    assert_eq!(
+        (answer.status, answer.body.contains("unsigned")),
+        (400, true),
+        "{}",
+        answer.body
+    );
 
     let dir = format!("{}::/data", shared.path().display());
     let signature = limes_node::signing::sign(&key, &guest("files")).unwrap();
@@ -217,17 +255,34 @@ async fn a_node_never_runs_a_replicated_version_beyond_its_own_limits() {
 
     let signed = Client::new()
         .put(a.url("/v1/functions/signed"))
-        .header("x-limes-signature", limes_node::signing::sign(&key, &guest("echo")).unwrap())
+        .header(
+            "x-limes-signature",
+            limes_node::signing::sign(&key, &guest("echo")).unwrap(),
+        )
         .body(guest("echo"))
         .send()
         .await
         .unwrap();
     assert_eq!(signed.status(), 201);
     let answer = invoke(&c, "signed", "ok").await;
-    assert_eq!((answer.status, answer.body.as_str(), answer.node.as_deref()), (200, "ok", Some("c")));
-    let metrics = reqwest::get(c.url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("limes_refused_versions_total{reason=\"unsigned\"}"), "{metrics}");
-    assert!(metrics.contains("limes_refused_versions_total{reason=\"not-permitted\"}"), "{metrics}");
+    assert_eq!(
+        (answer.status, answer.body.as_str(), answer.node.as_deref()),
+        (200, "ok", Some("c"))
+    );
+    let metrics = reqwest::get(c.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("limes_refused_versions_total{reason=\"unsigned\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("limes_refused_versions_total{reason=\"not-permitted\"}"),
+        "{metrics}"
+    );
 }
 
 /// A CA and a certificate for 127.0.0.1 signed by it, as PEM files in `dir`: (cert, key, ca).
@@ -241,11 +296,19 @@ fn certificates(dir: &std::path::Path) -> (String, String, std::path::PathBuf) {
         .unwrap()
         .signed_by(&key, &ca)
         .unwrap();
-    let (cert_file, key_file, ca_file) = (dir.join("nats.pem"), dir.join("nats.key"), dir.join("ca.pem"));
+    let (cert_file, key_file, ca_file) = (
+        dir.join("nats.pem"),
+        dir.join("nats.key"),
+        dir.join("ca.pem"),
+    );
     std::fs::write(&cert_file, leaf.pem()).unwrap();
     std::fs::write(&key_file, key.serialize_pem()).unwrap();
     std::fs::write(&ca_file, ca.pem()).unwrap();
-    (cert_file.display().to_string(), key_file.display().to_string(), ca_file)
+    (
+        cert_file.display().to_string(),
+        key_file.display().to_string(),
+        ca_file,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -265,13 +328,17 @@ async fn nats_over_tls_needs_the_servers_ca() {
         cluster.ca = Some(ca.clone());
     })
     .unwrap();
-    within(Duration::from_secs(5), "the node is connected over TLS", || async {
-        json(&node, "/v1/cluster").await["state"] == "connected"
-    })
+    within(
+        Duration::from_secs(5),
+        "the node is connected over TLS",
+        || async { json(&node, "/v1/cluster").await["state"] == "connected" },
+    )
     .await;
     deploy(&node, "echo", "echo").await;
 
     let untrusted = TestNode::start_with(&nats.url(), "plain", 1.0, 2, |node, _| open(node));
-    let error = untrusted.err().expect("a node that cannot verify NATS's certificate must not start");
+    let error = untrusted
+        .err()
+        .expect("a node that cannot verify NATS's certificate must not start");
     assert!(error.to_string().contains("TLS"), "{error}");
 }

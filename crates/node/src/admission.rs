@@ -265,7 +265,11 @@ impl Scheduler {
         // A moving average over about the last eight calls.
         let sample = held.as_nanos().min(u64::MAX as u128) as u64;
         let old = self.service_ns.load(Ordering::Relaxed);
-        let new = if old == 0 { sample } else { old - old / 8 + sample / 8 };
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
         self.service_ns.store(new, Ordering::Relaxed);
     }
 
@@ -276,7 +280,10 @@ impl Scheduler {
             Priority::Urgent => &[Pool::Urgent, Pool::Shared],
             _ => &[Pool::Shared],
         };
-        let pool = pools.iter().copied().find(|p| state.running[*p as usize] < slots)?;
+        let pool = pools
+            .iter()
+            .copied()
+            .find(|p| state.running[*p as usize] < slots)?;
         state.running[pool as usize] += 1;
         Some(pool)
     }
@@ -287,7 +294,10 @@ impl Scheduler {
         let deadline = self.config.deadline(class);
         let (id, granted) = {
             let mut state = self.lock();
-            let ahead: usize = state.queues[..=class.index()].iter().map(VecDeque::len).sum();
+            let ahead: usize = state.queues[..=class.index()]
+                .iter()
+                .map(VecDeque::len)
+                .sum();
             if ahead == 0
                 && let Some(pool) = self.take_free(&mut state, class)
             {
@@ -399,7 +409,10 @@ mod tests {
         for w in waiting {
             w.await.unwrap();
         }
-        assert_eq!(*order.lock().unwrap(), [Priority::Urgent, Priority::Regular, Priority::Batch]);
+        assert_eq!(
+            *order.lock().unwrap(),
+            [Priority::Urgent, Priority::Regular, Priority::Batch]
+        );
         assert_eq!((s.running(), s.queued()), (1, [0, 0, 0]));
     }
 
@@ -408,19 +421,32 @@ mod tests {
         let s = scheduler(1, [5000, 30, 5000]);
         let running = s.acquire(Priority::Batch).await.unwrap();
         let started = Instant::now();
-        assert_eq!(s.acquire(Priority::Regular).await.err(), Some(Shed::Deadline));
+        assert_eq!(
+            s.acquire(Priority::Regular).await.err(),
+            Some(Shed::Deadline)
+        );
         let waited = started.elapsed();
-        assert!(waited >= Duration::from_millis(30) && waited < Duration::from_millis(500), "{waited:?}");
+        assert!(
+            waited >= Duration::from_millis(30) && waited < Duration::from_millis(500),
+            "{waited:?}"
+        );
         assert_eq!(s.queued(), [0, 0, 0]);
         drop(running);
         assert_eq!(s.running(), 0);
         // A full queue sheds on arrival.
-        let s = Scheduler::new(AdmissionConfig { run_slots: 1, deadlines: [Duration::from_secs(5); 3], max_queued: [1, 1, 1] });
+        let s = Scheduler::new(AdmissionConfig {
+            run_slots: 1,
+            deadlines: [Duration::from_secs(5); 3],
+            max_queued: [1, 1, 1],
+        });
         let _running = s.acquire(Priority::Regular).await.unwrap();
         let s2 = s.clone();
         let _queued = tokio::spawn(async move { s2.acquire(Priority::Regular).await.map(|_| ()) });
         tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(s.acquire(Priority::Regular).await.err(), Some(Shed::QueueFull));
+        assert_eq!(
+            s.acquire(Priority::Regular).await.err(),
+            Some(Shed::QueueFull)
+        );
     }
 
     #[tokio::test]
@@ -445,7 +471,10 @@ mod tests {
         s.note_service(Duration::from_millis(50));
         let _running = s.acquire(Priority::Regular).await.unwrap();
         let started = Instant::now();
-        assert_eq!(s.acquire(Priority::Regular).await.err(), Some(Shed::WouldMiss));
+        assert_eq!(
+            s.acquire(Priority::Regular).await.err(),
+            Some(Shed::WouldMiss)
+        );
         assert!(started.elapsed() < Duration::from_millis(5));
     }
 
@@ -471,12 +500,18 @@ mod tests {
         assert_eq!(regular.pool(), Pool::Shared);
         // The shared slot is busy, yet an urgent call starts at once, in its own pool.
         let urgent = s.acquire(Priority::Urgent).await.unwrap();
-        assert_eq!((urgent.pool(), urgent.waited < Duration::from_millis(5)), (Pool::Urgent, true));
+        assert_eq!(
+            (urgent.pool(), urgent.waited < Duration::from_millis(5)),
+            (Pool::Urgent, true)
+        );
         drop(regular);
         // With its own pool full, an urgent call takes a free shared slot; regular ones wait.
         let second = s.acquire(Priority::Urgent).await.unwrap();
         assert_eq!(second.pool(), Pool::Shared);
-        assert_eq!(s.acquire(Priority::Regular).await.err(), Some(Shed::Deadline));
+        assert_eq!(
+            s.acquire(Priority::Regular).await.err(),
+            Some(Shed::Deadline)
+        );
         drop((urgent, second));
         assert_eq!(s.running(), 0);
     }

@@ -130,7 +130,10 @@ mod tests {
         let log = AuditLog::open(Arc::new(Database::create(&path).unwrap())).unwrap();
         let recent = log.recent(2).unwrap();
         assert_eq!(
-            recent.iter().map(|e| (e.seq, e.target.as_str())).collect::<Vec<_>>(),
+            recent
+                .iter()
+                .map(|e| (e.seq, e.target.as_str()))
+                .collect::<Vec<_>>(),
             [(2, "b"), (3, "c")]
         );
         assert_eq!(log.recent(10).unwrap().len(), 3);

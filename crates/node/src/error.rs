@@ -29,7 +29,9 @@ pub enum NodeError {
     #[error("the node is at capacity; retry shortly or elsewhere")]
     Full,
     /// The call could not start within its class's queue deadline (see [`crate::admission`]).
-    #[error("the node is busy: a {class} call could not start within its queue deadline ({reason}); retry shortly or elsewhere")]
+    #[error(
+        "the node is busy: a {class} call could not start within its queue deadline ({reason}); retry shortly or elsewhere"
+    )]
     Shed {
         /// The call's class.
         class: &'static str,

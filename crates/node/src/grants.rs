@@ -74,7 +74,13 @@ impl Grants {
                 "dir {} is outside the directories this node allows (--allow-host-dir: {}); \
                  a function's own directory is always allowed as {PRIVATE_DIR}::GUEST",
                 host.display(),
-                list_or_none(&self.host_dirs.iter().map(|d| d.display()).collect::<Vec<_>>())
+                list_or_none(
+                    &self
+                        .host_dirs
+                        .iter()
+                        .map(|d| d.display())
+                        .collect::<Vec<_>>()
+                )
             ))
         };
         // First by the words of the path, so that nothing is learned of the host's files
@@ -85,9 +91,8 @@ impl Grants {
         if !lexical {
             return Err(refuse());
         }
-        let canonical = std::fs::canonicalize(host).map_err(|e| {
-            NodeError::BadRequest(format!("dir {}: {e}", host.display()))
-        })?;
+        let canonical = std::fs::canonicalize(host)
+            .map_err(|e| NodeError::BadRequest(format!("dir {}: {e}", host.display())))?;
         if self.host_dirs.iter().any(|d| canonical.starts_with(d)) {
             Ok(())
         } else {
@@ -100,7 +105,11 @@ fn list_or_none<T: std::fmt::Display>(items: &[T]) -> String {
     if items.is_empty() {
         "none".into()
     } else {
-        items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+        items
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -117,10 +126,14 @@ mod tests {
         let grants = Grants::default();
         assert!(grants.check(&manifest(&[])).is_ok());
         assert!(grants.check(&manifest(&[("dir", "@data::/data")])).is_ok());
-        let err = grants.check(&manifest(&[("dir", "/etc::/host:ro")])).unwrap_err();
+        let err = grants
+            .check(&manifest(&[("dir", "/etc::/host:ro")]))
+            .unwrap_err();
         assert_eq!(err.kind(), "not-permitted");
         assert!(err.to_string().contains("--allow-host-dir: none"), "{err}");
-        let err = grants.check(&manifest(&[("allow_connect", "10.0.0.1")])).unwrap_err();
+        let err = grants
+            .check(&manifest(&[("allow_connect", "10.0.0.1")]))
+            .unwrap_err();
         assert!(err.to_string().contains("allow_connect=10.0.0.1"), "{err}");
     }
 
@@ -136,17 +149,42 @@ mod tests {
         let allowed = std::fs::canonicalize(allowed).unwrap();
         assert!(grants.check(&dir(&allowed)).is_ok());
         assert!(grants.check(&dir(&allowed.join("sub"))).is_ok());
-        for escape in [allowed.join("../secret"), allowed.join("link"), "/tmp".into()] {
-            assert_eq!(grants.check(&dir(&escape)).unwrap_err().kind(), "not-permitted", "{}", escape.display());
+        for escape in [
+            allowed.join("../secret"),
+            allowed.join("link"),
+            "/tmp".into(),
+        ] {
+            assert_eq!(
+                grants.check(&dir(&escape)).unwrap_err().kind(),
+                "not-permitted",
+                "{}",
+                escape.display()
+            );
         }
     }
 
     #[test]
     fn egress_must_lie_inside_a_granted_network() {
         let grants = Grants::new(&[], vec!["10.1.0.0/16".parse().unwrap()]).unwrap();
-        assert!(grants.check(&manifest(&[("allow_connect", "10.1.2.3")])).is_ok());
-        assert!(grants.check(&manifest(&[("allow_bind", "10.1.2.0/24")])).is_ok());
-        assert!(grants.check(&manifest(&[("allow_connect", "10.0.0.0/8")])).is_err());
-        assert!(grants.check(&manifest(&[("allow_connect", "0.0.0.0/0")])).is_err());
+        assert!(
+            grants
+                .check(&manifest(&[("allow_connect", "10.1.2.3")]))
+                .is_ok()
+        );
+        assert!(
+            grants
+                .check(&manifest(&[("allow_bind", "10.1.2.0/24")]))
+                .is_ok()
+        );
+        assert!(
+            grants
+                .check(&manifest(&[("allow_connect", "10.0.0.0/8")]))
+                .is_err()
+        );
+        assert!(
+            grants
+                .check(&manifest(&[("allow_connect", "0.0.0.0/0")]))
+                .is_err()
+        );
     }
 }

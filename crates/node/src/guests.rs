@@ -21,7 +21,11 @@ pub struct GuestThreads {
 /// The niceness of shared-slot guest threads.
 const SHARED_NICE: i32 = 10;
 
-fn guest_runtime(threads: usize, name: &str, nice: i32) -> std::io::Result<tokio::runtime::Runtime> {
+fn guest_runtime(
+    threads: usize,
+    name: &str,
+    nice: i32,
+) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .thread_name(name)
@@ -94,7 +98,11 @@ impl RecentTime {
     pub fn note(&self, took: Duration) {
         let sample = took.as_nanos().min(u64::MAX as u128) as u64;
         let old = self.0.load(Ordering::Relaxed);
-        let new = if old == 0 { sample.max(1) } else { old - old / 8 + sample / 8 };
+        let new = if old == 0 {
+            sample.max(1)
+        } else {
+            old - old / 8 + sample / 8
+        };
         self.0.store(new, Ordering::Relaxed);
     }
 
@@ -104,4 +112,3 @@ impl RecentTime {
         ns != 0 && Duration::from_nanos(ns) < INLINE_BELOW
     }
 }
-

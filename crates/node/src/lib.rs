@@ -42,15 +42,15 @@ use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-pub use api::ROUTES;
 pub use admission::{AdmissionConfig, Priority};
+pub use api::ROUTES;
 pub use auth::{AuthMode, Caller, Need, Role};
-pub use lifecycle::Deploy;
 pub use cluster::{
     Call, Cluster, HttpCall, HttpRan, MAX_FORWARDED_BODY, MAX_HOPS, NewVersion, Placement, Ran,
 };
 pub use error::NodeError;
 pub use http_fn::buffer as buffer_response;
+pub use lifecycle::Deploy;
 pub use manifest::Manifest;
 pub use node::{Node, NodeConfig, validate_name};
 pub use openapi::document as openapi_document;

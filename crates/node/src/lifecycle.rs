@@ -105,7 +105,9 @@ impl Node {
             tracing::warn!(function = name, version = version.version, error = %e, "refusing to run a version");
             return Err(e);
         }
-        let function = self.runtime.load(bytes, self.policy(name, &version.manifest)?)?;
+        let function = self
+            .runtime
+            .load(bytes, self.policy(name, &version.manifest)?)?;
         Ok(Live::new(function, version.version, &version.manifest))
     }
 
@@ -114,9 +116,8 @@ impl Node {
     fn policy(&self, name: &str, manifest: &Manifest) -> Result<limes_runtime::Policy, NodeError> {
         let private = self.private_dir(name);
         if manifest.uses_private_dir() {
-            std::fs::create_dir_all(&private).map_err(|e| {
-                NodeError::Storage(format!("creating {}: {e}", private.display()))
-            })?;
+            std::fs::create_dir_all(&private)
+                .map_err(|e| NodeError::Storage(format!("creating {}: {e}", private.display())))?;
         }
         manifest.to_policy(&private).map_err(NodeError::BadRequest)
     }
@@ -126,7 +127,9 @@ impl Node {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(function = name, dir = %dir.display(), error = %e, "could not remove the function's directory"),
+            Err(e) => {
+                tracing::warn!(function = name, dir = %dir.display(), error = %e, "could not remove the function's directory")
+            }
         }
     }
 
@@ -204,7 +207,11 @@ impl Node {
     /// Deploys a new version of `name`. When this returns, the artifact and the registry entry
     /// are durable (in the cluster too, when the node has joined one), and the version serves
     /// invocations.
-    pub async fn deploy(self: &Arc<Self>, name: &str, deploy: Deploy) -> Result<Version, NodeError> {
+    pub async fn deploy(
+        self: &Arc<Self>,
+        name: &str,
+        deploy: Deploy,
+    ) -> Result<Version, NodeError> {
         validate_name(name)?;
         let Deploy {
             component,
@@ -250,10 +257,7 @@ impl Node {
                 blocking(move || Ok(node.registry.add_version(&name, new)?)).await?
             }
         };
-        self.set_live(
-            name,
-            Some(Live::new(function, version.version, &manifest)),
-        );
+        self.set_live(name, Some(Live::new(function, version.version, &manifest)));
         tracing::info!(function = name, version = version.version, digest = %version.digest, "deployed");
         Ok(version)
     }

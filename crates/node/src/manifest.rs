@@ -300,7 +300,10 @@ mod tests {
         );
         assert!(from_query.public);
         assert_eq!(
-            from_query.to_policy(std::path::Path::new("/p")).unwrap().timeout,
+            from_query
+                .to_policy(std::path::Path::new("/p"))
+                .unwrap()
+                .timeout,
             Duration::from_secs(5)
         );
         let private = Manifest::from_pairs([("dir", "@data::/data")]).unwrap();

@@ -178,7 +178,11 @@ impl Default for Metrics {
             "Time admitted invocations waited for a run slot, by class",
             m.queue_wait.clone(),
         );
-        registry.register("queued", "Invocations waiting for a run slot now, by class", m.queued.clone());
+        registry.register(
+            "queued",
+            "Invocations waiting for a run slot now, by class",
+            m.queued.clone(),
+        );
         registry.register(
             "requests_denied",
             "Requests refused by authentication (unauthorized) or authorization (forbidden)",
@@ -227,9 +231,13 @@ impl Metrics {
 
     /// Counts a call of `class` that got a run slot after waiting `waited`.
     pub fn admitted(&self, class: &str, waited: Duration) {
-        let label = Class { class: class.to_owned() };
+        let label = Class {
+            class: class.to_owned(),
+        };
         self.admitted.get_or_create(&label).inc();
-        self.queue_wait.get_or_create(&label).observe(waited.as_secs_f64());
+        self.queue_wait
+            .get_or_create(&label)
+            .observe(waited.as_secs_f64());
     }
 
     /// Counts a call of `class` shed for `reason`.

@@ -10,7 +10,6 @@ use limes_runtime::{Function, PoolConfig, Runtime, RuntimeConfig};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::admission::{AdmissionConfig, Pool, Priority, RunSlot, Scheduler};
-use crate::guests::{GuestThreads, RecentTime};
 use crate::artifacts::ArtifactStore;
 use crate::audit::{AuditLog, Change};
 use crate::auth::AuthMode;
@@ -18,6 +17,7 @@ use crate::auth::tokens::TokenStore;
 use crate::cluster::{Call, Cluster, MAX_HOPS, Placement, Ran};
 use crate::error::NodeError;
 use crate::grants::Grants;
+use crate::guests::{GuestThreads, RecentTime};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::signing::TrustedKeys;
@@ -438,7 +438,10 @@ impl Node {
         let outcome = if live.recent.is_short() {
             work.await
         } else {
-            self.guests.run(pool, work).await.map_err(NodeError::Storage)?
+            self.guests
+                .run(pool, work)
+                .await
+                .map_err(NodeError::Storage)?
         };
         live.recent.note(started.elapsed());
         Ok(outcome)

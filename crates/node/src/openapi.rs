@@ -25,7 +25,8 @@ fn annotate_security(doc: &mut Value) {
             _ => {
                 op["security"] = json!([{"bearer": []}]);
                 op["x-limes-roles"] = json!(roles);
-                op["responses"]["401"] = error_response("No token, or an unknown, revoked or expired one");
+                op["responses"]["401"] =
+                    error_response("No token, or an unknown, revoked or expired one");
                 op["responses"]["403"] = error_response("The token's role does not allow this");
             }
         }

@@ -229,20 +229,8 @@ mod tests {
         let path = dir.path().join("registry.redb");
         {
             let registry = Registry::open(&path).unwrap();
-            assert_eq!(
-                registry
-                    .add_version("f", new("aa"))
-                    .unwrap()
-                    .version,
-                1
-            );
-            assert_eq!(
-                registry
-                    .add_version("f", new("bb"))
-                    .unwrap()
-                    .version,
-                2
-            );
+            assert_eq!(registry.add_version("f", new("aa")).unwrap().version, 1);
+            assert_eq!(registry.add_version("f", new("bb")).unwrap().version, 2);
         }
         let registry = Registry::open(&path).unwrap();
         let record = registry.get("f").unwrap().unwrap();

@@ -38,13 +38,16 @@ impl TrustedKeys {
             if path.extension().is_none_or(|e| e != "pub") {
                 continue;
             }
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             let key = hex::decode(text.trim())
                 .ok()
                 .filter(|k| k.len() == 32)
                 .ok_or_else(|| {
-                    format!("{}: not an Ed25519 public key (64 hex digits)", path.display())
+                    format!(
+                        "{}: not an Ed25519 public key (64 hex digits)",
+                        path.display()
+                    )
                 })?;
             let name = path
                 .file_stem()
@@ -53,7 +56,10 @@ impl TrustedKeys {
             keys.push((name, key));
         }
         if keys.is_empty() {
-            return Err(format!("--trusted-keys {}: no *.pub key in it", dir.display()));
+            return Err(format!(
+                "--trusted-keys {}: no *.pub key in it",
+                dir.display()
+            ));
         }
         keys.sort();
         Ok(Self { keys })
@@ -102,7 +108,10 @@ pub fn keygen(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), String> {
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| "no randomness for a key")?;
     let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    let (private, public) = (dir.join(format!("{name}.key")), dir.join(format!("{name}.pub")));
+    let (private, public) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
+    );
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -110,8 +119,11 @@ pub fn keygen(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), String> {
         .open(&private)
         .map_err(|e| io(&private, e))?;
     writeln!(file, "{}", hex::encode(pkcs8.as_ref())).map_err(|e| io(&private, e))?;
-    std::fs::write(&public, format!("{}\n", hex::encode(pair.public_key().as_ref())))
-        .map_err(|e| io(&public, e))?;
+    std::fs::write(
+        &public,
+        format!("{}\n", hex::encode(pair.public_key().as_ref())),
+    )
+    .map_err(|e| io(&public, e))?;
     Ok((private, public))
 }
 
@@ -140,12 +152,27 @@ mod tests {
         let component = b"\0asm component bytes";
         let digest = limes_runtime::Digest::of(component).to_string();
         let signature = sign(&key, component).unwrap();
-        assert_eq!(trusted.verify(&digest, Some(&signature)).unwrap(), "release");
-        assert_eq!(trusted.verify(&digest, None).unwrap_err().kind(), "unsigned");
+        assert_eq!(
+            trusted.verify(&digest, Some(&signature)).unwrap(),
+            "release"
+        );
+        assert_eq!(
+            trusted.verify(&digest, None).unwrap_err().kind(),
+            "unsigned"
+        );
         let tampered = limes_runtime::Digest::of(b"\0asm other bytes").to_string();
-        assert_eq!(trusted.verify(&tampered, Some(&signature)).unwrap_err().kind(), "bad-signature");
+        assert_eq!(
+            trusted
+                .verify(&tampered, Some(&signature))
+                .unwrap_err()
+                .kind(),
+            "bad-signature"
+        );
         let foreign = sign(&other_key, component).unwrap();
-        assert_eq!(trusted.verify(&digest, Some(&foreign)).unwrap_err().kind(), "bad-signature");
+        assert_eq!(
+            trusted.verify(&digest, Some(&foreign)).unwrap_err().kind(),
+            "bad-signature"
+        );
         assert!(TrustedKeys::load(tempfile::tempdir().unwrap().path()).is_err());
     }
 }

@@ -373,9 +373,17 @@ async fn every_route_is_in_the_openapi_document_and_served() {
         if *need == limes_node::Need::Nothing {
             assert_eq!(op["security"], serde_json::json!([]), "{method} {path}");
         } else {
-            assert_eq!(op["security"][0]["bearer"], serde_json::json!([]), "{method} {path}");
+            assert_eq!(
+                op["security"][0]["bearer"],
+                serde_json::json!([]),
+                "{method} {path}"
+            );
             let roles: Vec<&str> = need.roles().iter().map(|r| r.as_str()).collect();
-            assert_eq!(op["x-limes-roles"], serde_json::json!(roles), "{method} {path}");
+            assert_eq!(
+                op["x-limes-roles"],
+                serde_json::json!(roles),
+                "{method} {path}"
+            );
         }
         let concrete = path.replace("{name}", "nobody").replace("{path}", "x");
         let request = client.request(method.to_uppercase().parse().unwrap(), node.at(&concrete));

@@ -43,7 +43,12 @@ async fn create_token(node: &TestNode, admin: &str, body: Value) -> reqwest::Res
 }
 
 async fn token_for(node: &TestNode, admin: &str, role: Role) -> String {
-    let made = create_token(node, admin, json!({"role": role.as_str(), "name": format!("t-{}", role.as_str())})).await;
+    let made = create_token(
+        node,
+        admin,
+        json!({"role": role.as_str(), "name": format!("t-{}", role.as_str())}),
+    )
+    .await;
     assert_eq!(made.status(), StatusCode::CREATED);
     let made: Value = made.json().await.unwrap();
     made["token"].as_str().unwrap().to_owned()
@@ -65,7 +70,10 @@ async fn the_first_start_writes_an_admin_token_readable_by_the_owner_only() {
         .unwrap();
     let tokens = listed["tokens"].as_array().unwrap();
     assert_eq!(tokens.len(), 1);
-    assert_eq!((tokens[0]["name"].as_str(), tokens[0]["role"].as_str()), (Some("admin-local"), Some("admin")));
+    assert_eq!(
+        (tokens[0]["name"].as_str(), tokens[0]["role"].as_str()),
+        (Some("admin-local"), Some("admin"))
+    );
     // The hash is not shown either.
     assert!(!listed.to_string().contains(&admin[23..]));
     assert!(tokens[0].get("hash").is_none());
@@ -73,7 +81,12 @@ async fn the_first_start_writes_an_admin_token_readable_by_the_owner_only() {
     // A restart keeps the token and makes no new one.
     let node = TestNode::start(NodeConfig::new(dir.path())).await;
     assert_eq!(admin_token(dir.path()), admin);
-    assert_eq!(send(&node, Method::GET, "/v1/functions", Some(&admin), vec![]).await.status(), StatusCode::OK);
+    assert_eq!(
+        send(&node, Method::GET, "/v1/functions", Some(&admin), vec![])
+            .await
+            .status(),
+        StatusCode::OK
+    );
     node.stop().await;
 }
 
@@ -84,7 +97,11 @@ async fn every_route_refuses_no_token_and_wrong_roles_and_admits_right_ones() {
     let admin = admin_token(dir.path());
     let mut tokens = Vec::new();
     for role in Role::ALL {
-        let token = if role == Role::Admin { admin.clone() } else { token_for(&node, &admin, role).await };
+        let token = if role == Role::Admin {
+            admin.clone()
+        } else {
+            token_for(&node, &admin, role).await
+        };
         tokens.push((role, token));
     }
     for (method, path, need) in limes_node::ROUTES {
@@ -93,10 +110,17 @@ async fn every_route_refuses_no_token_and_wrong_roles_and_admits_right_ones() {
         let what = format!("{method} {path}");
         let anonymous = send(&node, method.clone(), &concrete, None, vec![]).await;
         if *need == limes_node::Need::Nothing {
-            assert!(anonymous.status().is_success(), "{what}: {}", anonymous.status());
+            assert!(
+                anonymous.status().is_success(),
+                "{what}: {}",
+                anonymous.status()
+            );
         } else {
             assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED, "{what}");
-            assert!(anonymous.headers().contains_key("www-authenticate"), "{what}");
+            assert!(
+                anonymous.headers().contains_key("www-authenticate"),
+                "{what}"
+            );
             assert_eq!(error_kind(anonymous).await, "unauthorized", "{what}");
         }
         for (role, token) in &tokens {
@@ -112,14 +136,29 @@ async fn every_route_refuses_no_token_and_wrong_roles_and_admits_right_ones() {
                 let body: Value = answer.json().await.unwrap();
                 assert_eq!(body["error"]["kind"], "forbidden", "{what}");
                 let message = body["error"]["message"].as_str().unwrap();
-                assert!(message.contains(role.as_str()) && message.contains("needs"), "{what}: {message}");
+                assert!(
+                    message.contains(role.as_str()) && message.contains("needs"),
+                    "{what}: {message}"
+                );
             }
         }
     }
     // A token that is not one, and a scheme that is not Bearer.
-    let bogus = send(&node, Method::GET, "/v1/functions", Some("limes_00_11"), vec![]).await;
+    let bogus = send(
+        &node,
+        Method::GET,
+        "/v1/functions",
+        Some("limes_00_11"),
+        vec![],
+    )
+    .await;
     assert_eq!(bogus.status(), StatusCode::UNAUTHORIZED);
-    let basic = Client::new().get(node.at("/v1/functions")).basic_auth("admin", Some(&admin)).send().await.unwrap();
+    let basic = Client::new()
+        .get(node.at("/v1/functions"))
+        .basic_auth("admin", Some(&admin))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(basic.status(), StatusCode::UNAUTHORIZED);
     node.stop().await;
 }
@@ -130,17 +169,46 @@ async fn a_revoked_token_fails_on_the_next_request_and_an_expired_one_fails() {
     let node = TestNode::start(NodeConfig::new(dir.path())).await;
     let admin = admin_token(dir.path());
     let invoke = token_for(&node, &admin, Role::Invoke).await;
-    assert_eq!(send(&node, Method::GET, "/v1/functions", Some(&invoke), vec![]).await.status(), StatusCode::OK);
-    let revoked = send(&node, Method::DELETE, "/v1/tokens/t-invoke", Some(&admin), vec![]).await;
+    assert_eq!(
+        send(&node, Method::GET, "/v1/functions", Some(&invoke), vec![])
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let revoked = send(
+        &node,
+        Method::DELETE,
+        "/v1/tokens/t-invoke",
+        Some(&admin),
+        vec![],
+    )
+    .await;
     assert_eq!(revoked.status(), StatusCode::OK);
     let after = send(&node, Method::GET, "/v1/functions", Some(&invoke), vec![]).await;
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
     let body: Value = after.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("revoked"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"),
+        "{body}"
+    );
     // Names are unique, revoked or not.
     let again = create_token(&node, &admin, json!({"role": "invoke", "name": "t-invoke"})).await;
     assert_eq!(again.status(), StatusCode::CONFLICT);
-    assert_eq!(send(&node, Method::DELETE, "/v1/tokens/nobody", Some(&admin), vec![]).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        send(
+            &node,
+            Method::DELETE,
+            "/v1/tokens/nobody",
+            Some(&admin),
+            vec![]
+        )
+        .await
+        .status(),
+        StatusCode::NOT_FOUND
+    );
     let bad = create_token(&node, &admin, json!({"role": "root"})).await;
     assert_eq!(error_kind(bad).await, "bad-request");
 
@@ -150,12 +218,23 @@ async fn a_revoked_token_fails_on_the_next_request_and_an_expired_one_fails() {
         .await
         .unwrap();
     let short = short["token"].as_str().unwrap().to_owned();
-    assert_eq!(send(&node, Method::GET, "/v1/functions", Some(&short), vec![]).await.status(), StatusCode::OK);
+    assert_eq!(
+        send(&node, Method::GET, "/v1/functions", Some(&short), vec![])
+            .await
+            .status(),
+        StatusCode::OK
+    );
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let expired = send(&node, Method::GET, "/v1/functions", Some(&short), vec![]).await;
     assert_eq!(expired.status(), StatusCode::UNAUTHORIZED);
     let body: Value = expired.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("expired"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{body}"
+    );
     node.stop().await;
 }
 
@@ -164,27 +243,99 @@ async fn public_functions_need_no_token_and_others_do() {
     let dir = tempfile::tempdir().unwrap();
     let node = TestNode::start(NodeConfig::new(dir.path())).await;
     let deploy = token_for(&node, &admin_token(dir.path()), Role::Deploy).await;
-    let open = send(&node, Method::PUT, "/v1/functions/open?public=true", Some(&deploy), guest("echo")).await;
+    let open = send(
+        &node,
+        Method::PUT,
+        "/v1/functions/open?public=true",
+        Some(&deploy),
+        guest("echo"),
+    )
+    .await;
     assert_eq!(open.status(), StatusCode::CREATED);
-    let closed = send(&node, Method::PUT, "/v1/functions/closed", Some(&deploy), guest("echo")).await;
+    let closed = send(
+        &node,
+        Method::PUT,
+        "/v1/functions/closed",
+        Some(&deploy),
+        guest("echo"),
+    )
+    .await;
     assert_eq!(closed.status(), StatusCode::CREATED);
-    let hello = send(&node, Method::PUT, "/v1/functions/hello?public=true", Some(&deploy), guest("http-hello")).await;
+    let hello = send(
+        &node,
+        Method::PUT,
+        "/v1/functions/hello?public=true",
+        Some(&deploy),
+        guest("http-hello"),
+    )
+    .await;
     assert_eq!(hello.status(), StatusCode::CREATED);
 
-    let answer = send(&node, Method::POST, "/v1/functions/open/invoke", None, b"hi".to_vec()).await;
+    let answer = send(
+        &node,
+        Method::POST,
+        "/v1/functions/open/invoke",
+        None,
+        b"hi".to_vec(),
+    )
+    .await;
     assert_eq!(answer.status(), StatusCode::OK);
     assert_eq!(answer.text().await.unwrap(), "hi");
-    assert_eq!(send(&node, Method::GET, "/fn/hello/", None, vec![]).await.status(), StatusCode::OK);
-    let refused = send(&node, Method::POST, "/v1/functions/closed/invoke", None, b"hi".to_vec()).await;
+    assert_eq!(
+        send(&node, Method::GET, "/fn/hello/", None, vec![])
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let refused = send(
+        &node,
+        Method::POST,
+        "/v1/functions/closed/invoke",
+        None,
+        b"hi".to_vec(),
+    )
+    .await;
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     // Public is about invoking only: reading and removing still need a token.
-    assert_eq!(send(&node, Method::GET, "/v1/functions/open", None, vec![]).await.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(send(&node, Method::DELETE, "/v1/functions/open", None, vec![]).await.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(send(&node, Method::GET, "/healthz", None, vec![]).await.status(), StatusCode::OK);
-    assert_eq!(send(&node, Method::GET, "/v1/openapi.json", None, vec![]).await.status(), StatusCode::OK);
-    assert_eq!(send(&node, Method::GET, "/metrics", None, vec![]).await.status(), StatusCode::UNAUTHORIZED);
-    let metrics = send(&node, Method::GET, "/metrics", Some(&deploy), vec![]).await.text().await.unwrap();
-    assert!(metrics.contains("limes_requests_denied_total{reason=\"unauthorized\"}"), "{metrics}");
+    assert_eq!(
+        send(&node, Method::GET, "/v1/functions/open", None, vec![])
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&node, Method::DELETE, "/v1/functions/open", None, vec![])
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&node, Method::GET, "/healthz", None, vec![])
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&node, Method::GET, "/v1/openapi.json", None, vec![])
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&node, Method::GET, "/metrics", None, vec![])
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let metrics = send(&node, Method::GET, "/metrics", Some(&deploy), vec![])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("limes_requests_denied_total{reason=\"unauthorized\"}"),
+        "{metrics}"
+    );
     node.stop().await;
 }
 
@@ -213,18 +364,38 @@ async fn manifests_get_host_dirs_and_egress_only_inside_the_nodes_grants() {
         let body: Value = answer.json().await.unwrap();
         assert_eq!(body["error"]["kind"], "not-permitted", "{key}={value}");
         let message = body["error"]["message"].as_str().unwrap();
-        assert!(message.contains("--allow-host-dir") || message.contains("--allow-egress"), "{message}");
+        assert!(
+            message.contains("--allow-host-dir") || message.contains("--allow-egress"),
+            "{message}"
+        );
     }
     // Nothing was deployed by the refusals.
-    let listed: Value = reqwest::get(node.at("/v1/functions")).await.unwrap().json().await.unwrap();
+    let listed: Value = reqwest::get(node.at("/v1/functions"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(listed["functions"].as_array().unwrap().len(), 0);
 
     let inside = format!("{}::/data", allowed.path().display());
-    assert_eq!(node.deploy("files", "files", &[("dir", &inside)]).await.status(), StatusCode::CREATED);
-    assert_eq!(node.deploy("net", "net", &[("allow_connect", "10.1.2.3")]).await.status(), StatusCode::CREATED);
+    assert_eq!(
+        node.deploy("files", "files", &[("dir", &inside)])
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        node.deploy("net", "net", &[("allow_connect", "10.1.2.3")])
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
 
     // The function's own directory needs no grant, is private to it, and goes with it.
-    let own = node.deploy("mine", "files", &[("dir", "@data::/data")]).await;
+    let own = node
+        .deploy("mine", "files", &[("dir", "@data::/data")])
+        .await;
     assert_eq!(own.status(), StatusCode::CREATED);
     let private = dir.path().join("functions/mine");
     assert!(private.is_dir());
@@ -233,7 +404,11 @@ async fn manifests_get_host_dirs_and_egress_only_inside_the_nodes_grants() {
     let text = wrote.text().await.unwrap();
     assert_eq!(status, StatusCode::OK, "{text}");
     assert!(private.join("note").is_file(), "{text}");
-    let removed = Client::new().delete(node.at("/v1/functions/mine")).send().await.unwrap();
+    let removed = Client::new()
+        .delete(node.at("/v1/functions/mine"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(removed.status(), StatusCode::NO_CONTENT);
     assert!(!private.exists());
     node.stop().await;
@@ -252,7 +427,9 @@ async fn a_node_with_trusted_keys_runs_signed_components_only() {
     let node = TestNode::start(config).await;
     let echo = guest("echo");
     let deploy = |signature: Option<String>, component: Vec<u8>| {
-        let mut request = Client::new().put(node.at("/v1/functions/signed")).body(component);
+        let mut request = Client::new()
+            .put(node.at("/v1/functions/signed"))
+            .body(component);
         if let Some(s) = signature {
             request = request.header("x-limes-signature", s);
         }
@@ -262,21 +439,39 @@ async fn a_node_with_trusted_keys_runs_signed_components_only() {
     assert_eq!(unsigned.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_kind(unsigned).await, "unsigned");
     let foreign = limes_node::signing::sign(&stranger_key, &echo).unwrap();
-    assert_eq!(error_kind(deploy(Some(foreign), echo.clone()).await.unwrap()).await, "bad-signature");
+    assert_eq!(
+        error_kind(deploy(Some(foreign), echo.clone()).await.unwrap()).await,
+        "bad-signature"
+    );
     // A signature of another component does not cover this one.
     let of_sort = limes_node::signing::sign(&key, &guest("sort")).unwrap();
-    assert_eq!(error_kind(deploy(Some(of_sort), echo.clone()).await.unwrap()).await, "bad-signature");
-    assert_eq!(error_kind(deploy(Some("zz".into()), echo.clone()).await.unwrap()).await, "bad-signature");
+    assert_eq!(
+        error_kind(deploy(Some(of_sort), echo.clone()).await.unwrap()).await,
+        "bad-signature"
+    );
+    assert_eq!(
+        error_kind(deploy(Some("zz".into()), echo.clone()).await.unwrap()).await,
+        "bad-signature"
+    );
 
     let good = limes_node::signing::sign(&key, &echo).unwrap();
     let signed = deploy(Some(good), echo).await.unwrap();
     assert_eq!(signed.status(), StatusCode::CREATED);
     let body: Value = signed.json().await.unwrap();
     assert_eq!(body["signed_by"], "release");
-    assert_eq!(node.invoke("signed", "ok").await.text().await.unwrap(), "ok");
+    assert_eq!(
+        node.invoke("signed", "ok").await.text().await.unwrap(),
+        "ok"
+    );
     let metrics = node.metrics().await;
-    assert!(metrics.contains("limes_refused_versions_total{reason=\"bad-signature\"} 3"), "{metrics}");
-    assert!(metrics.contains("limes_refused_versions_total{reason=\"unsigned\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("limes_refused_versions_total{reason=\"bad-signature\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("limes_refused_versions_total{reason=\"unsigned\"} 1"),
+        "{metrics}"
+    );
     node.stop().await;
 }
 
@@ -286,22 +481,92 @@ async fn the_audit_log_names_who_changed_what_and_survives_a_restart() {
     let node = TestNode::start(NodeConfig::new(dir.path())).await;
     let admin = admin_token(dir.path());
     let deployer = token_for(&node, &admin, Role::Deploy).await;
-    assert_eq!(send(&node, Method::PUT, "/v1/functions/f", Some(&deployer), guest("echo")).await.status(), StatusCode::CREATED);
-    assert_eq!(send(&node, Method::PUT, "/v1/functions/f", Some(&deployer), guest("sort")).await.status(), StatusCode::CREATED);
-    assert_eq!(send(&node, Method::POST, "/v1/functions/f/rollback?version=1", Some(&deployer), vec![]).await.status(), StatusCode::OK);
-    assert_eq!(send(&node, Method::DELETE, "/v1/functions/f", Some(&admin), vec![]).await.status(), StatusCode::NO_CONTENT);
-    assert_eq!(send(&node, Method::DELETE, "/v1/tokens/t-deploy", Some(&admin), vec![]).await.status(), StatusCode::OK);
+    assert_eq!(
+        send(
+            &node,
+            Method::PUT,
+            "/v1/functions/f",
+            Some(&deployer),
+            guest("echo")
+        )
+        .await
+        .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        send(
+            &node,
+            Method::PUT,
+            "/v1/functions/f",
+            Some(&deployer),
+            guest("sort")
+        )
+        .await
+        .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        send(
+            &node,
+            Method::POST,
+            "/v1/functions/f/rollback?version=1",
+            Some(&deployer),
+            vec![]
+        )
+        .await
+        .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(
+            &node,
+            Method::DELETE,
+            "/v1/functions/f",
+            Some(&admin),
+            vec![]
+        )
+        .await
+        .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        send(
+            &node,
+            Method::DELETE,
+            "/v1/tokens/t-deploy",
+            Some(&admin),
+            vec![]
+        )
+        .await
+        .status(),
+        StatusCode::OK
+    );
     // Refused and read-only requests are not changes.
-    assert_eq!(send(&node, Method::PUT, "/v1/functions/g", None, guest("echo")).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(&node, Method::PUT, "/v1/functions/g", None, guest("echo"))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
     node.stop().await;
 
     let node = TestNode::start(NodeConfig::new(dir.path())).await;
-    let log: Value = send(&node, Method::GET, "/v1/audit", Some(&admin), vec![]).await.json().await.unwrap();
+    let log: Value = send(&node, Method::GET, "/v1/audit", Some(&admin), vec![])
+        .await
+        .json()
+        .await
+        .unwrap();
     let entries: Vec<(String, String, String)> = log["entries"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["actor"].as_str().unwrap().into(), e["action"].as_str().unwrap().into(), e["target"].as_str().unwrap().into()))
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().into(),
+                e["action"].as_str().unwrap().into(),
+                e["target"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     let expect = |a: &str, b: &str, c: &str| (a.to_owned(), b.to_owned(), c.to_owned());
     assert_eq!(

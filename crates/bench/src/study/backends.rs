@@ -161,7 +161,8 @@ pub async fn detect(name: &str, ctx: &Context, allow_emulated: bool) -> Result<B
             let port = free_port()?;
             let mut cmd = Command::new(&ctx.limes);
             // The workloads' data directory is the one host directory their manifests preopen.
-            std::fs::create_dir_all(&ctx.data).map_err(|e| format!("{}: {e}", ctx.data.display()))?;
+            std::fs::create_dir_all(&ctx.data)
+                .map_err(|e| format!("{}: {e}", ctx.data.display()))?;
             cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
                 .arg("--data-dir")
                 .arg(ctx.scratch.join("node"))
@@ -300,7 +301,10 @@ impl Backend {
                         let url = server.url(&format!("/v1/functions/{}", w.name));
                         let r = client
                             .put(url)
-                            .header("authorization", server.authorization.clone().unwrap_or_default())
+                            .header(
+                                "authorization",
+                                server.authorization.clone().unwrap_or_default(),
+                            )
                             .query(&[
                                 ("dir", dir.as_str()),
                                 ("memory", "512MiB"),
@@ -324,7 +328,10 @@ impl Backend {
                 let url = server.url(&format!("/v1/functions/{}/invoke", w.name));
                 let r = client
                     .post(url)
-                    .header("authorization", server.authorization.clone().unwrap_or_default())
+                    .header(
+                        "authorization",
+                        server.authorization.clone().unwrap_or_default(),
+                    )
                     .body(args)
                     .send()
                     .await

@@ -11,13 +11,22 @@ pub fn limes() -> Command {
 }
 
 pub fn guest(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../target/guests/{name}.wasm"));
-    assert!(path.is_file(), "{}: build the guests with `cargo xtask guests`", path.display());
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../target/guests/{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{}: build the guests with `cargo xtask guests`",
+        path.display()
+    );
     path
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A `limes serve` child process; its stderr goes to `log`.
@@ -29,9 +38,18 @@ pub struct Served {
 impl Served {
     pub fn start(data: &Path, log: &Path, scheme: &str, extra: &[&str]) -> Self {
         let port = free_port();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
         let child = limes()
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
             .arg(data)
             .args(extra)
             .env("RUST_LOG", "debug")
@@ -41,10 +59,16 @@ impl Served {
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "limes serve did not listen in 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "limes serve did not listen in 30 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self { child, url: format!("{scheme}://127.0.0.1:{port}") }
+        Self {
+            child,
+            url: format!("{scheme}://127.0.0.1:{port}"),
+        }
     }
 
     /// Sends `signal` and returns at once.
@@ -98,4 +122,3 @@ pub fn client_at(url: &str, data: &Path, args: &[&str]) -> Output {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
-

@@ -85,24 +85,25 @@ impl TestNode {
         configure(&mut config, &mut cluster);
         // The test's own runtime is running on this thread; start the node's from another.
         let started = std::thread::scope(|scope| {
-            scope.spawn(|| {
-                runtime.block_on(async {
-                    let node: Arc<Node> = Node::open(config).unwrap();
-                    limes_cluster::join(&node, cluster).await?;
-                    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-                        .await
-                        .unwrap();
-                    tokio::spawn(limes_node::serve(
-                        node,
-                        listener,
-                        std::future::pending(),
-                        Duration::ZERO,
-                    ));
-                    Ok::<(), limes_node::NodeError>(())
+            scope
+                .spawn(|| {
+                    runtime.block_on(async {
+                        let node: Arc<Node> = Node::open(config).unwrap();
+                        limes_cluster::join(&node, cluster).await?;
+                        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                            .await
+                            .unwrap();
+                        tokio::spawn(limes_node::serve(
+                            node,
+                            listener,
+                            std::future::pending(),
+                            Duration::ZERO,
+                        ));
+                        Ok::<(), limes_node::NodeError>(())
+                    })
                 })
-            })
-            .join()
-            .unwrap()
+                .join()
+                .unwrap()
         });
         if let Err(e) = started {
             // Dropping a runtime inside the test's async context would panic.
@@ -225,4 +226,3 @@ pub async fn all_see(nodes: &[&TestNode], expected: usize) {
         .await;
     }
 }
-

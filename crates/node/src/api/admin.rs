@@ -92,8 +92,11 @@ pub(super) async fn create_token(
             format!("{}-{}", role.as_str(), &suffix[..6])
         }
     };
-    validate_name(&name)
-        .map_err(|_| NodeError::BadRequest(format!("invalid token name {name:?}: use a-z, 0-9, '-' and '_'")))?;
+    validate_name(&name).map_err(|_| {
+        NodeError::BadRequest(format!(
+            "invalid token name {name:?}: use a-z, 0-9, '-' and '_'"
+        ))
+    })?;
     let new = mint(&name, role, &caller.name, ttl)?;
     store(&node, new.record.clone(), true).await?;
     node.audit(Change {

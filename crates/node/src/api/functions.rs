@@ -35,7 +35,9 @@ fn summary(record: &FunctionRecord) -> serde_json::Value {
     })
 }
 
-pub(super) async fn list(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Value>, NodeError> {
+pub(super) async fn list(
+    State(node): State<Arc<Node>>,
+) -> Result<Json<serde_json::Value>, NodeError> {
     let all = node.list()?;
     Ok(Json(
         json!({"functions": all.iter().map(summary).collect::<Vec<_>>()}),

@@ -169,7 +169,10 @@ impl TokenStore {
 
     /// Whether no token was ever made here (nor arrived from a cluster).
     pub fn is_empty(&self) -> bool {
-        self.by_id.read().unwrap_or_else(|p| p.into_inner()).is_empty()
+        self.by_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     /// The record named `name`.
@@ -291,7 +294,10 @@ mod tests {
     fn a_minted_token_verifies_and_a_changed_one_does_not() {
         let (_dir, store) = store();
         let new = mint("ci", Role::Deploy, "admin", None).unwrap();
-        assert!(!new.record.hash.contains(&new.token[23..]), "the secret is not stored");
+        assert!(
+            !new.record.hash.contains(&new.token[23..]),
+            "the secret is not stored"
+        );
         store.put(&new.record).unwrap();
         assert_eq!(store.verify(&new.token).unwrap().role, Role::Deploy);
         let mut tampered = new.token.clone();

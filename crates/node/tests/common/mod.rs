@@ -97,4 +97,3 @@ pub async fn error_kind(response: reqwest::Response) -> String {
         .unwrap_or_default()
         .to_owned()
 }
-
