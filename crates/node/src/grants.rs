@@ -144,7 +144,7 @@ mod tests {
         std::fs::create_dir_all(allowed.join("sub")).unwrap();
         std::fs::create_dir_all(root.path().join("secret")).unwrap();
         std::os::unix::fs::symlink(root.path().join("secret"), allowed.join("link")).unwrap();
-        let grants = Grants::new(&[allowed.clone()], vec![]).unwrap();
+        let grants = Grants::new(std::slice::from_ref(&allowed), vec![]).unwrap();
         let dir = |p: &Path| manifest(&[("dir", &format!("{}::/d", p.display()))]);
         let allowed = std::fs::canonicalize(allowed).unwrap();
         assert!(grants.check(&dir(&allowed)).is_ok());
