@@ -47,7 +47,9 @@ impl Node {
         self.config().data_dir.join("functions").join(name)
     }
 
-    /// Whether `name` may be invoked without a token. Unknown functions are not public.
+    /// Whether `name` may be invoked without a token. Unknown functions are not public. A
+    /// function this node has not heard of is looked up in the cluster (a node follows only the
+    /// changes made since it joined).
     pub async fn is_public(self: &Arc<Self>, name: &str) -> bool {
         if let Some(live) = self.loaded(name) {
             return live.public;
