@@ -178,12 +178,7 @@ async fn an_emergency_releases_nodes_for_urgent_work_and_end_restores() {
         assert_eq!(urgent.node.as_deref(), Some("b"), "urgent work stays on b");
         assert_eq!(invoke(&c, "regular", "r").await.node.as_deref(), Some("c"));
     }
-    let metrics = reqwest::get(b.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&b).await;
     assert!(
         metrics.contains("limes_cluster_nodes_released 1"),
         "{metrics}"

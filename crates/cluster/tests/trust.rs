@@ -17,6 +17,19 @@ fn admin(node: &TestNode) -> String {
         .to_owned()
 }
 
+/// `GET path` on `node` with `token`, as JSON.
+async fn json_with(node: &TestNode, path: &str, token: &str) -> Value {
+    Client::new()
+        .get(node.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn status_with(node: &TestNode, path: &str, token: &str) -> StatusCode {
     Client::new()
         .get(node.url(path))
@@ -102,15 +115,7 @@ async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all() 
     }
     eprintln!("revocation reached a and b in {:?}", started.elapsed());
     // Both see the change in the cluster's audit trail of the node that made it.
-    let audit: Value = Client::new()
-        .get(c.url("/v1/audit"))
-        .bearer_auth(admin(&c))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit: Value = json_with(&c, "/v1/audit", &admin(&c)).await;
     assert_eq!(audit["entries"][0]["action"], "token.revoke");
 
     // An emergency records who declared it, in the plan every node sees and in the audit log.
@@ -134,15 +139,7 @@ async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all() 
         plan["plan"]["declaration"]["declared_by"], "duty-officer",
         "{plan}"
     );
-    let audit: Value = Client::new()
-        .get(b.url("/v1/audit"))
-        .bearer_auth(admin(&b))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit: Value = json_with(&b, "/v1/audit", &admin(&b)).await;
     let last = audit["entries"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(
         (last["actor"].as_str(), last["action"].as_str()),
@@ -219,7 +216,8 @@ async fn a_node_never_runs_a_replicated_version_beyond_its_own_limits() {
     // a grants a host directory and signs nothing; c grants nothing and wants signatures.
     let a = TestNode::start_with(&nats.url(), "a", 0.0, 2, |node, _| {
         node.auth = limes_node::AuthMode::None;
-        node.grants = limes_node::grants::Grants::new(std::slice::from_ref(&shared_dir), vec![]).unwrap();
+        node.grants =
+            limes_node::grants::Grants::new(std::slice::from_ref(&shared_dir), vec![]).unwrap();
     })
     .unwrap();
     let c = TestNode::start_with(&nats.url(), "c", 5.0, 2, |node, _| {
@@ -269,12 +267,7 @@ async fn a_node_never_runs_a_replicated_version_beyond_its_own_limits() {
         (answer.status, answer.body.as_str(), answer.node.as_deref()),
         (200, "ok", Some("c"))
     );
-    let metrics = reqwest::get(c.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&c).await;
     assert!(
         metrics.contains("limes_refused_versions_total{reason=\"unsigned\"}"),
         "{metrics}"

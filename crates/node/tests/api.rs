@@ -47,21 +47,11 @@ async fn deploy_invoke_list_version_rollback_delete() {
         node.invoke("greet", "b,a").await.text().await.unwrap(),
         "[a,b]"
     );
-    let described: Value = reqwest::get(node.at("/v1/functions/greet"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let described: Value = node.json("/v1/functions/greet").await;
     assert_eq!(described["versions"].as_array().unwrap().len(), 2);
     assert_eq!(described["active"], 2);
 
-    let listed: Value = reqwest::get(node.at("/v1/functions"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = node.json("/v1/functions").await;
     assert_eq!(listed["functions"][0]["name"], "greet");
 
     let rolled = Client::new()
@@ -118,12 +108,7 @@ async fn a_restart_keeps_functions_and_compiles_nothing() {
         metrics.contains("limes_aot_cache_hits_total{tier=\"disk\"} 1\n"),
         "{metrics}"
     );
-    let described: Value = reqwest::get(node.at("/v1/functions/sort"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let described: Value = node.json("/v1/functions/sort").await;
     assert_eq!(
         described["versions"][0]["manifest"]["memory_limit"],
         32 << 20
@@ -316,12 +301,7 @@ async fn multipart_deploy_takes_a_json_manifest() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
-    let described: Value = reqwest::get(node.at("/v1/functions/m"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let described: Value = node.json("/v1/functions/m").await;
     let manifest = &described["versions"][0]["manifest"];
     assert_eq!(
         (
@@ -358,12 +338,7 @@ async fn metrics_move_with_invocations() {
 async fn every_route_is_in_the_openapi_document_and_served() {
     let dir = tempfile::tempdir().unwrap();
     let node = TestNode::start(config(dir.path())).await;
-    let doc: Value = reqwest::get(node.at("/v1/openapi.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = node.json("/v1/openapi.json").await;
     assert_eq!(doc["openapi"], "3.0.3");
     let client = Client::new();
     for (method, path, need) in limes_node::ROUTES {

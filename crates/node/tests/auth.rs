@@ -370,12 +370,7 @@ async fn manifests_get_host_dirs_and_egress_only_inside_the_nodes_grants() {
         );
     }
     // Nothing was deployed by the refusals.
-    let listed: Value = reqwest::get(node.at("/v1/functions"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = node.json("/v1/functions").await;
     assert_eq!(listed["functions"].as_array().unwrap().len(), 0);
 
     let inside = format!("{}::/data", allowed.path().display());

@@ -38,12 +38,7 @@ async fn an_urgent_call_starts_at_once_while_an_earlier_regular_one_waits() {
         .deploy("alert", "sleep", &[("priority", "urgent")])
         .await;
     assert_eq!(urgent.status(), 201);
-    let listed: Value = reqwest::get(node.at("/v1/functions"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = node.json("/v1/functions").await;
     let alert = listed["functions"]
         .as_array()
         .unwrap()

@@ -226,3 +226,13 @@ pub async fn all_see(nodes: &[&TestNode], expected: usize) {
         .await;
     }
 }
+
+/// `node`'s metrics, as text.
+pub async fn metrics(node: &TestNode) -> String {
+    reqwest::get(node.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}

@@ -252,7 +252,13 @@ impl TokenStore {
     fn used(&self, name: &str, now: u64) {
         let stale = {
             let mut used = self.last_used.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = used.entry(name.to_owned()).or_insert((now, 0));
+            // No allocation on the hot path once the token has been seen.
+            if !used.contains_key(name) {
+                used.insert(name.to_owned(), (now, 0));
+            }
+            let Some(entry) = used.get_mut(name) else {
+                return;
+            };
             entry.0 = now;
             let stale = now.saturating_sub(entry.1) >= LAST_USED_RESOLUTION_SECS;
             if stale {

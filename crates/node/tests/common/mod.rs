@@ -80,6 +80,16 @@ impl TestNode {
             .unwrap()
     }
 
+    /// `GET path`, without a token, as JSON.
+    pub async fn json(&self, path: &str) -> Value {
+        reqwest::get(self.at(path))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn metrics(&self) -> String {
         reqwest::get(self.at("/metrics"))
             .await
