@@ -132,6 +132,40 @@ pub struct TokenStore {
     by_id: RwLock<HashMap<String, TokenRecord>>,
     /// Last use seen by this node, and last use written to disk, by name.
     last_used: Mutex<HashMap<String, (u64, u64)>>,
+    /// Uses for [`write_last_uses`] to write.
+    notes: std::sync::mpsc::Sender<(String, u64)>,
+    /// Joined on drop, so the database is closed once the store is: a node that stops can be
+    /// opened again at once.
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for TokenStore {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer once it has written what is queued.
+        let (closed, _) = std::sync::mpsc::channel();
+        drop(std::mem::replace(&mut self.notes, closed));
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// Writes "last used" off the request path: a lost one costs nothing, a slow disk must not
+/// slow a call.
+fn write_last_uses(db: Arc<Database>, notes: std::sync::mpsc::Receiver<(String, u64)>) {
+    for (name, at) in notes {
+        let write = || -> Result<(), NodeError> {
+            let tx = db.begin_write().map_err(storage)?;
+            tx.open_table(LAST_USED)
+                .map_err(storage)?
+                .insert(name.as_str(), at)
+                .map_err(storage)?;
+            tx.commit().map_err(storage)
+        };
+        if let Err(e) = write() {
+            tracing::debug!(error = %e, "could not note a token's last use");
+        }
+    }
 }
 
 impl TokenStore {
@@ -141,10 +175,20 @@ impl TokenStore {
         tx.open_table(TOKENS).map_err(storage)?;
         tx.open_table(LAST_USED).map_err(storage)?;
         tx.commit().map_err(storage)?;
+        let (notes, queued) = std::sync::mpsc::channel();
+        let writer = {
+            let db = db.clone();
+            std::thread::Builder::new()
+                .name("limes-token-uses".into())
+                .spawn(move || write_last_uses(db, queued))
+                .map_err(storage)?
+        };
         let store = Self {
             db,
             by_id: RwLock::default(),
             last_used: Mutex::default(),
+            notes,
+            writer: Some(writer),
         };
         let mut by_id = HashMap::new();
         let mut last_used = HashMap::new();
@@ -267,21 +311,7 @@ impl TokenStore {
             stale
         };
         if stale {
-            let (db, name) = (self.db.clone(), name.to_owned());
-            // Best effort and off the request's path: a lost "last used" costs nothing.
-            std::thread::spawn(move || {
-                let write = || -> Result<(), NodeError> {
-                    let tx = db.begin_write().map_err(storage)?;
-                    tx.open_table(LAST_USED)
-                        .map_err(storage)?
-                        .insert(name.as_str(), now)
-                        .map_err(storage)?;
-                    tx.commit().map_err(storage)
-                };
-                if let Err(e) = write() {
-                    tracing::debug!(error = %e, "could not note a token's last use");
-                }
-            });
+            let _ = self.notes.send((name.to_owned(), now));
         }
     }
 }
