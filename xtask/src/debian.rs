@@ -64,7 +64,7 @@ fn rustc_knows_target() -> Result<bool> {
         .any(|l| l == super::TARGET))
 }
 
-fn apt_install(packages: &[&str]) -> Result<()> {
+pub fn apt_install(packages: &[&str]) -> Result<()> {
     eprintln!("installing {}", packages.join(" "));
     let root = Command::new("id")
         .arg("-u")
@@ -93,21 +93,23 @@ fn apt_install(packages: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// `cargo build` with Debian's compiler, building std for `target` from source.
-pub fn cargo_build(target: &str) -> Command {
+/// `cargo build --release` with Debian's compiler for `target`, building the library crates
+/// `std_crates` (e.g. `core,alloc`) from source.
+pub fn cargo_build_std(target: &str, std_crates: &str) -> Command {
     let mut cmd = Command::new(CARGO);
-    cmd.args([
-        "build",
-        "--release",
-        "-Zbuild-std=std,panic_abort",
-        "--target",
-        target,
-    ])
-    // Without RUSTC, Debian's cargo finds rustup's rustc on PATH, which has no std source.
-    .env("RUSTC", RUSTC)
-    .env("RUSTC_BOOTSTRAP", "1")
+    cmd.args(["build", "--release", "--target", target])
+        .arg(format!("-Zbuild-std={std_crates}"))
+        // Without RUSTC, Debian's cargo finds rustup's rustc on PATH, which has no std source.
+        .env("RUSTC", RUSTC)
+        .env("RUSTC_BOOTSTRAP", "1");
+    cmd
+}
+
+/// `cargo build` with Debian's compiler, building std for the Wasm `target` from source.
+pub fn cargo_build(target: &str) -> Command {
+    let mut cmd = cargo_build_std(target, "std,panic_abort");
     // Guests are libraries (reactors); link against Debian's wasi-libc, not a bundled one.
-    .env(
+    cmd.env(
         "CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS",
         format!(
             "{} -C link-self-contained=no -L native={WASI_LIBC} \

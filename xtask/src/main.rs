@@ -1,6 +1,8 @@
 //! Project chores that need more than cargo: `cargo xtask guests` builds every guest function
 //! into a Wasm component at `target/guests/NAME.wasm`, and the same workloads as a static native
-//! binary, `target/guests/workload-native`, for the benchmark's native baselines.
+//! binary, `target/guests/workload-native`, for the benchmark's native baselines;
+//! `cargo xtask microvm-kernel` fetches the Linux microVM's kernel; `cargo xtask unikernel`
+//! builds the same workloads as a Hermit unikernel (see `unikernel.rs`).
 //!
 //! Two toolchains can build them, tried in this order:
 //! 1. a rustup toolchain with the `wasm32-wasip2` target installed: the normal way, used
@@ -9,6 +11,7 @@
 //!    target. Missing Debian packages are installed (as root) before the build.
 
 mod debian;
+mod unikernel;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,9 +30,12 @@ fn main() -> Result<()> {
         Some("microvm-kernel") => {
             debian::fetch_cloud_kernel(&workspace_root().join("target/microvm"))
         }
+        Some("unikernel") => unikernel::build(&workspace_root()),
         _ => {
             eprintln!(
-                "usage: cargo xtask guests    build every guest into target/guests/NAME.wasm"
+                "usage: cargo xtask guests          build every guest into target/guests/NAME.wasm\n       \
+                 cargo xtask microvm-kernel  fetch Debian's cloud kernel into target/microvm/\n       \
+                 cargo xtask unikernel       build the Hermit unikernel and its loader into target/unikernel/"
             );
             std::process::exit(2);
         }
