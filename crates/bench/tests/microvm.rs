@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use limes_bench::study::backends::run_process;
+use limes_bench::study::backends::process::{Spawn, Unit, run};
+use limes_bench::study::backends::{microvm, snapshot};
 use limes_bench::study::kvm::{self, Acceleration};
-use limes_bench::study::microvm;
 
 #[test]
 fn a_microvm_boots_the_workload_as_init_and_powers_off() {
@@ -33,11 +33,48 @@ fn a_microvm_boots_the_workload_as_init_and_powers_off() {
     let accel = kvm::detect();
     let args = "mode=noio size=32 iterations=50";
     let qemu = microvm::qemu_command(&kernel, &initramfs, &accel, "mandelbrot", args);
-    let m = run_process(qemu, true).unwrap();
+    let m = run(Spawn::new(qemu, Unit::Vmm { clean_exit: 0 })).unwrap();
     assert_eq!(m.result, workloads::run("mandelbrot", args).unwrap());
     let cold = m.cold_ms.expect("the guest reported readiness");
     assert!(cold > 0.0 && cold <= m.e2e_ms);
     if let Acceleration::Emulated { reason } = accel {
         println!("booted under emulation ({reason}): cold start {cold:.0} ms — not comparable");
+    }
+}
+
+#[test]
+fn a_microvm_restored_from_a_snapshot_takes_its_request_and_answers() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let native = root.join("target/guests/workload-native");
+    let kernel = root.join(microvm::KERNEL_PATH);
+    if !native.exists()
+        || !kernel.exists()
+        || limes_bench::process::find_on_path("qemu-system-x86_64").is_none()
+    {
+        assert!(
+            std::env::var_os("LIMES_REQUIRE_MICROVM").is_none(),
+            "the microVM pieces are missing"
+        );
+        println!("SKIPPED: needs workload-native, the microVM kernel and qemu-system-x86_64");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let initramfs = dir.path().join("initrd.cpio");
+    microvm::write_initramfs(&initramfs, &native, &[]).unwrap();
+    let accel = kvm::detect();
+    let file = dir.path().join("vm.snapshot");
+    let boot = microvm::qemu_command(&kernel, &initramfs, &accel, "@wait", "");
+    snapshot::save(boot, dir.path(), &file).unwrap();
+    // Two restores of one snapshot, two different requests.
+    for size in [16, 24] {
+        let args = format!("mode=noio size={size} iterations=20");
+        let mut cmd = microvm::qemu_command(&kernel, &initramfs, &accel, "@wait", "");
+        let ready = snapshot::restore(&mut cmd, &file, dir.path());
+        let mut spawn = Spawn::new(cmd, Unit::Vmm { clean_exit: 0 });
+        spawn.input = Some(format!("mandelbrot {args}"));
+        spawn.ready_for_input = Some(ready);
+        let m = run(spawn).unwrap();
+        assert_eq!(m.result, workloads::run("mandelbrot", &args).unwrap());
+        println!("restored: cold start {:.0} ms", m.cold_ms.unwrap());
     }
 }

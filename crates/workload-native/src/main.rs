@@ -17,15 +17,22 @@
 //! command line after `--` too, and returning from `main` ends the VM. Hermit has no disk
 //! here, only its in-memory file system, so in `mode=io` the image workload first writes its
 //! input there (before the timed run, as a microVM's initramfs carries it).
+//!
+//! `workload-native @wait` is for snapshots: it prints `limes-waiting`, and a VMM snapshots the
+//! VM there; restored, the VM reads its request (`WORKLOAD ARGS`) as one line from the console,
+//! then goes on as above.
 
 use std::io::Write;
 use std::time::Instant;
 
 fn main() {
     let mut out = std::io::stdout().lock();
+    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("@wait") {
+        argv = wait_for_request(&mut out);
+    }
     let _ = writeln!(out, "limes-ready");
     let _ = out.flush();
-    let argv: Vec<String> = std::env::args().skip(1).collect();
     let (name, args) = match argv.split_first() {
         Some((name, rest)) => (name.clone(), rest.join(" ")),
         None => (String::new(), String::new()),
@@ -60,6 +67,25 @@ fn main() {
         power_off();
     }
     std::process::exit(code);
+}
+
+/// Says `limes-waiting` and reads one request line from the console (echo off on Linux, so the
+/// request does not come back as output).
+fn wait_for_request(out: &mut impl Write) -> Vec<String> {
+    #[cfg(target_os = "linux")]
+    // SAFETY: termios is plain data that tcgetattr fills in; fd 0 is the console.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(0, &mut t) == 0 {
+            t.c_lflag &= !libc::ECHO;
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+        }
+    }
+    let _ = writeln!(out, "limes-waiting");
+    let _ = out.flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    line.split_whitespace().map(str::to_owned).collect()
 }
 
 /// This process's peak RSS (VmHWM). The parent cannot get it from `wait4`: Linux carries the

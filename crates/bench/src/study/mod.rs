@@ -1,8 +1,8 @@
-//! `limes bench` (the study): Wasm against native, container and microVM baselines.
+//! `limes bench` (the study): Wasm against native, container, Linux microVM and unikernel
+//! baselines.
 
 pub mod backends;
 pub mod kvm;
-pub mod microvm;
 pub mod plots;
 pub mod report;
 pub mod run;

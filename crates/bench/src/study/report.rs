@@ -61,6 +61,9 @@ fn of<'a>(study: &'a Study, backend: &str, workload: &str, mode: &str) -> Vec<&'
         .collect()
 }
 
+/// Reads one figure of a sample.
+type Pick = fn(&Sample) -> Option<f64>;
+
 fn summary(samples: &[&Sample], pick: impl Fn(&Sample) -> Option<f64>) -> Option<Summary> {
     let values: Vec<f64> = samples.iter().filter_map(|s| pick(s)).collect();
     Summary::of(&values)
@@ -186,7 +189,7 @@ fn table(study: &Study, out: &mut String) {
                 .filter_map(|s| s.m.rss_kib)
                 .max()
                 .map_or("—".into(), |r| r.to_string());
-            let metrics: [(&str, fn(&Sample) -> Option<f64>); 3] = [
+            let metrics: [(&str, Pick); 3] = [
                 ("cold start", |s| s.m.cold_ms),
                 ("execution", |s| s.m.exec_ms),
                 ("end to end", |s| Some(s.m.e2e_ms)),

@@ -36,7 +36,7 @@ pub struct Verdict {
     pub crossovers: Vec<(u32, String)>,
 }
 
-fn best<'a>(c: &'a [Candidate], key: impl Fn(&Candidate) -> Option<f64>) -> Option<&'a Candidate> {
+fn best(c: &[Candidate], key: impl Fn(&Candidate) -> Option<f64>) -> Option<&Candidate> {
     c.iter().filter(|c| key(c).is_some()).min_by(|a, b| {
         key(a)
             .unwrap_or(f64::MAX)

@@ -1,11 +1,112 @@
-//! The microVM baselines: the static workload binary as `/init` of an initramfs, booted per
-//! invocation by QEMU (`-M microvm`) or Firecracker.
+//! The Linux microVM family: the static workload binary as `/init` of an initramfs, booted per
+//! invocation by QEMU (`-M microvm`) or Firecracker (`microvm-qemu`, `microvm-firecracker`), or
+//! restored per invocation from a snapshot taken after boot (`microvm-qemu-snapshot`).
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::kvm::Acceleration;
+use super::process::{Spawn, Unit, spawned};
+use super::{Context, Measurement, have, snapshot};
+use crate::study::kvm::Acceleration;
+use crate::study::workload::Workload;
+
+/// A Linux microVM backend.
+pub enum Microvm {
+    /// Booted per invocation by QEMU.
+    Qemu { kernel: PathBuf },
+    /// Restored per invocation by QEMU from a snapshot per initramfs, taken on first use.
+    QemuSnapshot {
+        kernel: PathBuf,
+        snapshots: tokio::sync::Mutex<HashMap<PathBuf, PathBuf>>,
+    },
+    /// Booted per invocation by Firecracker.
+    Firecracker { binary: PathBuf, kernel: PathBuf },
+}
+
+/// Detects `name` if it is of this family.
+pub fn detect(name: &str, ctx: &Context, allow_emulated: bool) -> Option<Result<Microvm, String>> {
+    let qemu = || -> Result<PathBuf, String> {
+        have(&ctx.native())?;
+        super::qemu_usable(&ctx.accel, allow_emulated)?;
+        find_kernel()
+    };
+    Some(match name {
+        "microvm-qemu" => qemu().map(|kernel| Microvm::Qemu { kernel }),
+        "microvm-qemu-snapshot" => qemu().map(|kernel| Microvm::QemuSnapshot {
+            kernel,
+            snapshots: Default::default(),
+        }),
+        "microvm-firecracker" => firecracker_setup(&ctx.accel)
+            .map(|(binary, kernel)| Microvm::Firecracker { binary, kernel }),
+        _ => return None,
+    })
+}
+
+impl Microvm {
+    /// Whether this runs under QEMU (and so may be emulated).
+    pub fn qemu(&self) -> bool {
+        !matches!(self, Microvm::Firecracker { .. })
+    }
+
+    pub async fn invoke(&self, w: &Workload, ctx: &Context) -> Result<Measurement, String> {
+        let initramfs = initramfs(ctx, w)?;
+        let args = w.guest_args("/data");
+        let vmm = Unit::Vmm { clean_exit: 0 };
+        match self {
+            Microvm::Qemu { kernel } => {
+                let cmd = qemu_command(kernel, &initramfs, &ctx.accel, w.name, &args);
+                spawned(Spawn::new(cmd, vmm)).await
+            }
+            Microvm::QemuSnapshot { kernel, snapshots } => {
+                let file = {
+                    let mut snapshots = snapshots.lock().await;
+                    match snapshots.get(&initramfs) {
+                        Some(file) => file.clone(),
+                        None => {
+                            let file = initramfs.with_extension("snapshot");
+                            let boot = qemu_command(kernel, &initramfs, &ctx.accel, "@wait", "");
+                            let (scratch, to) = (ctx.scratch.clone(), file.clone());
+                            tokio::task::spawn_blocking(move || {
+                                snapshot::save(boot, &scratch, &to)
+                            })
+                            .await
+                            .map_err(|e| e.to_string())??;
+                            snapshots.insert(initramfs.clone(), file.clone());
+                            file
+                        }
+                    }
+                };
+                let mut cmd = qemu_command(kernel, &initramfs, &ctx.accel, "@wait", "");
+                let ready = snapshot::restore(&mut cmd, &file, &ctx.scratch);
+                let mut spawn = Spawn::new(cmd, vmm);
+                spawn.input = Some(format!("{} {args}", w.name));
+                spawn.ready_for_input = Some(ready);
+                spawned(spawn).await
+            }
+            Microvm::Firecracker { binary, kernel } => {
+                let config = ctx.scratch.join(format!("firecracker-{}.json", w.key()));
+                let body = firecracker_config(kernel, &initramfs, w.name, &args).to_string();
+                std::fs::write(&config, body).map_err(|e| e.to_string())?;
+                let mut cmd = Command::new(binary);
+                cmd.arg("--no-api").arg("--config-file").arg(&config);
+                spawned(Spawn::new(cmd, vmm)).await
+            }
+        }
+    }
+}
+
+/// The initramfs for `w`, built once: the image workload's input goes into `/data`.
+fn initramfs(ctx: &Context, w: &Workload) -> Result<PathBuf, String> {
+    let path = ctx.scratch.join(format!("initramfs-{}.cpio", w.key()));
+    if !path.exists() {
+        let input = std::fs::read(ctx.data.join("input.png")).unwrap_or_default();
+        write_initramfs(&path, &ctx.native(), &[("input.png", input)])
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(path)
+}
 
 /// Where `cargo xtask microvm-kernel` puts the Debian cloud kernel.
 pub const KERNEL_PATH: &str = "target/microvm/vmlinuz";
@@ -63,7 +164,7 @@ pub fn write_initramfs(out: &Path, init: &Path, extra: &[(&str, Vec<u8>)]) -> st
 
 /// The TSC frequency in kHz, which the guest must be told under TCG: without it the kernel's TSC
 /// calibration hangs in a sizeable share of boots.
-fn tsc_khz() -> Option<u64> {
+pub(super) fn tsc_khz() -> Option<u64> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
     let mhz: f64 = cpuinfo
         .lines()
