@@ -194,7 +194,7 @@ pub async fn bench(args: BenchArgs) -> Result<(), CliError> {
 }
 
 async fn study(args: StudyArgs) -> Result<(), CliError> {
-    use limes_bench::study::{report, run};
+    use limes_bench::study::{ratios, report, run};
     let command = command_line();
     let limes = std::env::current_exe().map_err(|e| CliError::new("io", e.to_string()))?;
     let options = run::Options {
@@ -217,7 +217,11 @@ async fn study(args: StudyArgs) -> Result<(), CliError> {
     for failure in &study.failures {
         eprintln!("failed: {failure}");
     }
-    for line in report::headline(&study) {
+    let label = |b: &str| report::label(&study, b);
+    for line in ratios::headline(&study, label)
+        .into_iter()
+        .chain(ratios::boots(&study, label))
+    {
         println!("{line}");
     }
     println!("report: {}", args.out.join("report.md").display());

@@ -5,6 +5,10 @@
 //! - `noio`: the input is generated and PNG-encoded in memory, then processed.
 //! - `prepare`: writes that input to `dir/input.png`.
 //! - `io`: reads `dir/input.png` and writes the result to `dir/output.png`.
+//!
+//! With `stages=1` the result also names the nanoseconds each stage took in total
+//! (`decode_ns=.. grayscale_ns=.. resize_ns=.. blur_ns=.. encode_ns=..`), so that a comparison
+//! of two builds can say which stage makes the difference.
 
 use std::io::Cursor;
 
@@ -40,16 +44,36 @@ pub fn encode_png(image: &DynamicImage) -> Result<Vec<u8>, String> {
     Ok(out.into_inner())
 }
 
+/// The pipeline's stages, in order.
+pub const STAGES: [&str; 5] = ["decode", "grayscale", "resize", "blur", "encode"];
+
 /// Decodes `input`, then grayscale, half-size resize, Gaussian blur (σ = 1.5) and PNG encode.
 /// Returns the encoded result and the checksum of its pixels.
 pub fn process(input: &[u8]) -> Result<(Vec<u8>, u64), String> {
+    process_timed(input).map(|(png, sum, _)| (png, sum))
+}
+
+/// [`process`], also returning each of [`STAGES`]' duration in nanoseconds.
+pub fn process_timed(input: &[u8]) -> Result<(Vec<u8>, u64, [u128; 5]), String> {
+    let mut ns = [0; 5];
+    let mut clock = std::time::Instant::now();
+    let mut lap = |stage: usize| {
+        ns[stage] = clock.elapsed().as_nanos();
+        clock = std::time::Instant::now();
+    };
     let decoded = image::load_from_memory(input).map_err(|e| format!("decoding input: {e}"))?;
+    lap(0);
     let gray = decoded.grayscale();
+    lap(1);
     let (w, h) = (gray.width() / 2, gray.height() / 2);
     let small = gray.resize_exact(w.max(1), h.max(1), FilterType::Triangle);
+    lap(2);
     let blurred = small.blur(1.5);
+    lap(3);
     let sum = checksum(blurred.as_bytes());
-    Ok((encode_png(&blurred)?, sum))
+    let png = encode_png(&blurred)?;
+    lap(4);
+    Ok((png, sum, ns))
 }
 
 /// Runs the workload; returns `image-processing size=.. iterations=.. checksum=..`.
@@ -77,18 +101,26 @@ pub fn run(args: &Args) -> Result<String, String> {
             )
         })?,
     };
-    let mut sum = 0;
+    let (mut sum, mut stages) = (0, [0u128; 5]);
     for _ in 0..iterations {
-        let (png, s) = process(&input)?;
+        let (png, s, ns) = process_timed(&input)?;
         sum = s;
+        for (total, ns) in stages.iter_mut().zip(ns) {
+            *total += ns;
+        }
         if mode == Mode::Io {
             let out = args.dir().join("output.png");
             std::fs::write(&out, png).map_err(|e| format!("writing {}: {e}", out.display()))?;
         }
     }
-    Ok(format!(
-        "image-processing size={size} iterations={iterations} checksum={sum:016x}"
-    ))
+    let mut result =
+        format!("image-processing size={size} iterations={iterations} checksum={sum:016x}");
+    if args.number("stages", 0)? == 1 {
+        for (name, ns) in STAGES.iter().zip(stages) {
+            result.push_str(&format!(" {name}_ns={ns}"));
+        }
+    }
+    Ok(result)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 pub mod backends;
 pub mod kvm;
 pub mod plots;
+pub mod ratios;
 pub mod report;
 pub mod run;
 pub mod verdict;

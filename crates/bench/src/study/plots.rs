@@ -11,7 +11,7 @@ use crate::stats::Summary;
 
 type Result<T> = std::result::Result<T, String>;
 
-const COLOURS: [RGBColor; 9] = [
+const COLOURS: [RGBColor; 13] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -21,6 +21,10 @@ const COLOURS: [RGBColor; 9] = [
     RGBColor(227, 119, 194),
     RGBColor(127, 127, 127),
     RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(0, 0, 128),
+    RGBColor(128, 0, 0),
+    RGBColor(0, 100, 0),
 ];
 
 fn label(study: &Study, backend: &str) -> String {
@@ -104,20 +108,21 @@ fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition) 
 }
 
 fn cold_start(study: &Study, path: &Path) -> Result<()> {
-    let rows: Vec<(String, Summary)> = study
+    let rows: Vec<(String, Summary, bool)> = study
         .ran
         .iter()
         .filter_map(|b| {
-            p50(study, b, "noop", "noio", |s| s.m.cold_ms).map(|s| (label(study, b), s))
+            p50(study, b, "noop", "noio", |s| s.m.cold_ms)
+                .map(|s| (label(study, b), s, study.emulated.contains(b)))
         })
         .collect();
-    let root = SVGBackend::new(path, (1000, 560)).into_drawing_area();
+    let root = SVGBackend::new(path, (1300, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let range = log_range(rows.iter().flat_map(|(_, s)| [s.p50, s.p99]));
+    let range = log_range(rows.iter().flat_map(|(_, s, _)| [s.p50, s.p99]));
     let n = rows.len().max(1);
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "Cold start of the no-op, p50 (dot) and p99 (cross), ms, log scale",
+            "Cold start of the no-op, p50 (dot) and p99 (cross), ms, log scale; hollow = emulated, not comparable",
             ("sans-serif", 20),
         )
         .margin(20)
@@ -127,7 +132,14 @@ fn cold_start(study: &Study, path: &Path) -> Result<()> {
         .map_err(err)?;
     let short: Vec<String> = rows
         .iter()
-        .map(|(name, _)| name.split(' ').next().unwrap_or_default().to_owned())
+        .map(|(name, _, emulated)| {
+            let name = name.split(' ').next().unwrap_or_default();
+            if *emulated {
+                format!("{name}*")
+            } else {
+                name.to_owned()
+            }
+        })
         .collect();
     chart
         .configure_mesh()
@@ -137,13 +149,18 @@ fn cold_start(study: &Study, path: &Path) -> Result<()> {
         .y_desc("ms")
         .draw()
         .map_err(err)?;
-    for (i, (name, s)) in rows.iter().enumerate() {
+    for (i, (name, s, emulated)) in rows.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
+        let style = if *emulated {
+            colour.stroke_width(2)
+        } else {
+            colour.filled()
+        };
         chart
-            .draw_series([Circle::new((i, s.p50), 6, colour.filled())])
+            .draw_series([Circle::new((i, s.p50), 6, style)])
             .map_err(err)?
             .label(name.clone())
-            .legend(move |(x, y)| Circle::new((x, y), 5, colour.filled()));
+            .legend(move |(x, y)| Circle::new((x, y), 5, style));
         chart
             .draw_series([Cross::new((i, s.p99), 6, colour.stroke_width(2))])
             .map_err(err)?;
@@ -240,7 +257,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::study::backends::Measurement;
     use crate::study::kvm::Acceleration;
-    use crate::study::run::{Host, Options, SweepPoint};
+    use crate::study::run::{Host, Options, StageSample, SweepPoint};
     use crate::study::workload::Workload;
 
     pub(crate) fn fake_study() -> Study {
@@ -252,16 +269,37 @@ pub(crate) mod tests {
             result: String::new(),
         };
         let mut samples = Vec::new();
-        for (backend, cold, exec) in [("limes-cold", 0.01, 1.2), ("native-process", 1.0, 1.0)] {
+        let backends = [
+            ("limes-cold", 0.01, 1.2, false),
+            ("native-process", 1.0, 1.0, false),
+            ("microvm-qemu", 1700.0, 1.5, true),
+            ("unikernel-qemu", 170.0, 1.5, true),
+        ];
+        for (backend, cold, exec, emulated) in backends {
             for w in Workload::all(true) {
-                for i in 0..3 {
+                for i in 0..20 {
+                    // A little spread, so that the intervals have a width.
+                    let spread = 1.0 + 0.001 * i as f64;
                     samples.push(Sample {
                         backend: backend.into(),
                         workload: w.name,
                         mode: w.mode(),
                         iteration: i,
-                        emulated: false,
-                        m: m(cold, exec + i as f64),
+                        emulated,
+                        m: m(cold * spread, exec * spread),
+                    });
+                }
+            }
+        }
+        let mut stages = Vec::new();
+        for i in 0..20 {
+            let spread = 1.0 + 0.001 * f64::from(i);
+            for (stage, limes, native) in [("decode", 1.0, 1.0), ("blur", 3.0, 1.0)] {
+                for (backend, ms) in [("limes-cold", limes), ("native-process", native)] {
+                    stages.push(StageSample {
+                        backend: backend.into(),
+                        stage,
+                        ms: ms * spread,
                     });
                 }
             }
@@ -287,7 +325,7 @@ pub(crate) mod tests {
                 allow_emulated: false,
             },
             workloads: Workload::all(true),
-            ran: vec!["limes-cold".into(), "native-process".into()],
+            ran: backends.iter().map(|b| b.0.to_owned()).collect(),
             unavailable: vec![("container".into(), "no bwrap".into())],
             failures: Vec::new(),
             samples,
@@ -299,7 +337,8 @@ pub(crate) mod tests {
                     latency_ms,
                 })
                 .to_vec(),
-            emulated: Vec::new(),
+            emulated: vec!["microvm-qemu".into(), "unikernel-qemu".into()],
+            stages,
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::backends::{self, Backend, Context, Measurement};
+
 use super::kvm::{self, Acceleration};
 use super::workload::Workload;
 use crate::stats::Summary;
@@ -104,6 +105,8 @@ pub struct Study {
     pub sweep: Vec<SweepPoint>,
     /// Backends whose figures are emulated.
     pub emulated: Vec<String>,
+    /// The image pipeline's stages on Limes and native.
+    pub stages: Vec<StageSample>,
 }
 
 /// Runs the study.
@@ -172,15 +175,27 @@ pub async fn run(options: Options) -> Result<Study, String> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
 
+    // Backends take turns within each iteration, in a new random order each time, so that a
+    // machine that drifts (another job, frequency scaling) moves every backend alike instead of
+    // whichever ran last.
+    let mut rng = fastrand::Rng::new();
+    let mut order: Vec<usize> = (0..ready.len()).collect();
+    let rounds = ready.iter().map(|(n, _)| runs_of(n)).max().unwrap_or(0);
     let (mut samples, mut failures) = (Vec::new(), Vec::new());
-    for (name, backend) in &ready {
-        let is_emulated = emulated.contains(name);
-        let skip = if is_emulated { warmup.min(1) } else { warmup };
-        for w in &workloads {
-            bar.set_message(format!("{name} {}", w.key()));
-            let expected = w.expected()?;
-            for i in 0..runs_of(name) {
+    for w in &workloads {
+        let expected = w.expected()?;
+        let mut broken = vec![false; ready.len()];
+        for i in 0..rounds {
+            rng.shuffle(&mut order);
+            for &b in &order {
+                let (name, backend) = &ready[b];
+                if i >= runs_of(name) || broken[b] {
+                    continue;
+                }
+                bar.set_message(format!("{name} {}", w.key()));
                 bar.inc(1);
+                let is_emulated = emulated.contains(name);
+                let skip = if is_emulated { warmup.min(1) } else { warmup };
                 match backend.invoke(w, &ctx).await {
                     Ok(m) if m.result == expected => {
                         if i >= skip {
@@ -200,11 +215,11 @@ pub async fn run(options: Options) -> Result<Study, String> {
                             w.key(),
                             m.result
                         ));
-                        break;
+                        broken[b] = true;
                     }
                     Err(e) => {
                         failures.push(format!("{name} {}: {e}", w.key()));
-                        break;
+                        broken[b] = true;
                     }
                 }
             }
@@ -212,6 +227,15 @@ pub async fn run(options: Options) -> Result<Study, String> {
     }
     bar.finish_and_clear();
 
+    let stages = stages(
+        &ready,
+        &workloads,
+        &ctx,
+        iterations,
+        &mut rng,
+        &mut failures,
+    )
+    .await;
     let sweep = sweep(&ready, &emulated, &ctx, options.quick).await;
     Ok(Study {
         host: Host::read(),
@@ -224,7 +248,96 @@ pub async fn run(options: Options) -> Result<Study, String> {
         samples,
         sweep,
         emulated,
+        stages,
     })
+}
+
+/// One stage of the image pipeline in one run.
+#[derive(Debug, Clone)]
+pub struct StageSample {
+    pub backend: String,
+    pub stage: &'static str,
+    pub ms: f64,
+}
+
+/// The backends whose image pipelines are compared stage by stage: Limes and native.
+pub const STAGE_BACKENDS: [&str; 2] = ["limes-cold", "native-process"];
+
+/// Times each stage of the image pipeline (no I/O) on [`STAGE_BACKENDS`], interleaved, to say
+/// where Wasm loses on it. Empty unless both ran and the image workload is in the study.
+async fn stages(
+    ready: &[(String, Arc<Backend>)],
+    workloads: &[Workload],
+    ctx: &Context,
+    iterations: usize,
+    rng: &mut fastrand::Rng,
+    failures: &mut Vec<String>,
+) -> Vec<StageSample> {
+    let Some(w) = workloads
+        .iter()
+        .find(|w| w.name == "image-processing" && !w.io)
+    else {
+        return Vec::new();
+    };
+    let mut pair: Vec<&(String, Arc<Backend>)> = ready
+        .iter()
+        .filter(|(n, _)| STAGE_BACKENDS.contains(&n.as_str()))
+        .collect();
+    if pair.len() != STAGE_BACKENDS.len() {
+        return Vec::new();
+    }
+    let staged = Workload {
+        params: format!("{} stages=1", w.params),
+        ..w.clone()
+    };
+    let Ok(expected) = w.expected() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for _ in 0..iterations {
+        rng.shuffle(&mut pair);
+        for (name, backend) in &pair {
+            match backend.invoke(&staged, ctx).await {
+                Ok(m) if m.result.starts_with(&expected) => {
+                    let before = out.len();
+                    for field in m.result.split_whitespace() {
+                        let Some((key, ns)) = field.split_once("_ns=") else {
+                            continue;
+                        };
+                        let (Some(stage), Ok(ns)) = (
+                            workloads::image_processing::STAGES
+                                .iter()
+                                .find(|s| **s == key),
+                            ns.parse::<f64>(),
+                        ) else {
+                            continue;
+                        };
+                        out.push(StageSample {
+                            backend: name.clone(),
+                            stage,
+                            ms: ns / 1e6,
+                        });
+                    }
+                    if out.len() == before {
+                        failures.push(format!(
+                            "{name} image stages: no stage timings in {:?} (a stale build?)",
+                            m.result
+                        ));
+                        return out;
+                    }
+                }
+                Ok(m) => {
+                    failures.push(format!("{name} image stages: wrong result {:?}", m.result));
+                    return out;
+                }
+                Err(e) => {
+                    failures.push(format!("{name} image stages: {e}"));
+                    return out;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Throughput and tail latency with 1, 2, 4 and 8 invocations in flight, on Mandelbrot without
