@@ -11,7 +11,7 @@ use crate::stats::Summary;
 
 type Result<T> = std::result::Result<T, String>;
 
-const COLOURS: [RGBColor; 13] = [
+const COLOURS: [RGBColor; 15] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -25,6 +25,8 @@ const COLOURS: [RGBColor; 13] = [
     RGBColor(0, 0, 128),
     RGBColor(128, 0, 0),
     RGBColor(0, 100, 0),
+    RGBColor(255, 187, 120),
+    RGBColor(152, 223, 138),
 ];
 
 fn label(study: &Study, backend: &str) -> String {

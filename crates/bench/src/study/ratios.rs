@@ -57,9 +57,11 @@ const COLD_BASELINES: &[&str] = &[
     "microvm-qemu",
     "microvm-qemu-snapshot",
     "microvm-firecracker",
+    "microvm-firecracker-snapshot",
     "unikernel-qemu",
     "unikernel-qemu-snapshot",
     "unikernel-firecracker",
+    "unikernel-firecracker-snapshot",
     "limes-first-cold",
 ];
 
@@ -119,6 +121,16 @@ pub fn boots(study: &Study, label: impl Fn(&str) -> String) -> Vec<String> {
         ("unikernel-firecracker", "microvm-firecracker", "boots in"),
         ("microvm-qemu-snapshot", "microvm-qemu", "restores in"),
         ("unikernel-qemu-snapshot", "unikernel-qemu", "restores in"),
+        (
+            "microvm-firecracker-snapshot",
+            "microvm-firecracker",
+            "restores in",
+        ),
+        (
+            "unikernel-firecracker-snapshot",
+            "unikernel-firecracker",
+            "restores in",
+        ),
     ];
     pairs
         .into_iter()

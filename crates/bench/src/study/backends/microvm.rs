@@ -1,6 +1,7 @@
 //! The Linux microVM family: the static workload binary as `/init` of an initramfs, booted per
 //! invocation by QEMU (`-M microvm`) or Firecracker (`microvm-qemu`, `microvm-firecracker`), or
-//! restored per invocation from a snapshot taken after boot (`microvm-qemu-snapshot`).
+//! restored per invocation from a snapshot taken after boot (`microvm-qemu-snapshot`,
+//! `microvm-firecracker-snapshot`).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -23,6 +24,12 @@ pub enum Microvm {
     },
     /// Booted per invocation by Firecracker.
     Firecracker { binary: PathBuf, kernel: PathBuf },
+    /// Restored per invocation by Firecracker from a snapshot per initramfs.
+    FirecrackerSnapshot {
+        binary: PathBuf,
+        kernel: PathBuf,
+        snapshots: tokio::sync::Mutex<HashMap<PathBuf, snapshot::firecracker::Files>>,
+    },
 }
 
 /// Detects `name` if it is of this family.
@@ -47,7 +54,7 @@ pub fn detect(name: &str, ctx: &Context, allow_emulated: bool) -> Option<Result<
 impl Microvm {
     /// Whether this runs under QEMU (and so may be emulated).
     pub fn qemu(&self) -> bool {
-        !matches!(self, Microvm::Firecracker { .. })
+        matches!(self, Microvm::Qemu { .. } | Microvm::QemuSnapshot { .. })
     }
 
     pub async fn invoke(&self, w: &Workload, ctx: &Context) -> Result<Measurement, String> {
@@ -92,6 +99,41 @@ impl Microvm {
                 let mut cmd = Command::new(binary);
                 cmd.arg("--no-api").arg("--config-file").arg(&config);
                 spawned(Spawn::new(cmd, vmm)).await
+            }
+            Microvm::FirecrackerSnapshot {
+                binary,
+                kernel,
+                snapshots,
+            } => {
+                let files = {
+                    let mut snapshots = snapshots.lock().await;
+                    match snapshots.get(&initramfs) {
+                        Some(files) => files.clone(),
+                        None => {
+                            let files = snapshot::firecracker::Files {
+                                state: initramfs.with_extension("fc-state"),
+                                memory: initramfs.with_extension("fc-memory"),
+                            };
+                            let config = initramfs.with_extension("fc-wait.json");
+                            let body = firecracker_config(kernel, &initramfs, "@wait", "");
+                            std::fs::write(&config, body.to_string()).map_err(|e| e.to_string())?;
+                            let (binary, scratch, to) =
+                                (binary.clone(), ctx.scratch.clone(), files.clone());
+                            tokio::task::spawn_blocking(move || {
+                                snapshot::firecracker::save(&binary, &config, &scratch, &to)
+                            })
+                            .await
+                            .map_err(|e| e.to_string())??;
+                            snapshots.insert(initramfs.clone(), files.clone());
+                            files
+                        }
+                    }
+                };
+                let (cmd, ready) = snapshot::firecracker::restore(binary, &files, &ctx.scratch);
+                let mut spawn = Spawn::new(cmd, vmm);
+                spawn.input = Some(format!("{} {args}", w.name));
+                spawn.ready_for_input = Some(ready);
+                spawned(spawn).await
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The backends of the study, each detected at start and measured the same way. One file per
 //! family: [`wasm`] (Limes and the `wasmtime` CLI), [`process`] (native and container, and the
 //! line protocol every spawned backend speaks), [`microvm`] (Linux microVMs), [`unikernel`]
-//! (Hermit); [`snapshot`] restores QEMU guests of the last two.
+//! (Hermit); [`snapshot`] saves and restores the guests of the last two (QEMU and Firecracker).
 
 pub mod microvm;
 pub mod process;
@@ -26,9 +26,11 @@ pub const ALL: &[&str] = &[
     "microvm-qemu",
     "microvm-qemu-snapshot",
     "microvm-firecracker",
+    "microvm-firecracker-snapshot",
     "unikernel-qemu",
     "unikernel-qemu-snapshot",
     "unikernel-firecracker",
+    "unikernel-firecracker-snapshot",
 ];
 
 /// One measured invocation. Times are in milliseconds.

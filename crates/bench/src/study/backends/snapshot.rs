@@ -1,4 +1,4 @@
-//! Snapshots of QEMU guests, as a microVM platform starts functions: boot once until the guest
+//! Snapshots of VMs, as a microVM platform starts functions. QEMU: boot once until the guest
 //! says `limes-waiting` (`workload-native @wait`), save the whole VM to a file (QMP `stop`, then
 //! `migrate` to `exec:cat > FILE`), and per invocation restore it with `-incoming`, continue it
 //! over QMP once loaded, and write the request to its console.
@@ -175,4 +175,137 @@ pub fn restore(
         let _ = std::fs::remove_file(&qmp_path);
         outcome
     })
+}
+
+/// Firecracker's snapshots, through its API socket: boot from a configuration file with the
+/// API open, pause at `limes-waiting`, `PUT /snapshot/create`; per invocation, start an empty
+/// Firecracker and `PUT /snapshot/load` with `resume_vm`. Firecracker joins the guest's serial
+/// port to its own stdin and stdout, so the request goes in as for QEMU. Not run here (no
+/// Firecracker, no hardware KVM); its requests are checked by the unit tests.
+pub mod firecracker {
+    use super::*;
+
+    /// The files of one Firecracker snapshot.
+    #[derive(Debug, Clone)]
+    pub struct Files {
+        pub state: PathBuf,
+        pub memory: PathBuf,
+    }
+
+    /// One API request as Firecracker's HTTP/1.1 server takes it.
+    pub fn request(method: &str, path: &str, body: &Value) -> String {
+        let body = body.to_string();
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn call(socket: &Path, method: &str, path: &str, body: Value) -> Result<(), String> {
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        let mut stream = loop {
+            match UnixStream::connect(socket) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_micros(200))
+                }
+                Err(e) => return Err(format!("Firecracker API at {}: {e}", socket.display())),
+            }
+        };
+        stream
+            .write_all(request(method, path, &body).as_bytes())
+            .map_err(|e| format!("Firecracker API: {e}"))?;
+        let mut reply = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut reply)
+            .map_err(|e| format!("Firecracker API: {e}"))?;
+        let status = reply.split_whitespace().nth(1).unwrap_or_default();
+        if status.starts_with('2') {
+            Ok(())
+        } else {
+            Err(format!("Firecracker {method} {path}: {reply}"))
+        }
+    }
+
+    /// Boots `firecracker` with `config` (a guest started with `@wait`) and snapshots it.
+    pub fn save(binary: &Path, config: &Path, scratch: &Path, files: &Files) -> Result<(), String> {
+        let api = socket(scratch);
+        let mut child = Command::new(binary)
+            .arg("--api-sock")
+            .arg(&api)
+            .arg("--config-file")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting Firecracker to snapshot: {e}"))?;
+        let outcome = (|| {
+            let stdout = child.stdout.take().ok_or("no stdout")?;
+            let waiting = BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .any(|l| l.contains("limes-waiting"));
+            if !waiting {
+                return Err("the guest ended before it waited for a request".to_owned());
+            }
+            call(&api, "PATCH", "/vm", json!({ "state": "Paused" }))?;
+            call(
+                &api,
+                "PUT",
+                "/snapshot/create",
+                json!({
+                    "snapshot_type": "Full",
+                    "snapshot_path": files.state,
+                    "mem_file_path": files.memory,
+                }),
+            )
+        })();
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_file(&api);
+        outcome
+    }
+
+    /// An empty Firecracker with its API at a fresh socket, and what loads and resumes the
+    /// snapshot in it: the wait before the guest can take its request.
+    pub fn restore(
+        binary: &Path,
+        files: &Files,
+        scratch: &Path,
+    ) -> (Command, Box<dyn FnOnce() -> Result<(), String> + Send>) {
+        let api = socket(scratch);
+        let _ = std::fs::remove_file(&api);
+        let mut cmd = Command::new(binary);
+        cmd.arg("--api-sock").arg(&api);
+        let files = files.clone();
+        let ready = Box::new(move || {
+            let outcome = call(
+                &api,
+                "PUT",
+                "/snapshot/load",
+                json!({
+                    "snapshot_path": files.state,
+                    "mem_backend": { "backend_type": "File", "backend_path": files.memory },
+                    "resume_vm": true,
+                }),
+            );
+            let _ = std::fs::remove_file(&api);
+            outcome
+        });
+        (cmd, ready)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn requests_carry_their_json_and_its_length() {
+            let r = request("PATCH", "/vm", &json!({ "state": "Paused" }));
+            assert!(r.starts_with("PATCH /vm HTTP/1.1\r\n"));
+            let (head, body) = r.split_once("\r\n\r\n").unwrap();
+            assert_eq!(body, r#"{"state":"Paused"}"#);
+            assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The unikernel family: the same workloads as a Hermit unikernel (`cargo xtask unikernel`),
 //! booted by our PVH loader (`crates/hermit-loader`) per invocation under QEMU `-M microvm`
 //! (`unikernel-qemu`) or Firecracker (`unikernel-firecracker`), or restored from a snapshot
-//! (`unikernel-qemu-snapshot`).
+//! (`unikernel-qemu-snapshot`, `unikernel-firecracker-snapshot`).
 //!
 //! The study's compared system runs Nanos unikernels on Firecracker; Nanos cannot be had here,
 //! Hermit can (see `shared/UNIKERNEL.md`). Hermit has no disk on these machines (its virtio-fs
@@ -61,6 +61,12 @@ pub enum Unikernel {
     },
     /// Booted per invocation by Firecracker.
     Firecracker { binary: PathBuf, images: Images },
+    /// Restored per invocation by Firecracker from one snapshot taken on first use.
+    FirecrackerSnapshot {
+        binary: PathBuf,
+        images: Images,
+        snapshot: tokio::sync::OnceCell<snapshot::firecracker::Files>,
+    },
 }
 
 /// Detects `name` if it is of this family.
@@ -79,26 +85,32 @@ pub fn detect(
             images,
             snapshot: Default::default(),
         }),
-        "unikernel-firecracker" => firecracker(&ctx.accel),
+        "unikernel-firecracker" => firecracker(&ctx.accel)
+            .map(|(binary, images)| Unikernel::Firecracker { binary, images }),
+        "unikernel-firecracker-snapshot" => {
+            firecracker(&ctx.accel).map(|(binary, images)| Unikernel::FirecrackerSnapshot {
+                binary,
+                images,
+                snapshot: Default::default(),
+            })
+        }
         _ => return None,
     })
 }
 
-fn firecracker(accel: &Acceleration) -> Result<Unikernel, String> {
+/// Firecracker's binary and the images, where Firecracker can run.
+fn firecracker(accel: &Acceleration) -> Result<(PathBuf, Images), String> {
     let binary = find_on_path("firecracker").ok_or("no `firecracker` binary (≥ 1.12) on PATH")?;
     if let Acceleration::Emulated { reason } = accel {
         return Err(format!("Firecracker needs hardware KVM: {reason}"));
     }
-    Ok(Unikernel::Firecracker {
-        binary,
-        images: find_images()?,
-    })
+    Ok((binary, find_images()?))
 }
 
 impl Unikernel {
     /// Whether this runs under QEMU (and so may be emulated).
     pub fn qemu(&self) -> bool {
-        !matches!(self, Unikernel::Firecracker { .. })
+        matches!(self, Unikernel::Qemu(_) | Unikernel::QemuSnapshot { .. })
     }
 
     pub async fn invoke(&self, w: &Workload, ctx: &Context) -> Result<Measurement, String> {
@@ -150,6 +162,36 @@ impl Unikernel {
                 // Untested here (no Firecracker, no hardware KVM); Firecracker exits 0 when the
                 // guest shuts down.
                 spawned(Spawn::new(cmd, Unit::Vmm { clean_exit: 0 })).await
+            }
+            Unikernel::FirecrackerSnapshot {
+                binary,
+                images,
+                snapshot,
+            } => {
+                let files = snapshot
+                    .get_or_try_init(|| async {
+                        let files = snapshot::firecracker::Files {
+                            state: ctx.scratch.join("unikernel.fc-state"),
+                            memory: ctx.scratch.join("unikernel.fc-memory"),
+                        };
+                        let config = ctx.scratch.join("firecracker-unikernel-wait.json");
+                        std::fs::write(&config, firecracker_config(images, "@wait").to_string())
+                            .map_err(|e| e.to_string())?;
+                        let (binary, scratch, to) =
+                            (binary.clone(), ctx.scratch.clone(), files.clone());
+                        tokio::task::spawn_blocking(move || {
+                            snapshot::firecracker::save(&binary, &config, &scratch, &to)
+                        })
+                        .await
+                        .map_err(|e| e.to_string())??;
+                        Ok::<_, String>(files)
+                    })
+                    .await?;
+                let (cmd, ready) = snapshot::firecracker::restore(binary, files, &ctx.scratch);
+                let mut spawn = Spawn::new(cmd, Unit::Vmm { clean_exit: 0 });
+                spawn.input = Some(request);
+                spawn.ready_for_input = Some(ready);
+                spawned(spawn).await
             }
         }
     }
