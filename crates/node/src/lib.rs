@@ -19,6 +19,7 @@ mod artifacts;
 pub mod audit;
 pub mod auth;
 pub mod cluster;
+mod dashboard;
 mod error;
 pub mod grants;
 pub mod guests;
@@ -30,6 +31,7 @@ mod node;
 mod openapi;
 mod registry;
 pub mod signing;
+pub mod stats;
 pub mod tls;
 
 use std::future::Future;

@@ -299,6 +299,7 @@ impl Node {
         }
         self.set_live(name, None);
         self.remove_private_dir(name);
+        self.metrics.stats().forget(name);
         tracing::info!(function = name, "removed");
         Ok(())
     }

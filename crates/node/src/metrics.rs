@@ -5,6 +5,8 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use limes_runtime::CacheStats;
+
+use crate::stats::Stats;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -73,6 +75,8 @@ pub struct Metrics {
     denied: Family<Reason, Counter>,
     /// The cache counters already reported, so that each scrape adds only what is new.
     seen: Mutex<CacheStats>,
+    /// The same events kept for `GET /v1/stats` (the dashboard).
+    stats: Stats,
 }
 
 impl Default for Metrics {
@@ -99,6 +103,7 @@ impl Default for Metrics {
             queued: Family::default(),
             denied: Family::default(),
             seen: Mutex::default(),
+            stats: Stats::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -193,6 +198,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The live figures behind `GET /v1/stats`.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
     /// Counts one finished invocation; `timings` is `(cold start, execution)` when it ran.
     pub fn invocation(&self, function: &str, outcome: &str, timings: Option<(Duration, Duration)>) {
         let labels = Outcome {
@@ -200,6 +210,9 @@ impl Metrics {
             outcome: outcome.to_owned(),
         };
         self.invocations.get_or_create(&labels).inc();
+        let in_flight = u64::try_from(self.in_flight.get()).unwrap_or(0);
+        self.stats
+            .invocation(function, outcome == "ok", timings, in_flight);
         if let Some((cold, exec)) = timings {
             let f = FunctionLabel {
                 function: function.to_owned(),
@@ -213,6 +226,7 @@ impl Metrics {
 
     /// Counts an invocation refused by admission control.
     pub fn rejected(&self, reason: &str) {
+        self.stats.shed();
         self.rejected
             .get_or_create(&Reason {
                 reason: reason.to_owned(),
@@ -242,6 +256,7 @@ impl Metrics {
 
     /// Counts a call of `class` shed for `reason`.
     pub fn shed(&self, class: &str, reason: &str) {
+        self.stats.shed();
         self.shed
             .get_or_create(&ShedLabels {
                 class: class.to_owned(),

@@ -62,6 +62,12 @@ fn paths() -> Value {
             "/healthz": {"get": {"summary": "Liveness and load", "responses": {"200": {"description": "The node serves"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Text exposition format"}}}},
             "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3"}}}},
+            "/v1/stats": {"get": {"summary": "Live figures for the dashboard: per function invocations, errors and cold-start and execution p50/p99 (µs) since the node started; for the node, in flight, capacity and one sample per second over the last five minutes (requests, errors, calls turned away, most in flight, p50/p99 function time)",
+                "responses": {"200": {"description": "`{node, in_flight, capacity, functions: [{name, invocations, errors, cold_start_us: {p50, p99}, execution_us: {p50, p99}}], seconds: [{at, requests, errors, shed, in_flight, latency_us: {p50, p99}}]}`; poll it (the dashboard does, every second)"}}}},
+            "/ui": {"get": {"summary": "The operators' dashboard (HTML; its assets are in the binary, nothing is fetched from elsewhere). It asks for a token and sends it in the Authorization header only",
+                "responses": {"200": {"description": "The page"}}}},
+            "/ui/{asset}": {"get": {"summary": "The dashboard's script and style", "parameters": [{"name": "asset", "in": "path", "required": true, "schema": {"type": "string", "enum": ["dashboard.js", "dashboard.css"]}}],
+                "responses": {"200": {"description": "The asset"}, "404": error_response("No such asset")}}},
             "/v1/functions": {"get": {"summary": "List functions", "responses": {"200": {"description": "Every function with its active version"}}}},
             "/v1/functions/{name}": {
                 "get": {"summary": "A function with all its versions", "parameters": [name_param()],

@@ -105,7 +105,10 @@ async fn every_route_refuses_no_token_and_wrong_roles_and_admits_right_ones() {
         tokens.push((role, token));
     }
     for (method, path, need) in limes_node::ROUTES {
-        let concrete = path.replace("{name}", "nobody").replace("{path}", "x");
+        let concrete = path
+            .replace("{name}", "nobody")
+            .replace("{path}", "x")
+            .replace("{asset}", "dashboard.js");
         let method: Method = method.to_uppercase().parse().unwrap();
         let what = format!("{method} {path}");
         let anonymous = send(&node, method.clone(), &concrete, None, vec![]).await;
@@ -212,7 +215,8 @@ async fn a_revoked_token_fails_on_the_next_request_and_an_expired_one_fails() {
     let bad = create_token(&node, &admin, json!({"role": "root"})).await;
     assert_eq!(error_kind(bad).await, "bad-request");
 
-    let short: Value = create_token(&node, &admin, json!({"role": "invoke", "expires": "1s"}))
+    // Expiry counts whole seconds: "2s" leaves at least one for the first call.
+    let short: Value = create_token(&node, &admin, json!({"role": "invoke", "expires": "2s"}))
         .await
         .json()
         .await
@@ -224,7 +228,7 @@ async fn a_revoked_token_fails_on_the_next_request_and_an_expired_one_fails() {
             .status(),
         StatusCode::OK
     );
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     let expired = send(&node, Method::GET, "/v1/functions", Some(&short), vec![]).await;
     assert_eq!(expired.status(), StatusCode::UNAUTHORIZED);
     let body: Value = expired.json().await.unwrap();

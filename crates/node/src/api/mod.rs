@@ -25,6 +25,9 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("get", "/healthz", Need::Nothing),
     ("get", "/metrics", Need::AnyToken),
     ("get", "/v1/openapi.json", Need::Nothing),
+    ("get", "/v1/stats", Need::Invoke),
+    ("get", "/ui", Need::Nothing),
+    ("get", "/ui/{asset}", Need::Nothing),
     ("get", "/v1/functions", Need::Invoke),
     ("get", "/v1/functions/{name}", Need::Invoke),
     ("put", "/v1/functions/{name}", Need::Deploy),
@@ -53,6 +56,9 @@ pub fn routes(node: Arc<Node>) -> Router {
             "/v1/openapi.json",
             get(|| async { Json(crate::openapi::document()) }),
         )
+        .route("/v1/stats", get(stats))
+        .route("/ui", get(crate::dashboard::page))
+        .route("/ui/{asset}", get(crate::dashboard::asset))
         .route("/v1/functions", get(list))
         .route(
             "/v1/functions/{name}",

@@ -85,6 +85,18 @@ pub(super) async fn end_emergency(
     Ok(Json(ended))
 }
 
+/// `GET /v1/stats`: the live figures the dashboard draws (see [`crate::stats`]).
+pub(super) async fn stats(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+    let stats = node.metrics.stats();
+    Json(json!({
+        "node": node.config().node_id,
+        "in_flight": node.in_flight(),
+        "capacity": node.config().capacity,
+        "functions": stats.functions(),
+        "seconds": stats.seconds(),
+    }))
+}
+
 pub(super) async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
     let text = node.metrics.render(node.runtime().cache_stats());
     (
