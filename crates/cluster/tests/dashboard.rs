@@ -1,0 +1,305 @@
+//! The dashboard (`GET /ui`) in a real browser: headless Chromium driven through chromedriver,
+//! against real nodes on a real `nats-server`. Skipped, saying why, where Chromium or
+//! chromedriver is missing, unless `LIMES_REQUIRE_BROWSER` is set (as `scripts/test` does).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestNode, free_port, nats, workloads_dir};
+use fantoccini::{Client, ClientBuilder, Locator};
+
+/// How long the page may take to show what an action should change (it polls every second).
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// chromedriver, killed when dropped.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn find(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+        .find(|p| p.is_file())
+}
+
+/// Chromium and chromedriver, or `None` after saying why the test is skipped.
+fn browser(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let chromium = find(&["chromium", "chromium-browser", "google-chrome"]);
+    let driver = find(&["chromedriver"]);
+    match (chromium, driver) {
+        (Some(c), Some(d)) => Some((c, d)),
+        (c, _) => {
+            let missing = if c.is_none() {
+                "chromium"
+            } else {
+                "chromedriver"
+            };
+            assert!(
+                std::env::var_os("LIMES_REQUIRE_BROWSER").is_none(),
+                "{missing} is required (LIMES_REQUIRE_BROWSER) but not installed"
+            );
+            println!("SKIPPED {test}: no {missing} (apt-get install chromium chromium-driver)");
+            None
+        }
+    }
+}
+
+async fn session(chromium: &Path, chromedriver: &Path) -> (Driver, Client) {
+    let port = free_port();
+    let driver = Driver(
+        Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting chromedriver"),
+    );
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium,
+            // Root in a container needs --no-sandbox; the size is the screenshot's.
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1400,1000"],
+        }),
+    );
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let connected =
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(capabilities.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await;
+        match connected {
+            Ok(client) => return (driver, client),
+            Err(e) if Instant::now() > deadline => panic!("chromedriver: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Waits until the text of `css` satisfies `ok`; returns it.
+async fn text_of(client: &Client, css: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    let mut last = String::new();
+    loop {
+        if let Ok(e) = client.find(Locator::Css(css)).await
+            && let Ok(t) = e.text().await
+        {
+            if ok(&t) {
+                return t;
+            }
+            last = t;
+        }
+        assert!(Instant::now() < deadline, "{css}: still {last:?}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// Waits until `css` matches `n` elements.
+async fn count(client: &Client, css: &str, n: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let found = client
+            .find_all(Locator::Css(css))
+            .await
+            .map_or(0, |v| v.len());
+        if found == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css}: {found} elements, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+}
+
+async fn type_into(client: &Client, css: &str, text: &str) {
+    let field = client.find(Locator::Css(css)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+fn start(nats: &limes_cluster::server::NatsServer, id: &str, location: [f64; 2]) -> TestNode {
+    TestNode::start_with(&nats.url(), id, location[0], 4, |_, cluster| {
+        cluster.location = location;
+    })
+    .unwrap()
+}
+
+/// Where the screenshots go: `target/dashboard/`, for the README's to be copied from.
+fn shots() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_deploys_invokes_watches_the_map_and_runs_an_emergency_in_a_browser() {
+    let test = "an_operator_deploys_invokes_watches_the_map_and_runs_an_emergency_in_a_browser";
+    let Some((chromium, chromedriver)) = browser(test) else {
+        return;
+    };
+    let Some(nats) = nats(test) else { return };
+    let nodes = [
+        start(&nats, "north", [0.0, 4.0]),
+        start(&nats, "harbour", [1.0, 0.0]),
+        start(&nats, "hill", [6.0, 2.0]),
+    ];
+    let admin = std::fs::read_to_string(nodes[0].data.path().join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let (_driver, client) = session(&chromium, &chromedriver).await;
+    client.goto(&nodes[0].url("/ui")).await.unwrap();
+
+    // A wrong token is refused with the node's message, not a blank page.
+    type_into(&client, "#token", "limes_0000_nottoken").await;
+    click(&client, "#login-button").await;
+    text_of(&client, "#error", |t| t.contains("401")).await;
+    // The right one logs in; it never appears in the address.
+    type_into(&client, "#token", &admin).await;
+    click(&client, "#login-button").await;
+    text_of(&client, "#whoami", |t| t == "node north").await;
+    assert!(
+        !client
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains("limes_")
+    );
+
+    // Deploy through the form: the component is a file the browser uploads.
+    type_into(&client, "#deploy-name", "echo").await;
+    let wasm = workloads_dir().join("echo.wasm").canonicalize().unwrap();
+    client
+        .find(Locator::Css("#deploy-file"))
+        .await
+        .unwrap()
+        .send_keys(&wasm.to_string_lossy())
+        .await
+        .unwrap();
+    click(&client, "#deploy-button").await;
+    text_of(&client, "#deploy-status", |t| {
+        t.starts_with("deployed echo")
+    })
+    .await;
+    text_of(&client, "tr[data-function=echo] td.invocations", |t| {
+        t == "0"
+    })
+    .await;
+
+    // Invoke it: the result, the timings and the node that ran it.
+    click(&client, "#tab-invoke").await;
+    count(&client, "#invoke-name option", 1).await;
+    type_into(&client, "#invoke-args", "flood warning: north bank").await;
+    click(&client, "#invoke-button").await;
+    text_of(&client, "#invoke-result", |t| {
+        t == "flood warning: north bank"
+    })
+    .await;
+    let timings = text_of(&client, "#invoke-timings", |t| t.contains("ran on node")).await;
+    assert!(
+        timings.contains("cold start") && timings.contains("execution"),
+        "{timings}"
+    );
+
+    // The counter moved.
+    click(&client, "#tab-functions").await;
+    text_of(&client, "tr[data-function=echo] td.invocations", |t| {
+        t == "1"
+    })
+    .await;
+    std::fs::write(
+        shots().join("functions.png"),
+        client.screenshot().await.unwrap(),
+    )
+    .unwrap();
+
+    // Live load shows the node's capacity.
+    click(&client, "#tab-load").await;
+    text_of(&client, "#load-inflight", |t| t.ends_with("/ 4")).await;
+
+    // Three nodes on the map, none released yet.
+    click(&client, "#tab-cluster").await;
+    count(&client, "#cluster-map g.node", 3).await;
+    count(&client, "#cluster-map g.node.released", 0).await;
+
+    // A bad declaration is shown as the node's message.
+    click(&client, "#tab-emergency").await;
+    text_of(&client, "#emergency-status", |t| t.contains("No emergency")).await;
+    type_into(&client, "#emergency-urgent", "Not A Name").await;
+    click(&client, "#emergency-declare").await;
+    text_of(&client, "#error", |t| {
+        t.contains("not a valid function name")
+    })
+    .await;
+    // A real one: the plan, and who declared it.
+    type_into(&client, "#emergency-urgent", "echo").await;
+    type_into(&client, "#emergency-bound", "20").await;
+    click(&client, "#emergency-declare").await;
+    text_of(&client, "#emergency-status", |t| {
+        t.contains("Emergency in force")
+    })
+    .await;
+    text_of(&client, "#emergency-declared-by", |t| {
+        t.contains("declared by admin-north")
+    })
+    .await;
+    text_of(&client, "#error", |t| t.is_empty()).await;
+
+    // The map marks the released nodes.
+    click(&client, "#tab-cluster").await;
+    let released = {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let n = client
+                .find_all(Locator::Css("#cluster-map g.node.released"))
+                .await
+                .map_or(0, |v| v.len());
+            if n > 0 {
+                break n;
+            }
+            assert!(Instant::now() < deadline, "no node marked released");
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    };
+    assert!(released < 3, "a keeper must remain");
+    text_of(&client, "#cluster-state", |t| t.contains("released")).await;
+    std::fs::write(
+        shots().join("cluster.png"),
+        client.screenshot().await.unwrap(),
+    )
+    .unwrap();
+
+    // End it: nothing is released any more.
+    click(&client, "#tab-emergency").await;
+    click(&client, "#emergency-end").await;
+    text_of(&client, "#emergency-status", |t| t.contains("No emergency")).await;
+    click(&client, "#tab-cluster").await;
+    count(&client, "#cluster-map g.node.released", 0).await;
+
+    client.close().await.unwrap();
+}
