@@ -335,6 +335,83 @@ async fn metrics_move_with_invocations() {
 }
 
 #[tokio::test]
+async fn stats_count_invocations_and_the_dashboard_is_served_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    node.deploy("echo", "echo", &[]).await;
+    node.deploy("trap", "panic", &[]).await;
+    for _ in 0..3 {
+        node.invoke("echo", "x").await;
+    }
+    node.invoke("trap", "").await;
+    let stats = node.json("/v1/stats").await;
+    assert_eq!(stats["node"], "local");
+    assert_eq!(stats["capacity"], 64);
+    let functions = stats["functions"].as_array().unwrap();
+    let echo = functions.iter().find(|f| f["name"] == "echo").unwrap();
+    assert_eq!(
+        (echo["invocations"].as_u64(), echo["errors"].as_u64()),
+        (Some(3), Some(0))
+    );
+    assert!(
+        echo["cold_start_us"]["p50"].as_u64().unwrap() >= 1,
+        "{echo}"
+    );
+    assert!(echo["execution_us"]["p99"].as_u64().unwrap() >= 1, "{echo}");
+    let trap = functions.iter().find(|f| f["name"] == "trap").unwrap();
+    assert_eq!(trap["errors"], 1);
+    // A removed function leaves the figures with it.
+    Client::new()
+        .delete(node.at("/v1/functions/trap"))
+        .send()
+        .await
+        .unwrap();
+    let stats = node.json("/v1/stats").await;
+    assert!(
+        stats["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["name"] != "trap")
+    );
+
+    let page = reqwest::get(node.at("/ui")).await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("<script src=\"/ui/dashboard.js\"")
+    );
+    for (asset, kind) in [
+        ("dashboard.js", "text/javascript"),
+        ("dashboard.css", "text/css"),
+    ] {
+        let r = reqwest::get(node.at(&format!("/ui/{asset}")))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{asset}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind)
+        );
+    }
+    let missing = reqwest::get(node.at("/ui/secrets.txt")).await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn every_route_is_in_the_openapi_document_and_served() {
     let dir = tempfile::tempdir().unwrap();
     let node = TestNode::start(config(dir.path())).await;
@@ -360,7 +437,10 @@ async fn every_route_is_in_the_openapi_document_and_served() {
                 "{method} {path}"
             );
         }
-        let concrete = path.replace("{name}", "nobody").replace("{path}", "x");
+        let concrete = path
+            .replace("{name}", "nobody")
+            .replace("{path}", "x")
+            .replace("{asset}", "dashboard.js");
         let request = client.request(method.to_uppercase().parse().unwrap(), node.at(&concrete));
         let response = request.send().await.unwrap();
         assert_ne!(
