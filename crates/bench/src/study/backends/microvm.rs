@@ -47,6 +47,13 @@ pub fn detect(name: &str, ctx: &Context, allow_emulated: bool) -> Option<Result<
         }),
         "microvm-firecracker" => firecracker_setup(&ctx.accel)
             .map(|(binary, kernel)| Microvm::Firecracker { binary, kernel }),
+        "microvm-firecracker-snapshot" => {
+            firecracker_setup(&ctx.accel).map(|(binary, kernel)| Microvm::FirecrackerSnapshot {
+                binary,
+                kernel,
+                snapshots: Default::default(),
+            })
+        }
         _ => return None,
     })
 }

@@ -160,3 +160,31 @@ impl Backend {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name the study lists is one some family detects (a missing arm once reported
+    /// `microvm-firecracker-snapshot` as unknown).
+    #[tokio::test]
+    async fn every_listed_backend_is_known_to_a_family() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = Context {
+            guests: dir.path().join("guests"),
+            data: dir.path().join("data"),
+            limes: dir.path().join("limes"),
+            scratch: dir.path().into(),
+            accel: Acceleration::Emulated {
+                reason: "test".into(),
+            },
+        };
+        for name in ALL {
+            if let Err(why) = detect(name, &ctx, false).await {
+                assert!(!why.contains("unknown backend"), "{name}: {why}");
+            }
+        }
+        let unknown = detect("nonsense", &ctx, false).await.err().unwrap();
+        assert!(unknown.contains("unknown backend"));
+    }
+}
