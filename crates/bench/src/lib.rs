@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod load;
 pub mod node;
 pub mod overload;
+pub mod preinit;
 pub mod process;
 pub mod stats;
 pub mod study;

@@ -89,6 +89,22 @@ enum BenchMode {
         #[arg(long, default_value = "bench-out/overload")]
         out: PathBuf,
     },
+    /// Pre-initialization: cold start and first result of a function with a heavy
+    /// initialization (map-index), as deployed and pre-initialized, and the no-op, same run.
+    Preinit {
+        /// Fresh instances per component
+        #[arg(long, default_value_t = 200)]
+        iterations: usize,
+        /// The point each call looks up
+        #[arg(long, default_value = "5000 5000")]
+        point: String,
+        /// Directory of the built guests
+        #[arg(long, default_value = "target/guests")]
+        guests: PathBuf,
+        /// Where to write report.md
+        #[arg(long, default_value = "bench-out/preinit")]
+        out: PathBuf,
+    },
     /// SPARE's experiment: N nodes on NATS under regular load, then emergencies with looser and
     /// looser latency bounds; nodes released against latency added (in-process latency model).
     Cluster {
@@ -158,6 +174,24 @@ pub async fn bench(args: BenchArgs) -> Result<(), CliError> {
                 factors,
                 urgent_every,
                 capacity,
+                out: out.clone(),
+                command: command_line(),
+            };
+            let report = bench.run().await.map_err(|e| CliError::new("bench", e))?;
+            println!("{report}");
+            println!("report: {}", out.join("report.md").display());
+            Ok(())
+        }
+        BenchMode::Preinit {
+            iterations,
+            point,
+            guests,
+            out,
+        } => {
+            let bench = limes_bench::preinit::PreinitBench {
+                guests,
+                iterations,
+                point,
                 out: out.clone(),
                 command: command_line(),
             };

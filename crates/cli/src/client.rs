@@ -225,22 +225,26 @@ pub async fn list(api: &Api) -> Result<(), CliError> {
     let body = api.send(api.request(Method::GET, "/v1/functions")).await?;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     println!(
-        "{:<24} {:>7} {:>8} {:<5} {:<8} {:<6} DIGEST",
-        "NAME", "VERSION", "VERSIONS", "KIND", "PRIORITY", "PUBLIC"
+        "{:<24} {:>7} {:>8} {:<5} {:<8} {:<6} {:<7} DIGEST",
+        "NAME", "VERSION", "VERSIONS", "KIND", "PRIORITY", "PUBLIC", "PREINIT"
     );
+    let yes_no = |v: &serde_json::Value| {
+        if v.as_bool().unwrap_or(false) {
+            "yes"
+        } else {
+            "no"
+        }
+    };
     for f in v["functions"].as_array().into_iter().flatten() {
         println!(
-            "{:<24} {:>7} {:>8} {:<5} {:<8} {:<6} {}",
+            "{:<24} {:>7} {:>8} {:<5} {:<8} {:<6} {:<7} {}",
             f["name"].as_str().unwrap_or("?"),
             f["version"].as_u64().unwrap_or(0),
             f["versions"].as_u64().unwrap_or(0),
             f["kind"].as_str().unwrap_or("?"),
             f["priority"].as_str().unwrap_or("regular"),
-            if f["public"].as_bool().unwrap_or(false) {
-                "yes"
-            } else {
-                "no"
-            },
+            yes_no(&f["public"]),
+            yes_no(&f["preinitialized"]),
             f["digest"].as_str().map_or("?", |d| &d[..d.len().min(16)])
         );
     }

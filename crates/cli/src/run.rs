@@ -27,6 +27,10 @@ pub struct RunArgs {
     /// With --repeat, also print the timings of every run
     #[arg(long, short)]
     verbose: bool,
+    /// Run the function's initialization step (`limes_guest::init!`) once first and invoke the
+    /// initialized component, as a node does at deploy
+    #[arg(long)]
+    preinit: bool,
     /// AOT cache directory [default: $LIMES_CACHE_DIR, else ~/.cache/limes/aot]
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
@@ -39,7 +43,21 @@ pub async fn run(cli: RunArgs) -> Result<(), CliError> {
     };
     let runtime = Runtime::new(config)?;
     let (file, policy) = (cli.file.clone(), cli.policy.to_policy());
-    let function = {
+    let function = if cli.preinit {
+        let wasm = std::fs::read(&file)
+            .map_err(|e| CliError::new("io", format!("{}: {e}", file.display())))?;
+        let started = std::time::Instant::now();
+        let initialized = runtime.preinit(&wasm, &policy).await?;
+        tracing::info!(
+            preinit_ms = started.elapsed().as_secs_f64() * 1e3,
+            bytes = initialized.len(),
+            "pre-initialized"
+        );
+        let runtime = runtime.clone();
+        tokio::task::spawn_blocking(move || runtime.load(&initialized, policy))
+            .await
+            .map_err(|e| CliError::new("io", format!("the loader stopped: {e}")))??
+    } else {
         let runtime = runtime.clone();
         tokio::task::spawn_blocking(move || runtime.load_file(file, policy))
             .await

@@ -20,17 +20,8 @@ impl Cluster for NatsCluster {
         component: Bytes,
     ) -> BoxFuture<'_, Result<FunctionRecord, NodeError>> {
         Box::pin(async move {
-            let buckets = self.buckets().await?;
             // The artifact first: a record must never name a component the store lacks.
-            let exists = buckets.artifacts.info(&version.digest).await.is_ok();
-            if !exists {
-                let mut reader = std::io::Cursor::new(component);
-                buckets
-                    .artifacts
-                    .put(version.digest.as_str(), &mut reader)
-                    .await
-                    .map_err(|e| unavailable("storing the component", e))?;
-            }
+            self.put_artifact(version.digest.clone(), component).await?;
             self.update_record(&name, |current| {
                 let mut record = current.unwrap_or_else(|| FunctionRecord::new(&name));
                 record.push_version(version.clone());
@@ -95,6 +86,21 @@ impl Cluster for NatsCluster {
                     })
                 })
                 .transpose()
+        })
+    }
+
+    fn put_artifact(&self, digest: String, bytes: Bytes) -> BoxFuture<'_, Result<(), NodeError>> {
+        Box::pin(async move {
+            let buckets = self.buckets().await?;
+            if buckets.artifacts.info(&digest).await.is_err() {
+                let mut reader = std::io::Cursor::new(bytes);
+                buckets
+                    .artifacts
+                    .put(digest.as_str(), &mut reader)
+                    .await
+                    .map_err(|e| unavailable("storing the component", e))?;
+            }
+            Ok(())
         })
     }
 

@@ -82,6 +82,29 @@ async fn deploy_on_a_invoke_on_c() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_preinitialized_version_reaches_other_nodes_as_its_own_artifact() {
+    let Some(nats) = nats("a_preinitialized_version_reaches_other_nodes_as_its_own_artifact")
+    else {
+        return;
+    };
+    let [a, _b, c] = three(&nats);
+    all_see(&[&a, &c], 3).await;
+    deploy(&a, "map", "map-index").await;
+    let on_a = invoke(&a, "map", "4321 1234").await;
+    assert_eq!(on_a.status, 200, "{}", on_a.body);
+    // c never ran the initialization: it fetches the initialized component and serves it.
+    let on_c = invoke(&c, "map", "4321 1234").await;
+    assert_eq!((on_c.status, on_c.node.as_deref()), (200, Some("c")));
+    assert_eq!(on_c.body, on_a.body);
+    let record = json(&c, "/v1/functions/map").await;
+    let version = &record["versions"][0];
+    assert!(version["preinit"].is_string(), "{record}");
+    assert_ne!(version["preinit"], version["digest"]);
+    let listed = json(&c, "/v1/functions").await;
+    assert_eq!(listed["functions"][0]["preinitialized"], true, "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_full_node_forwards_to_the_nearest_free_one() {
     let Some(nats) = nats("a_full_node_forwards_to_the_nearest_free_one") else {
         return;

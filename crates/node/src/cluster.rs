@@ -34,6 +34,8 @@ pub struct NewVersion {
     pub signed_by: Option<String>,
     /// The name of the token that deployed it.
     pub deployed_by: Option<String>,
+    /// SHA-256 of the pre-initialized component, when the function has an initialization step.
+    pub preinit: Option<String>,
 }
 
 /// Where an invocation of a function may run, as the cluster sees it now.
@@ -134,6 +136,10 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// The component with this digest.
     fn artifact(&self, digest: String) -> BoxFuture<'_, Result<Bytes, NodeError>>;
+
+    /// Stores a component under its digest unless the store has it; a record that names an
+    /// artifact is published only after this returns.
+    fn put_artifact(&self, digest: String, bytes: Bytes) -> BoxFuture<'_, Result<(), NodeError>>;
 
     /// Where an invocation of `name` that arrives here may run.
     fn placement(&self, name: &str) -> Placement;

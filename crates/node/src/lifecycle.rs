@@ -86,7 +86,7 @@ impl Node {
         name: &str,
         version: &Version,
     ) -> Result<Arc<Live>, NodeError> {
-        let digest = version.digest.parse().map_err(NodeError::Storage)?;
+        let digest = runs(version).parse().map_err(NodeError::Storage)?;
         let bytes = self
             .artifacts
             .get(&digest)
@@ -101,9 +101,21 @@ impl Node {
         version: &Version,
         bytes: &[u8],
     ) -> Result<Arc<Live>, NodeError> {
-        // The digest is recomputed: what is vetted must be what runs.
+        // The digest is recomputed: what runs must be what the record names, the deployed
+        // component or its pre-initialized form; the signature is of the deployed component.
         let digest = limes_runtime::Digest::of(bytes).to_string();
-        if let Err(e) = self.vet(&version.manifest, &digest, version.signature.as_deref()) {
+        if digest != runs(version) {
+            return Err(NodeError::Storage(format!(
+                "the artifact of {name} version {} has digest {digest}, not {}",
+                version.version,
+                runs(version)
+            )));
+        }
+        if let Err(e) = self.vet(
+            &version.manifest,
+            &version.digest,
+            version.signature.as_deref(),
+        ) {
             tracing::warn!(function = name, version = version.version, error = %e, "refusing to run a version");
             return Err(e);
         }
@@ -161,11 +173,11 @@ impl Node {
             }
         };
         let version = record.active_version().clone();
-        let digest: limes_runtime::Digest = version.digest.parse().map_err(NodeError::Storage)?;
+        let digest: limes_runtime::Digest = runs(&version).parse().map_err(NodeError::Storage)?;
         let bytes = match self.artifacts.get(&digest) {
             Ok(bytes) => Bytes::from(bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let bytes = cluster.artifact(version.digest.clone()).await?;
+                let bytes = cluster.artifact(runs(&version).to_owned()).await?;
                 let node = self.clone();
                 let stored = bytes.clone();
                 blocking(move || {
@@ -229,7 +241,7 @@ impl Node {
         let stored = component.clone();
         // Compiling and syncing block; keep them off the async workers. Compiling first means a
         // component that is not valid is refused before anything is stored.
-        let function = blocking(move || {
+        let mut function = blocking(move || {
             let function = node.runtime.load(&stored, policy)?;
             node.artifacts
                 .put(&stored)
@@ -237,6 +249,28 @@ impl Node {
             Ok(function)
         })
         .await?;
+        // A function with an initialization step runs it now, once; what it leaves is a
+        // component of its own (content-addressed beside the original) that serves every call.
+        let mut initialized = None;
+        if limes_runtime::has_init(&component) {
+            let (node, original) = (self.clone(), component.clone());
+            let policy = self.policy(name, &manifest)?;
+            let (run, bytes) = blocking(move || {
+                let bytes = tokio::runtime::Handle::current()
+                    .block_on(node.runtime.preinit(&original, &policy))
+                    .map_err(|e| {
+                        NodeError::BadRequest(format!("pre-initializing the function: {e}"))
+                    })?;
+                let run = node.runtime.load(&bytes, policy)?;
+                node.artifacts
+                    .put(&bytes)
+                    .map_err(|e| NodeError::Storage(format!("storing the artifact: {e}")))?;
+                Ok((run, Bytes::from(bytes)))
+            })
+            .await?;
+            function = run;
+            initialized = Some((limes_runtime::Digest::of(&bytes).to_string(), bytes));
+        }
         let new = NewVersion {
             digest,
             kind: function.kind().as_str().to_owned(),
@@ -244,9 +278,13 @@ impl Node {
             signature,
             signed_by,
             deployed_by,
+            preinit: initialized.as_ref().map(|(digest, _)| digest.clone()),
         };
         let version = match self.cluster() {
             Some(cluster) => {
+                if let Some((digest, bytes)) = initialized {
+                    cluster.put_artifact(digest, bytes).await?;
+                }
                 let record = cluster.publish(name.to_owned(), new, component).await?;
                 let version = record.active_version().clone();
                 let node = self.clone();
@@ -260,7 +298,7 @@ impl Node {
             }
         };
         self.set_live(name, Some(Live::new(function, version.version, &manifest)));
-        tracing::info!(function = name, version = version.version, digest = %version.digest, "deployed");
+        tracing::info!(function = name, version = version.version, digest = %version.digest, preinitialized = version.preinit.is_some(), "deployed");
         Ok(version)
     }
 
@@ -348,4 +386,9 @@ impl Node {
         tracing::info!(function = name, version, "rolled back");
         Ok(record)
     }
+}
+
+/// The digest of the component that serves `version`: its pre-initialized form if it has one.
+fn runs(version: &Version) -> &str {
+    version.preinit.as_deref().unwrap_or(&version.digest)
 }

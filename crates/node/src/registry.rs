@@ -57,6 +57,7 @@ impl FunctionRecord {
             signature: new.signature,
             signed_by: new.signed_by,
             deployed_by: new.deployed_by,
+            preinit: new.preinit,
             deployed_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
@@ -98,6 +99,11 @@ pub struct Version {
     pub deployed_by: Option<String>,
     /// Seconds since the Unix epoch.
     pub deployed_at: u64,
+    /// SHA-256 of the pre-initialized component that serves invocations, when the function has
+    /// an initialization step (see [`limes_runtime::has_init`]); `digest` stays the component as
+    /// deployed (and signed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preinit: Option<String>,
 }
 
 /// The function registry.
@@ -220,6 +226,7 @@ mod tests {
             signature: None,
             signed_by: None,
             deployed_by: None,
+            preinit: None,
         }
     }
 

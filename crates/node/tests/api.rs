@@ -85,6 +85,74 @@ async fn deploy_invoke_list_version_rollback_delete() {
     node.stop().await;
 }
 
+/// What the map-index guest answers for `point`, from its original component run directly.
+async fn map_index_answer(point: &str) -> String {
+    let runtime = limes_runtime::Runtime::new(limes_runtime::RuntimeConfig::default()).unwrap();
+    let original = runtime
+        .load(&guest("map-index"), limes_runtime::Policy::default())
+        .unwrap();
+    original.invoke(point).await.unwrap().result
+}
+
+#[tokio::test]
+async fn a_function_with_init_is_preinitialized_at_deploy_and_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    let deployed = node.deploy("map", "map-index", &[]).await;
+    assert_eq!(deployed.status(), StatusCode::CREATED);
+    let expected = map_index_answer("1234.5 777").await;
+    assert_eq!(
+        node.invoke("map", "1234.5 777").await.text().await.unwrap(),
+        expected
+    );
+    let listed: Value = node.json("/v1/functions").await;
+    assert_eq!(listed["functions"][0]["preinitialized"], true, "{listed}");
+    let described: Value = node.json("/v1/functions/map").await;
+    let version = &described["versions"][0];
+    assert_ne!(version["preinit"], version["digest"], "{described}");
+    assert!(version["preinit"].as_str().is_some_and(|d| d.len() == 64));
+    // A function without an initialization step is served as deployed.
+    node.deploy("echo", "echo", &[]).await;
+    let echo: Value = node.json("/v1/functions/echo").await;
+    assert!(echo["versions"][0].get("preinit").is_none(), "{echo}");
+    node.stop().await;
+
+    // After a restart the initialized component serves again, from the AOT cache.
+    let node = TestNode::start(config(dir.path())).await;
+    assert_eq!(
+        node.invoke("map", "1234.5 777").await.text().await.unwrap(),
+        expected
+    );
+    let metrics = node.metrics().await;
+    assert!(metrics.contains("limes_compiles_total 0\n"), "{metrics}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_init_fails_the_deploy_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    let refused = node.deploy("broken", "init-panics", &[]).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let body: Value = refused.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("pre-initializing"), "{message}");
+    assert!(message.contains("the map data is missing"), "{message}");
+    let missing = reqwest::get(node.at("/v1/functions/broken")).await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    // The node serves on.
+    node.deploy("echo", "echo", &[]).await;
+    assert_eq!(
+        node.invoke("echo", "still here")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "still here"
+    );
+    node.stop().await;
+}
+
 #[tokio::test]
 async fn a_restart_keeps_functions_and_compiles_nothing() {
     let dir = tempfile::tempdir().unwrap();

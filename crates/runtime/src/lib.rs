@@ -31,6 +31,7 @@ mod host;
 mod http;
 mod output;
 mod policy;
+mod preinit;
 mod signature;
 
 use std::path::Path;
@@ -43,6 +44,7 @@ pub use function::{Function, FunctionKind, Invocation, WarmInstance};
 pub use http::{HttpBody, HttpInvocation};
 pub use output::Output;
 pub use policy::{DirMount, NetworkPolicy, Policy};
+pub use preinit::{INIT_INTERFACE, INIT_TIMEOUT, has_init};
 pub use signature::{RUN_FUNCTION, RUN_INTERFACE};
 pub use tokio_util::sync::CancellationToken;
 
@@ -144,7 +146,7 @@ impl Runtime {
         ))
     }
 
-    fn kernel(&self, metered: bool) -> Result<&Kernel, Error> {
+    pub(crate) fn kernel(&self, metered: bool) -> Result<&Kernel, Error> {
         if !metered {
             return Ok(&self.inner.plain);
         }
@@ -156,7 +158,7 @@ impl Runtime {
         Ok(self.inner.metered.get_or_init(|| kernel))
     }
 
-    fn check_policy(&self, policy: &Policy) -> Result<(), Error> {
+    pub(crate) fn check_policy(&self, policy: &Policy) -> Result<(), Error> {
         let invalid = |message: String| Err(Error::InvalidPolicy { message });
         let max = self.inner.config.pool.max_memory_size;
         if policy.memory_limit > max {
@@ -185,7 +187,7 @@ impl Runtime {
 
 /// Tells a component from a core module from something that is not Wasm at all, before the
 /// compiler sees it, so that each gets its own error.
-fn check_header(wasm: &[u8]) -> Result<(), Error> {
+pub(crate) fn check_header(wasm: &[u8]) -> Result<(), Error> {
     if wasmparser::Parser::is_component(wasm) {
         Ok(())
     } else if wasmparser::Parser::is_core_wasm(wasm) {

@@ -32,6 +32,7 @@ fn summary(record: &FunctionRecord) -> serde_json::Value {
         "public": active.manifest.public,
         "priority": active.manifest.priority,
         "signed_by": active.signed_by,
+        "preinitialized": active.preinit.is_some(),
     })
 }
 
