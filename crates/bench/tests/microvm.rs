@@ -70,10 +70,14 @@ fn a_microvm_restored_from_a_snapshot_takes_its_request_and_answers() {
         let args = format!("mode=noio size={size} iterations=20");
         let mut cmd = microvm::qemu_command(&kernel, &initramfs, &accel, "@wait", "");
         let ready = snapshot::restore(&mut cmd, &file, dir.path());
-        let mut spawn = Spawn::new(cmd, Unit::Vmm { clean_exit: 0 });
-        spawn.input = Some(format!("mandelbrot {args}"));
-        spawn.ready_for_input = Some(ready);
-        let m = run(spawn).unwrap();
+        let vmm = Unit::Vmm { clean_exit: 0 };
+        let m = run(Spawn::restored(
+            cmd,
+            vmm,
+            format!("mandelbrot {args}"),
+            ready,
+        ))
+        .unwrap();
         assert_eq!(m.result, workloads::run("mandelbrot", &args).unwrap());
         println!("restored: cold start {:.0} ms", m.cold_ms.unwrap());
     }

@@ -118,15 +118,16 @@ fn a_unikernel_restored_from_a_snapshot_answers_its_request() {
     let args = "mode=noio size=16 iterations=20";
     let mut cmd = unikernel::qemu_command(&images, &accel, "@wait");
     let ready = snapshot::restore(&mut cmd, &file, dir.path());
-    let mut spawn = Spawn::new(
+    let vmm = Unit::Vmm {
+        clean_exit: QEMU_CLEAN_EXIT,
+    };
+    let m = run(Spawn::restored(
         cmd,
-        Unit::Vmm {
-            clean_exit: QEMU_CLEAN_EXIT,
-        },
-    );
-    spawn.input = Some(format!("mandelbrot {args}"));
-    spawn.ready_for_input = Some(ready);
-    let m = run(spawn).unwrap();
+        vmm,
+        format!("mandelbrot {args}"),
+        ready,
+    ))
+    .unwrap();
     assert_eq!(m.result, workloads::run("mandelbrot", args).unwrap());
     println!(
         "restored unikernel: cold start {:.0} ms",

@@ -94,10 +94,8 @@ impl Microvm {
                 };
                 let mut cmd = qemu_command(kernel, &initramfs, &ctx.accel, "@wait", "");
                 let ready = snapshot::restore(&mut cmd, &file, &ctx.scratch);
-                let mut spawn = Spawn::new(cmd, vmm);
-                spawn.input = Some(format!("{} {args}", w.name));
-                spawn.ready_for_input = Some(ready);
-                spawned(spawn).await
+                let request = format!("{} {args}", w.name);
+                spawned(Spawn::restored(cmd, vmm, request, ready)).await
             }
             Microvm::Firecracker { binary, kernel } => {
                 let config = ctx.scratch.join(format!("firecracker-{}.json", w.key()));
@@ -137,10 +135,8 @@ impl Microvm {
                     }
                 };
                 let (cmd, ready) = snapshot::firecracker::restore(binary, &files, &ctx.scratch);
-                let mut spawn = Spawn::new(cmd, vmm);
-                spawn.input = Some(format!("{} {args}", w.name));
-                spawn.ready_for_input = Some(ready);
-                spawned(spawn).await
+                let request = format!("{} {args}", w.name);
+                spawned(Spawn::restored(cmd, vmm, request, ready)).await
             }
         }
     }

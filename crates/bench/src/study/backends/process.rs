@@ -96,8 +96,11 @@ pub struct Spawn {
     /// A request line to write to the guest's console once `ready_for_input` returns, for
     /// guests restored from a snapshot.
     pub input: Option<String>,
-    pub ready_for_input: Option<Box<dyn FnOnce() -> Result<(), String> + Send>>,
+    pub ready_for_input: Option<Ready>,
 }
+
+/// What a restore must wait for before the guest can take its request.
+pub type Ready = Box<dyn FnOnce() -> Result<(), String> + Send>;
 
 impl Spawn {
     pub fn new(cmd: Command, unit: Unit) -> Self {
@@ -106,6 +109,16 @@ impl Spawn {
             unit,
             input: None,
             ready_for_input: None,
+        }
+    }
+
+    /// A VM restored from a snapshot: `request` goes to its console once `ready` returns.
+    pub fn restored(cmd: Command, unit: Unit, request: String, ready: Ready) -> Self {
+        Self {
+            cmd,
+            unit,
+            input: Some(request),
+            ready_for_input: Some(ready),
         }
     }
 }

@@ -12,8 +12,22 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::process::Ready;
+
 /// How long a VMM may take to open its QMP socket.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Connects to a VMM's Unix socket, waiting up to [`CONNECT_TIMEOUT`] for it to appear.
+fn connect(path: &Path, what: &str) -> Result<UnixStream, String> {
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        match UnixStream::connect(path) {
+            Ok(s) => return Ok(s),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_micros(200)),
+            Err(e) => return Err(format!("{what} at {}: {e}", path.display())),
+        }
+    }
+}
 
 /// A QMP connection, past the capabilities handshake.
 struct Qmp {
@@ -23,16 +37,7 @@ struct Qmp {
 
 impl Qmp {
     fn connect(path: &Path) -> Result<Self, String> {
-        let deadline = Instant::now() + CONNECT_TIMEOUT;
-        let stream = loop {
-            match UnixStream::connect(path) {
-                Ok(s) => break s,
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_micros(200))
-                }
-                Err(e) => return Err(format!("QMP at {}: {e}", path.display())),
-            }
-        };
+        let stream = connect(path, "QMP")?;
         stream
             .set_read_timeout(Some(CONNECT_TIMEOUT))
             .map_err(|e| e.to_string())?;
@@ -141,11 +146,7 @@ pub fn save(mut cmd: Command, scratch: &Path, file: &Path) -> Result<(), String>
 
 /// Turns a boot command into a restore of `file`; returns what to wait on before the guest can
 /// take its request: the incoming state loaded, and the VM (saved stopped) continued.
-pub fn restore(
-    cmd: &mut Command,
-    file: &Path,
-    scratch: &Path,
-) -> Box<dyn FnOnce() -> Result<(), String> + Send> {
+pub fn restore(cmd: &mut Command, file: &Path, scratch: &Path) -> Ready {
     let qmp_path = socket(scratch);
     let _ = std::fs::remove_file(&qmp_path);
     with_qmp(cmd, &qmp_path);
@@ -202,16 +203,7 @@ pub mod firecracker {
     }
 
     fn call(socket: &Path, method: &str, path: &str, body: Value) -> Result<(), String> {
-        let deadline = Instant::now() + CONNECT_TIMEOUT;
-        let mut stream = loop {
-            match UnixStream::connect(socket) {
-                Ok(s) => break s,
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_micros(200))
-                }
-                Err(e) => return Err(format!("Firecracker API at {}: {e}", socket.display())),
-            }
-        };
+        let mut stream = super::connect(socket, "Firecracker API")?;
         stream
             .write_all(request(method, path, &body).as_bytes())
             .map_err(|e| format!("Firecracker API: {e}"))?;
@@ -268,11 +260,7 @@ pub mod firecracker {
 
     /// An empty Firecracker with its API at a fresh socket, and what loads and resumes the
     /// snapshot in it: the wait before the guest can take its request.
-    pub fn restore(
-        binary: &Path,
-        files: &Files,
-        scratch: &Path,
-    ) -> (Command, Box<dyn FnOnce() -> Result<(), String> + Send>) {
+    pub fn restore(binary: &Path, files: &Files, scratch: &Path) -> (Command, Ready) {
         let api = socket(scratch);
         let _ = std::fs::remove_file(&api);
         let mut cmd = Command::new(binary);

@@ -141,15 +141,10 @@ impl Unikernel {
                     .await?;
                 let mut cmd = qemu_command(images, &ctx.accel, "@wait");
                 let ready = snapshot::restore(&mut cmd, file, &ctx.scratch);
-                let mut spawn = Spawn::new(
-                    cmd,
-                    Unit::Vmm {
-                        clean_exit: QEMU_CLEAN_EXIT,
-                    },
-                );
-                spawn.input = Some(request);
-                spawn.ready_for_input = Some(ready);
-                spawned(spawn).await
+                let vmm = Unit::Vmm {
+                    clean_exit: QEMU_CLEAN_EXIT,
+                };
+                spawned(Spawn::restored(cmd, vmm, request, ready)).await
             }
             Unikernel::Firecracker { binary, images } => {
                 let config = ctx
@@ -188,10 +183,8 @@ impl Unikernel {
                     })
                     .await?;
                 let (cmd, ready) = snapshot::firecracker::restore(binary, files, &ctx.scratch);
-                let mut spawn = Spawn::new(cmd, Unit::Vmm { clean_exit: 0 });
-                spawn.input = Some(request);
-                spawn.ready_for_input = Some(ready);
-                spawned(spawn).await
+                let vmm = Unit::Vmm { clean_exit: 0 };
+                spawned(Spawn::restored(cmd, vmm, request, ready)).await
             }
         }
     }
