@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use limes_bench::study::backends::process::{Spawn, Unit, run};
+use limes_bench::study::backends::process::{Spawn, run};
 use limes_bench::study::backends::{snapshot, unikernel};
 use limes_bench::study::kvm;
 
@@ -39,8 +39,6 @@ fn images() -> Option<unikernel::Images> {
     }
 }
 
-const QEMU_CLEAN_EXIT: i32 = 3;
-
 #[test]
 fn the_noop_and_mandelbrot_unikernels_boot_and_return_the_native_results() {
     let Some(images) = images() else { return };
@@ -50,13 +48,7 @@ fn the_noop_and_mandelbrot_unikernels_boot_and_return_the_native_results() {
         ("mandelbrot", "mode=noio size=32 iterations=50"),
     ] {
         let cmd = unikernel::qemu_command(&images, &accel, &format!("{workload} {args}"));
-        let m = run(Spawn::new(
-            cmd,
-            Unit::Vmm {
-                clean_exit: QEMU_CLEAN_EXIT,
-            },
-        ))
-        .unwrap();
+        let m = run(Spawn::new(cmd, unikernel::QEMU_VMM)).unwrap();
         assert_eq!(
             m.result,
             workloads::run(workload, args).unwrap(),
@@ -75,13 +67,7 @@ fn the_noop_and_mandelbrot_unikernels_boot_and_return_the_native_results() {
 fn a_failing_workload_is_an_error_not_a_result() {
     let Some(images) = images() else { return };
     let cmd = unikernel::qemu_command(&images, &kvm::detect(), "no-such-workload");
-    let e = run(Spawn::new(
-        cmd,
-        Unit::Vmm {
-            clean_exit: QEMU_CLEAN_EXIT,
-        },
-    ))
-    .unwrap_err();
+    let e = run(Spawn::new(cmd, unikernel::QEMU_VMM)).unwrap_err();
     assert!(e.contains("unknown workload"), "{e}");
 }
 
@@ -90,13 +76,7 @@ fn the_unikernel_with_io_uses_its_in_memory_file_system() {
     let Some(images) = images() else { return };
     let args = "mode=io size=32 dir=/tmp";
     let cmd = unikernel::qemu_command(&images, &kvm::detect(), &format!("image-processing {args}"));
-    let m = run(Spawn::new(
-        cmd,
-        Unit::Vmm {
-            clean_exit: QEMU_CLEAN_EXIT,
-        },
-    ))
-    .unwrap();
+    let m = run(Spawn::new(cmd, unikernel::QEMU_VMM)).unwrap();
     assert_eq!(
         m.result,
         workloads::run("image-processing", "mode=noio size=32").unwrap()
@@ -118,9 +98,7 @@ fn a_unikernel_restored_from_a_snapshot_answers_its_request() {
     let args = "mode=noio size=16 iterations=20";
     let mut cmd = unikernel::qemu_command(&images, &accel, "@wait");
     let ready = snapshot::restore(&mut cmd, &file, dir.path());
-    let vmm = Unit::Vmm {
-        clean_exit: QEMU_CLEAN_EXIT,
-    };
+    let vmm = unikernel::QEMU_VMM;
     let m = run(Spawn::restored(
         cmd,
         vmm,

@@ -177,10 +177,7 @@ pub async fn bench(args: BenchArgs) -> Result<(), CliError> {
                 out: out.clone(),
                 command: command_line(),
             };
-            let report = bench.run().await.map_err(|e| CliError::new("bench", e))?;
-            println!("{report}");
-            println!("report: {}", out.join("report.md").display());
-            Ok(())
+            written(bench.run().await, &out)
         }
         BenchMode::Preinit {
             iterations,
@@ -195,10 +192,7 @@ pub async fn bench(args: BenchArgs) -> Result<(), CliError> {
                 out: out.clone(),
                 command: command_line(),
             };
-            let report = bench.run().await.map_err(|e| CliError::new("bench", e))?;
-            println!("{report}");
-            println!("report: {}", out.join("report.md").display());
-            Ok(())
+            written(bench.run().await, &out)
         }
         BenchMode::Cluster {
             nodes,
@@ -219,12 +213,17 @@ pub async fn bench(args: BenchArgs) -> Result<(), CliError> {
                 out: out.clone(),
                 command: command_line(),
             };
-            let report = bench.run().await.map_err(|e| CliError::new("bench", e))?;
-            println!("{report}");
-            println!("report: {}", out.join("report.md").display());
-            Ok(())
+            written(bench.run().await, &out)
         }
     }
+}
+
+/// Prints a benchmark's report and where it was written.
+fn written(report: Result<String, String>, out: &std::path::Path) -> Result<(), CliError> {
+    let report = report.map_err(|e| CliError::new("bench", e))?;
+    println!("{report}");
+    println!("report: {}", out.join("report.md").display());
+    Ok(())
 }
 
 async fn study(args: StudyArgs) -> Result<(), CliError> {

@@ -287,11 +287,7 @@ pub fn firecracker_config(
 /// Whether Firecracker can run here: a `firecracker` binary, hardware KVM, and a vmlinux in
 /// `$LIMES_FIRECRACKER_KERNEL`.
 pub fn firecracker_setup(accel: &Acceleration) -> Result<(PathBuf, PathBuf), String> {
-    let binary =
-        crate::process::find_on_path("firecracker").ok_or("no `firecracker` binary on PATH")?;
-    if let Acceleration::Emulated { reason } = accel {
-        return Err(format!("Firecracker needs hardware KVM: {reason}"));
-    }
+    let binary = super::firecracker_usable(accel)?;
     let kernel = std::env::var_os("LIMES_FIRECRACKER_KERNEL")
         .map(PathBuf::from)
         .filter(|p| p.exists())

@@ -98,6 +98,16 @@ fn qemu_usable(accel: &Acceleration, allow_emulated: bool) -> Result<(), String>
     }
 }
 
+/// The `firecracker` binary, where Firecracker can run: on PATH, with hardware KVM.
+fn firecracker_usable(accel: &Acceleration) -> Result<PathBuf, String> {
+    let binary =
+        crate::process::find_on_path("firecracker").ok_or("no `firecracker` binary on PATH")?;
+    if let Acceleration::Emulated { reason } = accel {
+        return Err(format!("Firecracker needs hardware KVM: {reason}"));
+    }
+    Ok(binary)
+}
+
 fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }

@@ -13,7 +13,6 @@ use std::process::Command;
 
 use super::process::{Spawn, Unit, spawned};
 use super::{Context, Measurement, microvm, snapshot};
-use crate::process::find_on_path;
 use crate::study::kvm::Acceleration;
 use crate::study::workload::Workload;
 
@@ -21,8 +20,9 @@ use crate::study::workload::Workload;
 pub const DIR: &str = "target/unikernel";
 /// The guest's directory for the I/O modes: Hermit's in-memory file system.
 const GUEST_DIR: &str = "/tmp";
-/// Hermit asks QEMU's `isa-debug-exit` to end the VM; a clean exit arrives as status 3.
-const QEMU_CLEAN_EXIT: i32 = 3;
+/// A QEMU that boots Hermit: Hermit asks `isa-debug-exit` to end the VM, so a clean exit
+/// arrives as status 3.
+pub const QEMU_VMM: Unit = Unit::Vmm { clean_exit: 3 };
 
 /// The loader and the image.
 #[derive(Debug, Clone)]
@@ -100,11 +100,8 @@ pub fn detect(
 
 /// Firecracker's binary and the images, where Firecracker can run.
 fn firecracker(accel: &Acceleration) -> Result<(PathBuf, Images), String> {
-    let binary = find_on_path("firecracker").ok_or("no `firecracker` binary (≥ 1.12) on PATH")?;
-    if let Acceleration::Emulated { reason } = accel {
-        return Err(format!("Firecracker needs hardware KVM: {reason}"));
-    }
-    Ok((binary, find_images()?))
+    // Firecracker boots PVH kernels, the loader, from 1.12 on.
+    Ok((super::firecracker_usable(accel)?, find_images()?))
 }
 
 impl Unikernel {
@@ -119,13 +116,7 @@ impl Unikernel {
         match self {
             Unikernel::Qemu(images) => {
                 let cmd = qemu_command(images, &ctx.accel, &request);
-                spawned(Spawn::new(
-                    cmd,
-                    Unit::Vmm {
-                        clean_exit: QEMU_CLEAN_EXIT,
-                    },
-                ))
-                .await
+                spawned(Spawn::new(cmd, QEMU_VMM)).await
             }
             Unikernel::QemuSnapshot { images, snapshot } => {
                 let file = snapshot
@@ -141,9 +132,7 @@ impl Unikernel {
                     .await?;
                 let mut cmd = qemu_command(images, &ctx.accel, "@wait");
                 let ready = snapshot::restore(&mut cmd, file, &ctx.scratch);
-                let vmm = Unit::Vmm {
-                    clean_exit: QEMU_CLEAN_EXIT,
-                };
+                let vmm = QEMU_VMM;
                 spawned(Spawn::restored(cmd, vmm, request, ready)).await
             }
             Unikernel::Firecracker { binary, images } => {
