@@ -301,36 +301,22 @@ async fn public_functions_need_no_token_and_others_do() {
     .await;
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     // Public is about invoking only: reading and removing still need a token.
-    assert_eq!(
-        send(&node, Method::GET, "/v1/functions/open", None, vec![])
+    for (method, path, expected) in [
+        (Method::GET, "/v1/functions/open", StatusCode::UNAUTHORIZED),
+        (
+            Method::DELETE,
+            "/v1/functions/open",
+            StatusCode::UNAUTHORIZED,
+        ),
+        (Method::GET, "/healthz", StatusCode::OK),
+        (Method::GET, "/v1/openapi.json", StatusCode::OK),
+        (Method::GET, "/metrics", StatusCode::UNAUTHORIZED),
+    ] {
+        let status = send(&node, method.clone(), path, None, vec![])
             .await
-            .status(),
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        send(&node, Method::DELETE, "/v1/functions/open", None, vec![])
-            .await
-            .status(),
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        send(&node, Method::GET, "/healthz", None, vec![])
-            .await
-            .status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        send(&node, Method::GET, "/v1/openapi.json", None, vec![])
-            .await
-            .status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        send(&node, Method::GET, "/metrics", None, vec![])
-            .await
-            .status(),
-        StatusCode::UNAUTHORIZED
-    );
+            .status();
+        assert_eq!(status, expected, "{method} {path}");
+    }
     let metrics = send(&node, Method::GET, "/metrics", Some(&deploy), vec![])
         .await
         .text()
