@@ -17,27 +17,23 @@ fn admin(node: &TestNode) -> String {
         .to_owned()
 }
 
-/// `GET path` on `node` with `token`, as JSON.
-async fn json_with(node: &TestNode, path: &str, token: &str) -> Value {
+/// `GET path` on `node` with `token`.
+async fn get_with(node: &TestNode, path: &str, token: &str) -> reqwest::Response {
     Client::new()
         .get(node.url(path))
         .bearer_auth(token)
         .send()
-        .await
-        .unwrap()
-        .json()
         .await
         .unwrap()
 }
 
+/// The same, as JSON.
+async fn json_with(node: &TestNode, path: &str, token: &str) -> Value {
+    get_with(node, path, token).await.json().await.unwrap()
+}
+
 async fn status_with(node: &TestNode, path: &str, token: &str) -> StatusCode {
-    Client::new()
-        .get(node.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .status()
+    get_with(node, path, token).await.status()
 }
 
 /// A token of `role` named `name`, made on `node` with its admin token.
