@@ -237,40 +237,36 @@ impl Node {
         let signed_by = self.vet(&manifest, &digest, signature.as_deref())?;
         let policy = self.policy(name, &manifest)?;
         let _writing = self.writes.lock().await;
-        let node = self.clone();
-        let stored = component.clone();
-        // Compiling and syncing block; keep them off the async workers. Compiling first means a
-        // component that is not valid is refused before anything is stored.
-        let mut function = blocking(move || {
-            let function = node.runtime.load(&stored, policy)?;
-            node.artifacts
-                .put(&stored)
-                .map_err(|e| NodeError::Storage(format!("storing the artifact: {e}")))?;
-            Ok(function)
-        })
-        .await?;
-        // A function with an initialization step runs it now, once; what it leaves is a
-        // component of its own (content-addressed beside the original) that serves every call.
-        let mut initialized = None;
-        if limes_runtime::has_init(&component) {
-            let (node, original) = (self.clone(), component.clone());
-            let policy = self.policy(name, &manifest)?;
-            let (run, bytes) = blocking(move || {
+        let (node, stored) = (self.clone(), component.clone());
+        // Compiling, initializing and syncing block; keep them off the async workers. They come
+        // before anything is stored, so that a component that is not valid, or whose
+        // initialization step fails, leaves nothing behind. A function with an initialization
+        // step runs it now, once, and is served by what it leaves: a component of its own,
+        // content-addressed beside the original. The original is then stored, not compiled.
+        let (function, initialized) = blocking(move || {
+            let initialized = if limes_runtime::has_init(&stored) {
                 let bytes = tokio::runtime::Handle::current()
-                    .block_on(node.runtime.preinit(&original, &policy))
+                    .block_on(node.runtime.preinit(&stored, &policy))
                     .map_err(|e| {
                         NodeError::BadRequest(format!("pre-initializing the function: {e}"))
                     })?;
-                let run = node.runtime.load(&bytes, policy)?;
+                Some(Bytes::from(bytes))
+            } else {
+                None
+            };
+            let function = node
+                .runtime
+                .load(initialized.as_deref().unwrap_or(&stored), policy)?;
+            for bytes in std::iter::once(&stored).chain(&initialized) {
                 node.artifacts
-                    .put(&bytes)
+                    .put(bytes)
                     .map_err(|e| NodeError::Storage(format!("storing the artifact: {e}")))?;
-                Ok((run, Bytes::from(bytes)))
-            })
-            .await?;
-            function = run;
-            initialized = Some((limes_runtime::Digest::of(&bytes).to_string(), bytes));
-        }
+            }
+            let initialized =
+                initialized.map(|bytes| (limes_runtime::Digest::of(&bytes).to_string(), bytes));
+            Ok((function, initialized))
+        })
+        .await?;
         let new = NewVersion {
             digest,
             kind: function.kind().as_str().to_owned(),
