@@ -10,7 +10,9 @@
 //! 2. Debian's `rustc-web` with `-Zbuild-std`, for machines where rustup cannot download the
 //!    target. Missing Debian packages are installed (as root) before the build.
 
+mod c;
 mod debian;
+mod python;
 mod unikernel;
 
 use std::path::{Path, PathBuf};
@@ -71,11 +73,59 @@ fn build_guests() -> Result<()> {
     if !status.success() {
         bail!("building the guests failed ({status})");
     }
-    collect(
-        &target_dir.join(TARGET).join("release"),
-        &root.join("target/guests"),
-    )?;
+    let out = root.join("target/guests");
+    collect(&target_dir.join(TARGET).join("release"), &out)?;
+    for (language, built) in [
+        ("Python", python::build(&root, &out)?),
+        ("C", c::build(&root, &out)?),
+    ] {
+        if !built.is_empty() {
+            eprintln!(
+                "{language} guests in {}: {}",
+                out.display(),
+                built.join(", ")
+            );
+        }
+    }
     build_native(&root)
+}
+
+/// The guests written in another language: each directory `guests/PREFIX*` holding `file`, by
+/// name (the directory's), sorted.
+fn guest_dirs(root: &Path, prefix: &str, file: &str) -> Result<Vec<(String, PathBuf)>> {
+    let guests = root.join("guests");
+    let mut found = Vec::new();
+    for entry in
+        std::fs::read_dir(&guests).with_context(|| format!("reading {}", guests.display()))?
+    {
+        let dir = entry?.path();
+        let name = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if name.starts_with(prefix) && dir.join(file).is_file() {
+            found.push((name, dir));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Whether `output` exists and is newer than every one of `inputs`, so a build can be skipped.
+fn fresh(output: &Path, inputs: &[&Path]) -> Result<bool> {
+    let Ok(built) = std::fs::metadata(output).and_then(|m| m.modified()) else {
+        return Ok(false);
+    };
+    for input in inputs {
+        let changed = std::fs::metadata(input)
+            .and_then(|m| m.modified())
+            .with_context(|| format!("reading {}", input.display()))?;
+        if changed > built {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Builds `workload-native` statically linked, so that it runs as a microVM's `/init` and in an
