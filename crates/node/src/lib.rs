@@ -20,6 +20,7 @@ pub mod audit;
 pub mod auth;
 pub mod cluster;
 mod dashboard;
+pub mod deploys;
 mod error;
 pub mod grants;
 pub mod guests;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::cluster::NewVersion;
+use crate::deploys::{Progress, Stage};
 use crate::error::NodeError;
 use crate::manifest::Manifest;
 use crate::node::{Live, Node, blocking, validate_name};
@@ -226,6 +227,17 @@ impl Node {
         name: &str,
         deploy: Deploy,
     ) -> Result<Version, NodeError> {
+        self.deploy_with(name, deploy, &Progress::untracked(name))
+            .await
+    }
+
+    /// [`Node::deploy`], reporting each stage it enters to `progress`.
+    pub async fn deploy_with(
+        self: &Arc<Self>,
+        name: &str,
+        deploy: Deploy,
+        progress: &Progress,
+    ) -> Result<Version, NodeError> {
         validate_name(name)?;
         let Deploy {
             component,
@@ -237,7 +249,7 @@ impl Node {
         let signed_by = self.vet(&manifest, &digest, signature.as_deref())?;
         let policy = self.policy(name, &manifest)?;
         let _writing = self.writes.lock().await;
-        let (node, stored) = (self.clone(), component.clone());
+        let (node, stored, stages) = (self.clone(), component.clone(), progress.clone());
         // Compiling, initializing and syncing block; keep them off the async workers. They come
         // before anything is stored, so that a component that is not valid, or whose
         // initialization step fails, leaves nothing behind. A function with an initialization
@@ -245,6 +257,7 @@ impl Node {
         // content-addressed beside the original. The original is then stored, not compiled.
         let (function, initialized) = blocking(move || {
             let initialized = if limes_runtime::has_init(&stored) {
+                stages.enter(Stage::PreInitialize);
                 let bytes = tokio::runtime::Handle::current()
                     .block_on(node.runtime.preinit(&stored, &policy))
                     .map_err(|e| {
@@ -254,9 +267,11 @@ impl Node {
             } else {
                 None
             };
+            stages.enter(Stage::Compile);
             let function = node
                 .runtime
                 .load(initialized.as_deref().unwrap_or(&stored), policy)?;
+            stages.enter(Stage::Store);
             for bytes in std::iter::once(&stored).chain(&initialized) {
                 node.artifacts
                     .put(bytes)
@@ -278,6 +293,7 @@ impl Node {
         };
         let version = match self.cluster() {
             Some(cluster) => {
+                progress.enter(Stage::Replicate);
                 if let Some((digest, bytes)) = initialized {
                     cluster.put_artifact(digest, bytes).await?;
                 }

@@ -155,6 +155,8 @@ pub struct Node {
     pub(crate) loading: tokio::sync::Mutex<()>,
     /// The cluster, once joined.
     cluster: OnceLock<Arc<dyn Cluster>>,
+    /// Deploys in progress and just finished, for clients that follow or come back for them.
+    pub(crate) deploys: crate::deploys::Deploys,
     /// Most instances running at once since [`Node::take_peak_in_flight`] was last called.
     peak: std::sync::atomic::AtomicU32,
     /// The node's metrics.
@@ -197,6 +199,7 @@ impl Node {
             writes: tokio::sync::Mutex::new(()),
             loading: tokio::sync::Mutex::new(()),
             cluster: OnceLock::new(),
+            deploys: Default::default(),
             peak: Default::default(),
             metrics: Metrics::default(),
             config,

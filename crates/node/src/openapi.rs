@@ -79,14 +79,19 @@ fn paths() -> Value {
                             "multipart/form-data": {"schema": {"type": "object", "properties": {
                                 "component": {"type": "string", "format": "binary"},
                                 "manifest": {"type": "string"}}}}}},
-                        "description": "The body is the component (application/wasm) with the manifest as query parameters, or multipart/form-data with parts `component`, `manifest` (JSON with the same keys) and optionally `signature`. A detached Ed25519 signature may also come in the `x-limes-signature` header; a node started with --trusted-keys requires one.",
+                        "description": "The body is the component (application/wasm) with the manifest as query parameters, or multipart/form-data with parts `component`, `manifest` (JSON with the same keys) and optionally `signature`. A detached Ed25519 signature may also come in the `x-limes-signature` header; a node started with --trusted-keys requires one. A deploy can take seconds (compiling, pre-initializing, replicating). It runs to its end even if the client disconnects, and every response names it in the `x-limes-deploy` header. With `Accept: application/x-ndjson` the node answers 200 at once and streams one JSON line per stage (`validate`, `pre-initialize`, `compile`, `store`, `replicate`, `done`), repeats the current stage every 5 s while it lasts (`heartbeat: true`), and ends with a `done` line whose `outcome` is `{deployed: version}` or `{failed: {status, kind, message}}`. A client that lost the connection asks `GET /v1/deploys/{id}` for the outcome.",
                         "responses": {"201": {"description": "Deployed", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Deployed"}}}},
+                                      "200": {"description": "With `Accept: application/x-ndjson`: the deploy's progress, one JSON line per stage; the outcome is in the last line", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
                                       "400": error_response("Invalid name, manifest or component; `unsigned` or `bad-signature` on a node that requires signatures"),
                                       "403": error_response("`not-permitted`: the manifest asks for host directories or networks beyond the node's --allow-host-dir / --allow-egress (or `forbidden`: the token's role)"),
                                       "413": {"description": "Body too large"}}},
                 "delete": {"summary": "Remove a function and its versions", "parameters": [name_param()],
                            "responses": {"204": {"description": "Removed"}, "404": error_response("No such function")}}
             },
+            "/v1/deploys/{id}": {"get": {"summary": "A deploy's stages and outcome, by the id in a deploy's `x-limes-deploy` header; this node's deploys in progress and its last 64 finished",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "`{id, function, steps: [{stage, at_ms}], outcome}`; `outcome` is null while the deploy runs, then `{deployed: version}` or `{failed: {status, kind, message}}`"},
+                              "404": error_response("No such deploy on this node (or too old)")}}},
             "/v1/functions/{name}/rollback": {"post": {"summary": "Make another version active",
                 "parameters": [name_param(), {"name": "version", "in": "query", "required": true, "schema": {"type": "integer"}}],
                 "responses": {"200": {"description": "The function"}, "404": error_response("No such function or version")}}},
@@ -149,7 +154,8 @@ fn paths() -> Value {
             "Deployed": {"type": "object", "properties": {
                 "name": {"type": "string"}, "version": {"type": "integer"},
                 "digest": {"type": "string"}, "kind": {"type": "string", "enum": ["run", "http"]},
-                "signed_by": {"type": "string", "nullable": true}}}
+                "signed_by": {"type": "string", "nullable": true},
+                "preinitialized": {"type": "boolean"}}}
         }}
     })
 }

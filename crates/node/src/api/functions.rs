@@ -1,5 +1,6 @@
 //! Functions: list, describe, deploy, remove, roll back, invoke, and `wasi:http` requests.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use axum::Json;
@@ -7,6 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Extension, FromRequest, Multipart, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt as _;
 use serde_json::json;
 
 use super::request_id;
@@ -62,6 +64,7 @@ pub(super) async fn deploy(
     request: Request,
 ) -> Result<Response, NodeError> {
     let request_id = request_id(request.headers()).to_owned();
+    let follow = wants_progress(request.headers());
     let mut signature = request
         .headers()
         .get(SIGNATURE_HEADER)
@@ -127,27 +130,82 @@ pub(super) async fn deploy(
             "the request has no component: send its bytes as the body".into(),
         ));
     }
-    let version = node
-        .deploy(
-            &name,
-            Deploy {
-                component,
-                manifest,
-                signature,
-                deployed_by: Some(caller.name.clone()),
-            },
-        )
-        .await?;
-    node.audit(Change {
-        actor: &caller.name,
-        action: "deploy",
-        target: &name,
-        request_id: &request_id,
-        detail: json!({"version": version.version, "digest": version.digest, "signed_by": version.signed_by}),
-    })
-    .await?;
-    let body = json!({"name": name, "version": version.version, "digest": version.digest, "kind": version.kind, "signed_by": version.signed_by});
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    let progress = node.deploys.start(&name);
+    let function = name.clone();
+    let deploy = Deploy {
+        component,
+        manifest,
+        signature,
+        deployed_by: Some(caller.name.clone()),
+    };
+    // The deploy runs in a task of its own: a client that disconnects does not cancel it, and
+    // can learn its outcome from `GET /v1/deploys/{id}`.
+    let task = tokio::spawn({
+        let (node, progress) = (node.clone(), progress.clone());
+        async move {
+            let work = async {
+                let version = node.deploy_with(&name, deploy, &progress).await?;
+                node.audit(Change {
+                    actor: &caller.name,
+                    action: "deploy",
+                    target: &name,
+                    request_id: &request_id,
+                    detail: json!({"version": version.version, "digest": version.digest, "signed_by": version.signed_by}),
+                })
+                .await?;
+                Ok(version)
+            };
+            let result = AssertUnwindSafe(work)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(NodeError::Storage("the deploy panicked".into())));
+            progress.finish(&result);
+            result
+        }
+    });
+    let id = HeaderValue::from_str(&progress.id()).expect("deploy ids are ASCII");
+    if follow {
+        let mut response = crate::api::progress::stream(progress.watch());
+        response.headers_mut().insert(DEPLOY_HEADER, id);
+        return Ok(response);
+    }
+    let version = task
+        .await
+        .map_err(|e| NodeError::Storage(format!("the deploy task ended: {e}")))??;
+    let body = json!({"name": function, "version": version.version, "digest": version.digest, "kind": version.kind, "signed_by": version.signed_by, "preinitialized": version.preinit.is_some()});
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    response.headers_mut().insert(DEPLOY_HEADER, id);
+    Ok(response)
+}
+
+/// The header that names a deploy, for `GET /v1/deploys/{id}`.
+pub const DEPLOY_HEADER: &str = "x-limes-deploy";
+
+/// Whether the client asked to follow the deploy's stages (`Accept: application/x-ndjson`).
+fn wants_progress(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().starts_with(crate::api::progress::NDJSON))
+        })
+}
+
+/// `GET /v1/deploys/{id}`: the stages and outcome of a deploy this node ran or is running.
+pub(super) async fn deploy_status(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> Response {
+    match node.deploys.get(&id) {
+        Some(state) => Json(state).into_response(),
+        None => NodeError::BadRequest(format!(
+            "no deploy {id:?} on this node (it keeps its last {} finished deploys)",
+            crate::deploys::KEPT
+        ))
+        .with_kind("not-found", StatusCode::NOT_FOUND),
+    }
 }
 
 /// Body extraction fails when the body limit is exceeded; keep its 413.

@@ -6,6 +6,7 @@
 mod admin;
 mod functions;
 mod operations;
+mod progress;
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("put", "/v1/functions/{name}", Need::Deploy),
     ("delete", "/v1/functions/{name}", Need::Deploy),
     ("post", "/v1/functions/{name}/rollback", Need::Deploy),
+    ("get", "/v1/deploys/{id}", Need::Deploy),
     ("post", "/v1/functions/{name}/invoke", Need::Function),
     ("get", "/v1/cluster", Need::Emergency),
     ("get", "/v1/emergency", Need::Emergency),
@@ -65,6 +67,7 @@ pub fn routes(node: Arc<Node>) -> Router {
             get(describe).put(deploy).delete(remove),
         )
         .route("/v1/functions/{name}/rollback", post(rollback))
+        .route("/v1/deploys/{id}", get(deploy_status))
         .route("/v1/functions/{name}/invoke", post(invoke))
         .route("/v1/cluster", get(cluster_status))
         .route(
