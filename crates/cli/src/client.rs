@@ -199,6 +199,7 @@ pub async fn deploy(api: &Api, args: DeployArgs) -> Result<(), CliError> {
         default.push(".sig");
         Some(PathBuf::from(default)).filter(|p| p.is_file())
     });
+    let bytes_len = bytes.len();
     let mut request = api
         .request(Method::PUT, &format!("/v1/functions/{}", args.name))
         .query(&query)
@@ -209,16 +210,99 @@ pub async fn deploy(api: &Api, args: DeployArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::new("not-found", format!("{}: {e}", file.display())))?;
         request = request.header("x-limes-signature", signature.trim());
     }
-    let body = api.send(request).await?;
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    // Follow the deploy's stages (see the node's `api::progress`); an older node answers with
+    // the JSON of the finished deploy instead, which is handled the same way.
+    let size = bytes_len as f64 / 1e6;
+    let started = std::time::Instant::now();
+    let response = request
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .map_err(|e| CliError::new("node-unreachable", format!("{}: {e}", api.node())))?;
+    let streamed = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/x-ndjson"));
+    if !streamed {
+        let body = check(Ok(response), api.node()).await?;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        print_deployed(&v, &args.name, started);
+        return Ok(());
+    }
+    // The node answers once it has the whole body: the upload is over.
+    eprintln!(
+        "upload          {size:.1} MB in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let id = response
+        .headers()
+        .get("x-limes-deploy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("?")
+        .to_owned();
+    let outcome = follow(response, started).await.map_err(|e| {
+        CliError::new(
+            "node-unreachable",
+            format!(
+                "{e}; the deploy goes on: GET /v1/deploys/{id} on {} tells how it ended",
+                api.node()
+            ),
+        )
+    })?;
+    if let Some(version) = outcome.get("deployed") {
+        print_deployed(version, &args.name, started);
+        return Ok(());
+    }
+    let failed = &outcome["failed"];
+    Err(CliError::new(
+        failed["kind"].as_str().unwrap_or("http"),
+        failed["message"].as_str().unwrap_or("the deploy failed"),
+    ))
+}
+
+/// Prints each stage of a deploy's progress stream as the node enters it; returns the outcome.
+async fn follow(
+    mut response: Response,
+    started: std::time::Instant,
+) -> Result<serde_json::Value, String> {
+    let mut pending = Vec::new();
+    let mut stage = String::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let v: serde_json::Value =
+                serde_json::from_slice(&line).map_err(|e| format!("a progress line: {e}"))?;
+            if let Some(outcome) = v.get("outcome") {
+                return Ok(outcome.clone());
+            }
+            let now = v["stage"].as_str().unwrap_or("?");
+            if now != stage {
+                stage = now.to_owned();
+                eprintln!("{stage:<15} at {:.1} s", started.elapsed().as_secs_f64());
+            }
+        }
+    }
+    Err("the connection closed before the deploy ended".into())
+}
+
+fn print_deployed(v: &serde_json::Value, name: &str, started: std::time::Instant) {
     println!(
-        "deployed {} version {} ({}, sha256 {})",
-        v["name"].as_str().unwrap_or(&args.name),
+        "deployed {} version {} ({}{}, sha256 {}) in {:.1} s",
+        v["name"]
+            .as_str()
+            .or(v["function"].as_str())
+            .unwrap_or(name),
         v["version"],
         v["kind"].as_str().unwrap_or("?"),
-        v["digest"].as_str().unwrap_or("?")
+        if v["preinitialized"].as_bool().unwrap_or(false) || v["preinit"].is_string() {
+            ", pre-initialized"
+        } else {
+            ""
+        },
+        v["digest"].as_str().unwrap_or("?"),
+        started.elapsed().as_secs_f64()
     );
-    Ok(())
 }
 
 pub async fn list(api: &Api) -> Result<(), CliError> {
