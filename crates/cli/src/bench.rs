@@ -105,6 +105,19 @@ enum BenchMode {
         #[arg(long, default_value = "bench-out/preinit")]
         out: PathBuf,
     },
+    /// Cold start of the same small function in Rust, C and Python (componentize-py), next to
+    /// the no-op's, same run.
+    Languages {
+        /// Fresh instances per component
+        #[arg(long, default_value_t = 1000)]
+        iterations: usize,
+        /// Directory of the built guests
+        #[arg(long, default_value = "target/guests")]
+        guests: PathBuf,
+        /// Where to write report.md
+        #[arg(long, default_value = "bench-out/languages")]
+        out: PathBuf,
+    },
     /// SPARE's experiment: N nodes on NATS under regular load, then emergencies with looser and
     /// looser latency bounds; nodes released against latency added (in-process latency model).
     Cluster {
@@ -189,6 +202,19 @@ pub async fn bench(args: BenchArgs) -> Result<(), CliError> {
                 guests,
                 iterations,
                 point,
+                out: out.clone(),
+                command: command_line(),
+            };
+            written(bench.run().await, &out)
+        }
+        BenchMode::Languages {
+            iterations,
+            guests,
+            out,
+        } => {
+            let bench = limes_bench::languages::LanguagesBench {
+                guests,
+                iterations,
                 out: out.clone(),
                 command: command_line(),
             };
