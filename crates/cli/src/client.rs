@@ -135,7 +135,13 @@ pub struct DeployArgs {
     /// Its detached signature (`limes sign`) [default: FILE.sig, if it exists]
     #[arg(long, value_name = "FILE")]
     signature: Option<PathBuf>,
+    /// Show every stage of the deploy, even a quick one [default: only past a moment (1 s)]
+    #[arg(long)]
+    progress: bool,
 }
+
+/// How long a deploy may run before its stages are shown: a quick deploy prints one line.
+const MOMENT: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Args)]
 pub struct InvokeArgs {
@@ -230,17 +236,18 @@ pub async fn deploy(api: &Api, args: DeployArgs) -> Result<(), CliError> {
         return Ok(());
     }
     // The node answers once it has the whole body: the upload is over.
-    eprintln!(
+    let mut shown = Shown::new(args.progress);
+    shown.line(format!(
         "upload          {size:.1} MB in {:.1} s",
         started.elapsed().as_secs_f64()
-    );
+    ));
     let id = response
         .headers()
         .get("x-limes-deploy")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("?")
         .to_owned();
-    let outcome = follow(response, started).await.map_err(|e| {
+    let outcome = follow(response, started, &mut shown).await.map_err(|e| {
         CliError::new(
             "node-unreachable",
             format!(
@@ -264,10 +271,23 @@ pub async fn deploy(api: &Api, args: DeployArgs) -> Result<(), CliError> {
 async fn follow(
     mut response: Response,
     started: std::time::Instant,
+    shown: &mut Shown,
 ) -> Result<serde_json::Value, String> {
     let mut pending = Vec::new();
     let mut stage = String::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+    loop {
+        // Until the moment has passed, wait for the next bytes no longer than that.
+        let next = match MOMENT.checked_sub(started.elapsed()) {
+            Some(left) if !shown.live => tokio::time::timeout(left, response.chunk()).await,
+            _ => Ok(response.chunk().await),
+        };
+        let Ok(chunk) = next else {
+            shown.go_live();
+            continue;
+        };
+        let Some(chunk) = chunk.map_err(|e| e.to_string())? else {
+            return Err("the connection closed before the deploy ended".into());
+        };
         pending.extend_from_slice(&chunk);
         while let Some(end) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
@@ -279,11 +299,42 @@ async fn follow(
             let now = v["stage"].as_str().unwrap_or("?");
             if now != stage {
                 stage = now.to_owned();
-                eprintln!("{stage:<15} at {:.1} s", started.elapsed().as_secs_f64());
+                let at = started.elapsed().as_secs_f64();
+                shown.line(format!("{stage:<15} at {at:.1} s"));
             }
         }
     }
-    Err("the connection closed before the deploy ended".into())
+}
+
+/// Progress lines, held back until the deploy has taken more than a [`MOMENT`] (or shown at
+/// once with `--progress`), then printed to stderr as they come.
+struct Shown {
+    live: bool,
+    held: Vec<String>,
+}
+
+impl Shown {
+    fn new(live: bool) -> Self {
+        Self {
+            live,
+            held: Vec::new(),
+        }
+    }
+
+    fn line(&mut self, line: String) {
+        if self.live {
+            eprintln!("{line}");
+        } else {
+            self.held.push(line);
+        }
+    }
+
+    fn go_live(&mut self) {
+        self.live = true;
+        for line in self.held.drain(..) {
+            eprintln!("{line}");
+        }
+    }
 }
 
 fn print_deployed(v: &serde_json::Value, name: &str, started: std::time::Instant) {

@@ -30,7 +30,9 @@ fn optional_guest(name: &str, required_by: &str) -> Option<PathBuf> {
     None
 }
 
-fn runs_locally_and_on_a_node(file: &Path, language: &str) {
+/// `deploy_flags`: `--progress` for a component that deploys within a moment, whose stages the
+/// CLI otherwise does not show.
+fn runs_locally_and_on_a_node(file: &Path, language: &str, deploy_flags: &[&str]) {
     let local = limes()
         .arg("run")
         .arg(file)
@@ -47,11 +49,9 @@ fn runs_locally_and_on_a_node(file: &Path, language: &str) {
     let data = tempfile::tempdir().unwrap();
     let node_data = data.path().join("node");
     let served = Served::start(&node_data, &data.path().join("serve.log"), "http", &[]);
-    let deployed = client(
-        &served,
-        &node_data,
-        &["deploy", "hello", file.to_str().unwrap()],
-    );
+    let mut deploy = vec!["deploy", "hello", file.to_str().unwrap()];
+    deploy.extend(deploy_flags);
+    let deployed = client(&served, &node_data, &deploy);
     assert!(deployed.status.success(), "{}", text(&deployed.stderr));
     assert!(text(&deployed.stdout).starts_with("deployed hello version 1"));
     // The stages, in order, as the CLI shows them.
@@ -60,9 +60,17 @@ fn runs_locally_and_on_a_node(file: &Path, language: &str) {
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(seen, ["upload", "validate", "compile", "store"], "{progress}");
+    assert_eq!(
+        seen,
+        ["upload", "validate", "compile", "store"],
+        "{progress}"
+    );
 
-    let invoked = client(&served, &node_data, &["invoke", "hello", "--args", "name=edge"]);
+    let invoked = client(
+        &served,
+        &node_data,
+        &["invoke", "hello", "--args", "name=edge"],
+    );
     assert!(invoked.status.success(), "{}", text(&invoked.stderr));
     assert!(
         text(&invoked.stdout).starts_with(&format!("hello, edge, from {language}")),
@@ -74,13 +82,14 @@ fn runs_locally_and_on_a_node(file: &Path, language: &str) {
 #[test]
 fn a_python_function_runs_locally_and_on_a_node() {
     if let Some(file) = optional_guest("python-hello", "LIMES_REQUIRE_PYTHON") {
-        runs_locally_and_on_a_node(&file, "Python 3.");
+        // Compiling 18 MB takes seconds: the stages show without asking.
+        runs_locally_and_on_a_node(&file, "Python 3.", &[]);
     }
 }
 
 #[test]
 fn a_c_function_runs_locally_and_on_a_node() {
     if let Some(file) = optional_guest("c-hello", "LIMES_REQUIRE_C") {
-        runs_locally_and_on_a_node(&file, "C");
+        runs_locally_and_on_a_node(&file, "C", &["--progress"]);
     }
 }

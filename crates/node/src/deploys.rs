@@ -46,7 +46,7 @@ pub enum Stage {
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The version now serves invocations.
-    Deployed(Version),
+    Deployed(Box<Version>),
     /// Nothing was deployed; as the synchronous API would have answered.
     Failed {
         /// The HTTP status the error maps to.
@@ -105,7 +105,7 @@ impl Progress {
     /// Records how the deploy ended.
     pub fn finish(&self, result: &Result<Version, NodeError>) {
         let outcome = match result {
-            Ok(version) => Outcome::Deployed(version.clone()),
+            Ok(version) => Outcome::Deployed(Box::new(version.clone())),
             Err(e) => Outcome::Failed {
                 status: e.status().as_u16(),
                 kind: e.kind().to_owned(),
