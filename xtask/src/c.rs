@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use wit_bindgen_core::wit_parser::Resolve;
 
 const CLANG: &str = "/usr/bin/clang-22";
@@ -60,24 +60,22 @@ pub fn build(root: &Path, out: &Path) -> Result<Vec<String>> {
         let bindings = bindings(&wit, &work)?;
         sources.extend(bindings);
         let core = work.join("core.wasm");
-        let status = Command::new(CLANG)
-            .args([
-                "--target=wasm32-wasi",
-                "-Wno-deprecated",
-                "-mexec-model=reactor",
-                "-O2",
-            ])
-            .args(["-Wall", "-Werror", "--sysroot", WASI_SYSROOT, "-I"])
-            .arg(&work)
-            .args(&sources)
-            .arg(WASM_BUILTINS)
-            .arg("-o")
-            .arg(&core)
-            .status()
-            .context("running clang")?;
-        if !status.success() {
-            bail!("clang failed on {} ({status})", dir.display());
-        }
+        super::run(
+            Command::new(CLANG)
+                .args([
+                    "--target=wasm32-wasi",
+                    "-Wno-deprecated",
+                    "-mexec-model=reactor",
+                    "-O2",
+                ])
+                .args(["-Wall", "-Werror", "--sysroot", WASI_SYSROOT, "-I"])
+                .arg(&work)
+                .args(&sources)
+                .arg(WASM_BUILTINS)
+                .arg("-o")
+                .arg(&core),
+        )
+        .with_context(|| format!("building {}", dir.display()))?;
         componentize(&core, &dest)?;
         built.push(name);
     }

@@ -112,6 +112,17 @@ fn guest_dirs(root: &Path, prefix: &str, file: &str) -> Result<Vec<(String, Path
     Ok(found)
 }
 
+/// Runs `cmd`, failing unless it exits with success.
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{:?} failed ({status})", cmd.get_program());
+    }
+    Ok(())
+}
+
 /// Whether `output` exists and is newer than every one of `inputs`, so a build can be skipped.
 fn fresh(output: &Path, inputs: &[&Path]) -> Result<bool> {
     let Ok(built) = std::fs::metadata(output).and_then(|m| m.modified()) else {

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 /// The componentize-py release the examples and the docs are written for (Python 3.14 inside).
 pub const COMPONENTIZE_PY: &str = "0.25.1";
@@ -36,20 +36,18 @@ pub fn build(root: &Path, out: &Path) -> Result<Vec<String>> {
             continue;
         }
         eprintln!("building {name} with componentize-py {COMPONENTIZE_PY}");
-        let status = Command::new(&tool)
-            // Keeps `__pycache__` out of the source tree.
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .arg("-d")
-            .arg(&wit)
-            .args(["-w", "runnable", "componentize", "app", "-p"])
-            .arg(&dir)
-            .arg("-o")
-            .arg(&dest)
-            .status()
-            .context("running componentize-py")?;
-        if !status.success() {
-            bail!("componentize-py failed on {} ({status})", dir.display());
-        }
+        super::run(
+            Command::new(&tool)
+                // Keeps `__pycache__` out of the source tree.
+                .env("PYTHONDONTWRITEBYTECODE", "1")
+                .arg("-d")
+                .arg(&wit)
+                .args(["-w", "runnable", "componentize", "app", "-p"])
+                .arg(&dir)
+                .arg("-o")
+                .arg(&dest),
+        )
+        .with_context(|| format!("building {}", dir.display()))?;
         built.push(name);
     }
     Ok(built)
@@ -67,9 +65,9 @@ fn install(venv: &Path) -> Result<PathBuf> {
         .into_iter()
         .find(|p| Command::new(p).arg("--version").output().is_ok())
         .context("no python3 on PATH")?;
-    run(Command::new(python).args(["-m", "venv"]).arg(venv))
+    super::run(Command::new(python).args(["-m", "venv"]).arg(venv))
         .context("creating a virtualenv (Debian: apt-get install python3-venv)")?;
-    run(Command::new(venv.join("bin/pip")).args([
+    super::run(Command::new(venv.join("bin/pip")).args([
         "install",
         "--quiet",
         "--disable-pip-version-check",
@@ -78,14 +76,4 @@ fn install(venv: &Path) -> Result<PathBuf> {
     .context("installing componentize-py from PyPI")?;
     std::fs::write(&stamp, COMPONENTIZE_PY)?;
     Ok(tool)
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("running {:?}", cmd.get_program()))?;
-    if !status.success() {
-        bail!("{:?} failed ({status})", cmd.get_program());
-    }
-    Ok(())
 }
