@@ -1,6 +1,5 @@
 //! The node against a real server on a loopback port: the API, admission, restarts, metrics.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use limes_node::NodeConfig;
@@ -9,15 +8,10 @@ use serde_json::Value;
 
 mod common;
 
-use common::{TestNode, error_kind, guest};
+use common::{TestNode, config, error_kind, guest};
 
-/// A node without auth (on loopback): these tests are about everything else; `auth.rs` tests
-/// tokens and roles.
-fn config(dir: &Path) -> NodeConfig {
-    let mut config = NodeConfig::new(dir);
-    config.auth = limes_node::AuthMode::None;
-    config
-}
+// The nodes here run without auth (on loopback): these tests are about everything else;
+// `auth.rs` tests tokens and roles.
 
 #[tokio::test]
 async fn deploy_invoke_list_version_rollback_delete() {

@@ -3,19 +3,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use limes_node::NodeConfig;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
-
-fn config(dir: &Path) -> NodeConfig {
-    let mut config = NodeConfig::new(dir);
-    config.auth = limes_node::AuthMode::None;
-    config
-}
 
 /// Deploys `guest` as `name`, following its progress; returns the deploy's id and its lines.
 async fn follow(node: &TestNode, name: &str, guest_name: &str) -> (String, Vec<Value>) {

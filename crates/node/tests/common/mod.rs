@@ -20,6 +20,13 @@ pub fn guest(name: &str) -> Vec<u8> {
     })
 }
 
+/// A node's configuration with its data in `dir` and no tokens (the auth tests set their own).
+pub fn config(dir: &Path) -> NodeConfig {
+    let mut config = NodeConfig::new(dir);
+    config.auth = limes_node::AuthMode::None;
+    config
+}
+
 pub struct TestNode {
     pub url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
