@@ -337,13 +337,12 @@ impl Shown {
     }
 }
 
+/// Prints the one stdout line of a deploy, from the node's 201 body or from the `deployed`
+/// version of a progress stream (which names no function: `name` does).
 fn print_deployed(v: &serde_json::Value, name: &str, started: std::time::Instant) {
     println!(
         "deployed {} version {} ({}{}, sha256 {}) in {:.1} s",
-        v["name"]
-            .as_str()
-            .or(v["function"].as_str())
-            .unwrap_or(name),
+        v["name"].as_str().unwrap_or(name),
         v["version"],
         v["kind"].as_str().unwrap_or("?"),
         if v["preinitialized"].as_bool().unwrap_or(false) || v["preinit"].is_string() {

@@ -71,7 +71,7 @@ pub fn stream(state: watch::Receiver<DeployState>) -> Response {
                     }
                     Err(_) => {
                         let s = f.state.borrow();
-                        let step = s.steps.last().cloned();
+                        let step = s.steps.last();
                         let line = json!({"id": s.id, "stage": s.stage(), "at_ms": step.map(|s| s.at_ms), "heartbeat": true});
                         drop(s);
                         return Some((Ok(format!("{line}\n")), f));
