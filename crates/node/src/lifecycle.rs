@@ -272,13 +272,16 @@ impl Node {
                 .runtime
                 .load(initialized.as_deref().unwrap_or(&stored), policy)?;
             stages.enter(Stage::Store);
-            for bytes in std::iter::once(&stored).chain(&initialized) {
+            let store = |bytes: &[u8]| {
                 node.artifacts
                     .put(bytes)
-                    .map_err(|e| NodeError::Storage(format!("storing the artifact: {e}")))?;
-            }
-            let initialized =
-                initialized.map(|bytes| (limes_runtime::Digest::of(&bytes).to_string(), bytes));
+                    .map_err(|e| NodeError::Storage(format!("storing the artifact: {e}")))
+            };
+            store(&stored)?;
+            // Storing hashes the initialized component; its digest is the one the record keeps.
+            let initialized = initialized
+                .map(|bytes| Ok::<_, NodeError>((store(&bytes)?.to_string(), bytes)))
+                .transpose()?;
             Ok((function, initialized))
         })
         .await?;
