@@ -106,8 +106,8 @@ impl LanguagesBench {
             let ratio = ratio_of_medians(&cold[row], &cold[0]).ok_or("no ratio")?;
             let _ = writeln!(
                 out,
-                "| {label} | {:.1} MB | {:.1} | {:.1} | {:.1} ({:.1}–{:.1}) | {:.1} | {:.1} |",
-                *size as f64 / 1e6,
+                "| {label} | {} | {:.1} | {:.1} | {:.1} ({:.1}–{:.1}) | {:.1} | {:.1} |",
+                bytesize::ByteSize::b(*size as u64).display().si(),
                 c.p50,
                 c.p99,
                 ratio.value,
