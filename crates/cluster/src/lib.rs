@@ -21,6 +21,7 @@ pub mod view;
 
 pub use connect::NatsAuth;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -93,6 +94,9 @@ pub struct NatsCluster {
     plan: RwLock<Option<Arc<Plan>>>,
     /// The last thing that went wrong talking to NATS, for the status.
     last_error: Mutex<Option<String>>,
+    /// Calls this node forwarded and another node answered, by that node's id; sent with each
+    /// heartbeat.
+    forwarded: Mutex<BTreeMap<String, u64>>,
 }
 
 fn now_ms() -> u64 {
@@ -126,6 +130,7 @@ pub async fn join(node: &Arc<Node>, config: ClusterConfig) -> Result<Arc<NatsClu
         view: Mutex::default(),
         plan: RwLock::default(),
         last_error: Mutex::default(),
+        forwarded: Mutex::default(),
     });
     node.join(cluster.clone())?;
     let weak = Arc::downgrade(&cluster);
@@ -227,12 +232,18 @@ impl NatsCluster {
             capacity: self.node.upgrade().map_or(0, |n| n.config().capacity),
             in_flight,
             listen: self.config.listen.clone(),
+            forwarded: BTreeMap::new(),
         }
     }
 
     async fn heartbeat(&self) -> Result<(), String> {
         let peak = self.node.upgrade().map_or(0, |n| n.take_peak_in_flight());
-        let me = self.me(peak);
+        let mut me = self.me(peak);
+        me.forwarded = self
+            .forwarded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let value = serde_json::to_vec(&me).map_err(|e| e.to_string())?;
         let buckets = self.buckets().await.map_err(|e| e.to_string())?;
         buckets
@@ -460,7 +471,15 @@ impl NatsCluster {
                 .await
                 .and_then(|message| decode(&target.id, &message));
             match outcome {
-                Ok(answer) => return Ok(answer),
+                Ok(answer) => {
+                    *self
+                        .forwarded
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(target.id.clone())
+                        .or_default() += 1;
+                    return Ok(answer);
+                }
                 Err(e @ NodeError::Remote { .. }) if !e.is_retryable() => return Err(e),
                 Err(e) => {
                     tracing::info!(target = target.id, error = %e, "forwarding failed; failing over");

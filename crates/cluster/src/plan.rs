@@ -188,6 +188,7 @@ mod tests {
             capacity: 8,
             in_flight,
             listen: None,
+            forwarded: Default::default(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Who is in the cluster, how loaded each node is, and how far apart they are.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,11 @@ pub struct Member {
     pub in_flight: u32,
     /// Its HTTP address, for people and tools (`limes cluster status`).
     pub listen: Option<String>,
+    /// Calls it forwarded since it started, by the id of the node it sent them to (which ran
+    /// them or, full itself, passed them on): the arrows of the dashboard's map. Absent in
+    /// heartbeats of nodes that predate it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub forwarded: BTreeMap<String, u64>,
 }
 
 impl Member {
@@ -118,6 +123,7 @@ mod tests {
             capacity,
             in_flight,
             listen: None,
+            forwarded: BTreeMap::new(),
         }
     }
 

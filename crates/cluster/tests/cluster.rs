@@ -10,6 +10,18 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// How many calls `from` sent on to `to`, by the heartbeat that `node` last heard from `from`.
+async fn forwarded(node: &TestNode, from: &str, to: &str) -> u64 {
+    let status = json(node, "/v1/cluster").await;
+    status["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["id"] == from)
+        .and_then(|m| m["forwarded"][to].as_u64())
+        .unwrap_or(0)
+}
+
 /// Holds both of `node`'s slots for `ms` with sleeping invocations; returns when they run.
 async fn fill(node: &TestNode, ms: u64) -> Vec<tokio::task::JoinHandle<Answer>> {
     let url = node.port;
@@ -146,12 +158,27 @@ async fn a_full_node_forwards_to_the_nearest_free_one() {
         "hello from wasi:http: POST /greet?x=1 (4 bytes)\n",
         "method, path, query and body kept"
     );
+    // a counts both in its heartbeats, for the dashboard's map.
+    within(
+        Duration::from_secs(3),
+        "a's heartbeat counts 2 calls to b",
+        || async { forwarded(&a, "a", "b").await == 2 },
+    )
+    .await;
 
     // With b full as well, the call goes on to c.
     let held_b = fill(&b, 3000).await;
     within(Duration::from_secs(3), "a forwards to c", || async {
         invoke(&a, "sleep", "1").await.node.as_deref() == Some("c")
     })
+    .await;
+    // c hears of the calls it ran: from a, or from b when a sent one to b before it knew b
+    // was full and b passed it on.
+    within(
+        Duration::from_secs(3),
+        "c sees the calls sent to it",
+        || async { forwarded(&c, "a", "c").await + forwarded(&c, "b", "c").await >= 1 },
+    )
     .await;
 
     // With every node full, 429.

@@ -14,6 +14,9 @@ use fantoccini::{Client, ClientBuilder, Locator};
 /// How long the page may take to show what an action should change (it polls every second).
 const PATIENCE: Duration = Duration::from_secs(20);
 
+/// The three nodes of the cluster the browser looks at.
+const IDS: [&str; 3] = ["north", "harbour", "hill"];
+
 /// chromedriver, killed when dropped.
 struct Driver(Child);
 
@@ -163,9 +166,9 @@ async fn an_operator_deploys_invokes_watches_the_map_and_runs_an_emergency_in_a_
     };
     let Some(nats) = nats(test) else { return };
     let nodes = [
-        start(&nats, "north", [0.0, 4.0]),
-        start(&nats, "harbour", [1.0, 0.0]),
-        start(&nats, "hill", [6.0, 2.0]),
+        start(&nats, IDS[0], [0.0, 4.0]),
+        start(&nats, IDS[1], [1.0, 0.0]),
+        start(&nats, IDS[2], [6.0, 2.0]),
     ];
     let admin = std::fs::read_to_string(nodes[0].data.path().join("admin-token"))
         .unwrap()
@@ -247,6 +250,20 @@ async fn an_operator_deploys_invokes_watches_the_map_and_runs_an_emergency_in_a_
     count(&client, "#cluster-map g.node", 3).await;
     count(&client, "#cluster-map g.node.released", 0).await;
 
+    // A regular function beside it, deployed through the API, for the forwarded calls below.
+    let api = |node: &TestNode, method: reqwest::Method, path: &str| {
+        let token = std::fs::read_to_string(node.data.path().join("admin-token")).unwrap();
+        reqwest::Client::new()
+            .request(method, node.url(path))
+            .bearer_auth(token.trim())
+    };
+    let deployed = api(&nodes[0], reqwest::Method::PUT, "/v1/functions/relay")
+        .body(std::fs::read(&wasm).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deployed.status(), 201);
+
     // A bad declaration is shown as the node's message.
     click(&client, "#tab-emergency").await;
     text_of(&client, "#emergency-status", |t| t.contains("No emergency")).await;
@@ -288,6 +305,40 @@ async fn an_operator_deploys_invokes_watches_the_map_and_runs_an_emergency_in_a_
     };
     assert!(released < 3, "a keeper must remain");
     text_of(&client, "#cluster-state", |t| t.contains("released")).await;
+
+    // A regular call that reaches a released node runs on a keeper, and the map draws the arrow.
+    let plan: serde_json::Value = api(&nodes[0], reqwest::Method::GET, "/v1/emergency")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let from = plan["plan"]["released"][0].as_str().unwrap().to_owned();
+    let sender = &nodes[IDS.iter().position(|id| *id == from).unwrap()];
+    let answer = api(sender, reqwest::Method::POST, "/v1/functions/relay/invoke")
+        .body("road closed at the bridge")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let ran_on = answer.headers()["x-limes-node"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(ran_on, from, "a released node forwards regular work");
+    count(
+        &client,
+        &format!("#cluster-map line.forward[data-from={from}][data-to={ran_on}]"),
+        1,
+    )
+    .await;
+    text_of(
+        &client,
+        &format!("tr[data-node={from}] td.forwarded"),
+        |t| t == format!("{ran_on}: 1"),
+    )
+    .await;
     std::fs::write(
         shots().join("cluster.png"),
         client.screenshot().await.unwrap(),

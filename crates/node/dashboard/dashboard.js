@@ -229,7 +229,12 @@ function drawLoad(seconds) {
     line(seconds.map((s) => [x(s.at), y(s.latency_us.p99 / 1000, maxP99)]), "p99"));
 }
 
-// The cluster: every member at its location, marked by its role in the emergency plan.
+// Calls forwarded between nodes at the previous refresh, by "from>to", to mark the pairs that
+// are forwarding now.
+let forwardedBefore = new Map();
+
+// The cluster: every member at its location, marked by its role in the emergency plan, with an
+// arrow for each pair of nodes that forwarded calls.
 async function refreshCluster() {
   const { json } = await api("GET", "/v1/cluster");
   const svg = $("cluster-map");
@@ -249,28 +254,80 @@ async function refreshCluster() {
   const ys = json.members.map((m) => m.location[1]);
   const [minX, maxX, minY, maxY] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
   const scale = (v, lo, hi, size) => 50 + (hi > lo ? ((v - lo) / (hi - lo)) * (size - 100) : (size - 100) / 2);
+  const at = new Map(json.members.map((m) => [m.id, {
+    x: scale(m.location[0], minX, maxX, 600),
+    y: 400 - scale(m.location[1], minY, maxY, 400),
+    r: 12 + Math.min(18, m.capacity / 4),
+  }]));
+  drawForwarded(svg, json.members, at);
   for (const m of json.members) {
     const role = released.has(m.id) ? "released" : "keeper";
     const g = document.createElementNS(SVG, "g");
     g.setAttribute("class", "node " + role + (m.id === json.node ? " self" : "") +
       (json.state === "connected" ? "" : " disconnected"));
     g.setAttribute("data-node", m.id);
-    const cx = scale(m.location[0], minX, maxX, 600);
-    const cy = 400 - scale(m.location[1], minY, maxY, 400);
+    const { x: cx, y: cy, r } = at.get(m.id);
     const circle = document.createElementNS(SVG, "circle");
     circle.setAttribute("cx", cx);
     circle.setAttribute("cy", cy);
-    circle.setAttribute("r", 12 + Math.min(18, m.capacity / 4));
+    circle.setAttribute("r", r);
     g.append(circle, text(cx, cy - 26, m.id, "middle"),
       text(cx, cy + 40, m.in_flight + "/" + m.capacity + " · " + role, "middle"));
     svg.append(g);
+    const sent = Object.entries(m.forwarded || {}).map(([to, n]) => to + ": " + n).join(", ");
     body.append(el("tr", { "data-node": m.id, class: role },
       el("td", {}, m.id + (m.id === json.node ? " (this node)" : "")),
       el("td", {}, "(" + m.location.join(", ") + ")"),
       el("td", { class: "number" }, m.in_flight + " / " + m.capacity),
       el("td", { class: "role" }, role),
+      el("td", { class: "forwarded" }, sent || "–"),
       el("td", {}, m.listen || "–")));
   }
+}
+
+// One arrow per pair of members that forwarded calls, from the edge of one circle to the edge
+// of the other, labelled with the count; pairs whose count grew since the last refresh are drawn
+// as active.
+function drawForwarded(svg, members, at) {
+  const defs = document.createElementNS(SVG, "defs");
+  const marker = document.createElementNS(SVG, "marker");
+  for (const [k, v] of [["id", "arrow"], ["viewBox", "0 0 10 10"], ["refX", "9"], ["refY", "5"],
+    ["markerWidth", "7"], ["markerHeight", "7"], ["orient", "auto-start-reverse"]]) {
+    marker.setAttribute(k, v);
+  }
+  const head = document.createElementNS(SVG, "path");
+  head.setAttribute("d", "M 0 0 L 10 5 L 0 10 z");
+  marker.append(head);
+  defs.append(marker);
+  svg.append(defs);
+  const now = new Map();
+  for (const m of members) {
+    for (const [to, count] of Object.entries(m.forwarded || {})) {
+      const [a, b] = [at.get(m.id), at.get(to)];
+      const key = m.id + ">" + to;
+      now.set(key, count);
+      if (!a || !b) continue; // the target left the view
+      const [dx, dy] = [b.x - a.x, b.y - a.y];
+      const length = Math.hypot(dx, dy) || 1;
+      const [ux, uy] = [dx / length, dy / length];
+      const line = document.createElementNS(SVG, "line");
+      const active = count > (forwardedBefore.get(key) || 0);
+      line.setAttribute("class", "forward" + (active ? " active" : ""));
+      line.setAttribute("data-from", m.id);
+      line.setAttribute("data-to", to);
+      line.setAttribute("x1", a.x + ux * a.r);
+      line.setAttribute("y1", a.y + uy * a.r);
+      line.setAttribute("x2", b.x - ux * (b.r + 2));
+      line.setAttribute("y2", b.y - uy * (b.r + 2));
+      line.setAttribute("marker-end", "url(#arrow)");
+      // Labels sit beside the line, on the sender's side, so that a pair forwarding both ways
+      // shows two readable counts.
+      const label = text((a.x + b.x) / 2 - uy * 10, (a.y + b.y) / 2 + ux * 10, count + " fwd", "middle");
+      label.setAttribute("class", "forward-count");
+      svg.append(line, label);
+    }
+  }
+  forwardedBefore = now;
 }
 
 async function refreshEmergency() {

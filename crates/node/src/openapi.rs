@@ -107,7 +107,7 @@ fn paths() -> Value {
                     "500": error_response("The function trapped, hit its memory limit or ran out of fuel"),
                     "504": error_response("The function timed out")}}},
             "/v1/cluster": {"get": {"summary": "The cluster as this node sees it: connection, members and their load, emergency",
-                "responses": {"200": {"description": "Cluster status; `mode: standalone` on a node that runs alone"}}}},
+                "responses": {"200": {"description": "`{mode, nats, state, node, location, members: [{id, location, capacity, in_flight, listen, forwarded: {node id: calls}}], emergency, last_error}`; `mode: standalone` on a node that runs alone. `forwarded` counts the calls a member forwarded to each other node since it started, as of its last heartbeat"}}}},
             "/v1/emergency": {
                 "get": {"summary": "The emergency plan in force", "responses": {"200": {"description": "The plan, or `active: false`"}}},
                 "post": {"summary": "Declare an emergency: urgent functions get priority, and nodes are released for them",
