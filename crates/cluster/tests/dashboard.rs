@@ -170,10 +170,7 @@ async fn an_operator_deploys_invokes_watches_the_map_and_runs_an_emergency_in_a_
         start(&nats, IDS[1], [1.0, 0.0]),
         start(&nats, IDS[2], [6.0, 2.0]),
     ];
-    let admin = std::fs::read_to_string(nodes[0].data.path().join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let admin = nodes[0].admin_token();
     let (_driver, client) = session(&chromium, &chromedriver).await;
     client.goto(&nodes[0].url("/ui")).await.unwrap();
 
@@ -252,10 +249,9 @@ async fn an_operator_deploys_invokes_watches_the_map_and_runs_an_emergency_in_a_
 
     // A regular function beside it, deployed through the API, for the forwarded calls below.
     let api = |node: &TestNode, method: reqwest::Method, path: &str| {
-        let token = std::fs::read_to_string(node.data.path().join("admin-token")).unwrap();
         reqwest::Client::new()
             .request(method, node.url(path))
-            .bearer_auth(token.trim())
+            .bearer_auth(node.admin_token())
     };
     let deployed = api(&nodes[0], reqwest::Method::PUT, "/v1/functions/relay")
         .body(std::fs::read(&wasm).unwrap())

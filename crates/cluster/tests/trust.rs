@@ -10,13 +10,6 @@ use limes_cluster::server::NatsServer;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
-fn admin(node: &TestNode) -> String {
-    std::fs::read_to_string(node.data.path().join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned()
-}
-
 /// `GET path` on `node` with `token`.
 async fn get_with(node: &TestNode, path: &str, token: &str) -> reqwest::Response {
     Client::new()
@@ -40,7 +33,7 @@ async fn status_with(node: &TestNode, path: &str, token: &str) -> StatusCode {
 async fn make_token(node: &TestNode, role: &str, name: &str) -> String {
     let made: Value = Client::new()
         .post(node.url("/v1/tokens"))
-        .bearer_auth(admin(node))
+        .bearer_auth(node.admin_token())
         .json(&json!({"role": role, "name": name}))
         .send()
         .await
@@ -78,13 +71,13 @@ async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all() 
     within(
         Duration::from_secs(5),
         "b's admin token works on c",
-        || async { status_with(&c, "/v1/tokens", &admin(&b)).await == StatusCode::OK },
+        || async { status_with(&c, "/v1/tokens", &b.admin_token()).await == StatusCode::OK },
     )
     .await;
     // A name is unique across the cluster.
     let taken = Client::new()
         .post(c.url("/v1/tokens"))
-        .bearer_auth(admin(&c))
+        .bearer_auth(c.admin_token())
         .json(&json!({"role": "deploy", "name": "field-team"}))
         .send()
         .await
@@ -93,7 +86,7 @@ async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all() 
 
     let revoked = Client::new()
         .delete(c.url("/v1/tokens/field-team"))
-        .bearer_auth(admin(&c))
+        .bearer_auth(c.admin_token())
         .send()
         .await
         .unwrap();
@@ -111,7 +104,7 @@ async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all() 
     }
     eprintln!("revocation reached a and b in {:?}", started.elapsed());
     // Both see the change in the cluster's audit trail of the node that made it.
-    let audit: Value = json_with(&c, "/v1/audit", &admin(&c)).await;
+    let audit: Value = json_with(&c, "/v1/audit", &c.admin_token()).await;
     assert_eq!(audit["entries"][0]["action"], "token.revoke");
 
     // An emergency records who declared it, in the plan every node sees and in the audit log.
@@ -135,7 +128,7 @@ async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all() 
         plan["plan"]["declaration"]["declared_by"], "duty-officer",
         "{plan}"
     );
-    let audit: Value = json_with(&b, "/v1/audit", &admin(&b)).await;
+    let audit: Value = json_with(&b, "/v1/audit", &b.admin_token()).await;
     let last = audit["entries"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(
         (last["actor"].as_str(), last["action"].as_str()),

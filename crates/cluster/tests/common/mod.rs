@@ -117,6 +117,14 @@ impl TestNode {
         })
     }
 
+    /// The admin token the node wrote to its data dir on first start.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
