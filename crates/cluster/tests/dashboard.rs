@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestNode, free_port, nats, workloads_dir};
+use common::{TestNode, free_port, json_with, nats, workloads_dir};
 use fantoccini::{Client, ClientBuilder, Locator};
 
 /// How long the page may take to show what an action should change (it polls every second).
@@ -303,13 +303,7 @@ async fn an_operator_deploys_invokes_watches_the_map_and_runs_an_emergency_in_a_
     text_of(&client, "#cluster-state", |t| t.contains("released")).await;
 
     // A regular call that reaches a released node runs on a keeper, and the map draws the arrow.
-    let plan: serde_json::Value = api(&nodes[0], reqwest::Method::GET, "/v1/emergency")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let plan = json_with(&nodes[0], "/v1/emergency", &admin).await;
     let from = plan["plan"]["released"][0].as_str().unwrap().to_owned();
     let sender = &nodes[IDS.iter().position(|id| *id == from).unwrap()];
     let answer = api(sender, reqwest::Method::POST, "/v1/functions/relay/invoke")

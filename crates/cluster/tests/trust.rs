@@ -10,21 +10,6 @@ use limes_cluster::server::NatsServer;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
-/// `GET path` on `node` with `token`.
-async fn get_with(node: &TestNode, path: &str, token: &str) -> reqwest::Response {
-    Client::new()
-        .get(node.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-}
-
-/// The same, as JSON.
-async fn json_with(node: &TestNode, path: &str, token: &str) -> Value {
-    get_with(node, path, token).await.json().await.unwrap()
-}
-
 async fn status_with(node: &TestNode, path: &str, token: &str) -> StatusCode {
     get_with(node, path, token).await.status()
 }

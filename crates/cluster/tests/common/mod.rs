@@ -210,6 +210,21 @@ pub async fn members(node: &TestNode) -> Vec<String> {
         .collect()
 }
 
+/// `GET path` on `node` with `token`.
+pub async fn get_with(node: &TestNode, path: &str, token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(node.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The same, as JSON.
+pub async fn json_with(node: &TestNode, path: &str, token: &str) -> serde_json::Value {
+    get_with(node, path, token).await.json().await.unwrap()
+}
+
 /// Polls `check` every 100 ms until it holds, for up to `limit`; returns how long it took.
 pub async fn within<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
 where
