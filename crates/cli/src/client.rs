@@ -205,7 +205,7 @@ pub async fn deploy(api: &Api, args: DeployArgs) -> Result<(), CliError> {
         default.push(".sig");
         Some(PathBuf::from(default)).filter(|p| p.is_file())
     });
-    let bytes_len = bytes.len();
+    let size = bytes.len() as f64 / 1e6;
     let mut request = api
         .request(Method::PUT, &format!("/v1/functions/{}", args.name))
         .query(&query)
@@ -218,7 +218,6 @@ pub async fn deploy(api: &Api, args: DeployArgs) -> Result<(), CliError> {
     }
     // Follow the deploy's stages (see the node's `api::progress`); an older node answers with
     // the JSON of the finished deploy instead, which is handled the same way.
-    let size = bytes_len as f64 / 1e6;
     let started = std::time::Instant::now();
     let response = request
         .header("accept", "application/x-ndjson")
