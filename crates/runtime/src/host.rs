@@ -79,10 +79,25 @@ impl Host {
             } else {
                 FsPerms::ReadOnly
             };
-            wasi.preopened_dir(&dir.host, &dir.guest, perms)
-                .map_err(|e| Error::InvalidPolicy {
-                    message: format!("cannot preopen {}: {e}", dir.host.display()),
-                })?;
+            let invalid = |e: &dyn std::fmt::Display| Error::InvalidPolicy {
+                message: format!("cannot preopen {}: {e}", dir.host.display()),
+            };
+            match &dir.anchor {
+                Some(anchor) => {
+                    let relative = anchor.relative(&dir.host).ok_or_else(|| {
+                        invalid(&format_args!("not below {}", anchor.path().display()))
+                    })?;
+                    // Resolved again now, beneath the held-open anchor: whatever changed
+                    // below it since the last instantiation cannot lead elsewhere.
+                    let fd = anchor.open_beneath(relative).map_err(|e| invalid(&e))?;
+                    wasi.preopened_dir(crate::dirs::fd_path(&fd), &dir.guest, perms)
+                        .map_err(|e| invalid(&e))?;
+                }
+                None => {
+                    wasi.preopened_dir(&dir.host, &dir.guest, perms)
+                        .map_err(|e| invalid(&e))?;
+                }
+            }
         }
         if policy.network.is_enabled() {
             let network = Arc::new(policy.network.clone());

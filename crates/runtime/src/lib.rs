@@ -24,6 +24,7 @@
 
 mod cache;
 mod config;
+mod dirs;
 mod engine;
 mod error;
 mod function;
@@ -39,6 +40,7 @@ use std::sync::{Arc, OnceLock};
 
 pub use cache::{CacheStats, Digest};
 pub use config::{PoolConfig, RuntimeConfig};
+pub use dirs::Anchor;
 pub use error::Error;
 pub use function::{Function, FunctionKind, Invocation, WarmInstance};
 pub use http::{HttpBody, HttpInvocation};

@@ -6,6 +6,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use ipnet::IpNet;
+
+use crate::dirs::Anchor;
 use wasmtime_wasi::sockets::SocketAddrUse;
 
 /// The limits and capabilities of a function, applied to each of its invocations.
@@ -64,6 +66,10 @@ pub struct DirMount {
     pub guest: String,
     /// Whether the guest may write.
     pub writable: bool,
+    /// The held-open directory `host` lies below, if any. With one, `host` is opened beneath
+    /// it at every instantiation and no symlink on the way is followed (see [`Anchor`]);
+    /// without, `host` is opened as a path, as a user's own `limes run` does.
+    pub anchor: Option<Anchor>,
 }
 
 impl FromStr for DirMount {
@@ -85,6 +91,7 @@ impl FromStr for DirMount {
             host: host.into(),
             guest: guest.into(),
             writable,
+            anchor: None,
         })
     }
 }
@@ -113,13 +120,20 @@ impl NetworkPolicy {
 
     /// The decision for one use of one address.
     ///
-    /// An outgoing connection or datagram makes the OS bind an ephemeral local port on the
-    /// wildcard address; Wasmtime asks about that bind first. It is allowed whenever a connect
-    /// allowlist exists, since it is part of every outgoing connection.
+    /// An outgoing TCP connection makes the OS bind an ephemeral local port on the wildcard
+    /// address; Wasmtime asks about that bind first. It is allowed whenever a connect allowlist
+    /// exists, since it is part of every outgoing connection, and it gives nothing more: a TCP
+    /// socket bound so still needs `bind` to listen.
+    ///
+    /// UDP is different: WASI 0.2 makes a guest bind explicitly before it sends, and a bound UDP
+    /// socket receives from anyone with no listen step. The same wildcard bind would open a
+    /// port to every host for a guest allowed only to connect, so every UDP bind needs `bind`
+    /// (a UDP client lists `0.0.0.0` there, or the one local address it uses).
     pub(crate) fn allows(&self, addr: SocketAddr, used_for: SocketAddrUse) -> bool {
         let listed = |list: &[IpNet]| list.iter().any(|net| net.contains(&addr.ip()));
         match used_for {
-            SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => {
+            SocketAddrUse::UdpBind => listed(&self.bind),
+            SocketAddrUse::TcpBind => {
                 listed(&self.bind)
                     || (addr.ip().is_unspecified() && addr.port() == 0 && !self.connect.is_empty())
             }
@@ -158,6 +172,8 @@ mod tests {
         assert!(policy.allows(a("10.1.2.3:80"), SocketAddrUse::TcpConnect));
         assert!(!policy.allows(a("127.0.0.1:80"), SocketAddrUse::TcpConnect));
         assert!(policy.allows(a("0.0.0.0:0"), SocketAddrUse::TcpBind));
+        // Connect-only: no UDP port open to the world.
+        assert!(!policy.allows(a("0.0.0.0:0"), SocketAddrUse::UdpBind));
         assert!(!NetworkPolicy::default().allows(a("0.0.0.0:0"), SocketAddrUse::TcpBind));
         assert!(NetworkPolicy::parse_entry("not-an-ip").is_err());
     }

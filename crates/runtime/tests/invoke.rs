@@ -94,6 +94,7 @@ async fn preopened_dirs_honour_read_only() {
         host: dir.path().into(),
         guest: "/data".into(),
         writable: true,
+        anchor: None,
     };
     let files = load(
         "files",
@@ -158,6 +159,7 @@ async fn io_mode_workloads_use_the_preopened_dir() {
         host: dir.path().into(),
         guest: "/data".into(),
         writable: true,
+        anchor: None,
     };
     let policy = Policy {
         dirs: vec![data],

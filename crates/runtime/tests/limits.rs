@@ -170,6 +170,29 @@ async fn bind_follows_the_allowlist() {
     }
 }
 
+/// The attack: a guest allowed only to connect binds UDP on every interface and so receives
+/// datagrams from any host. Every UDP bind needs the bind allowlist.
+#[tokio::test]
+async fn connect_only_guests_cannot_bind_udp() {
+    for addr in ["0.0.0.0:0", "127.0.0.1:0"] {
+        let outcome = load("net", allow(&[], &["127.0.0.0/8"]))
+            .invoke(&format!("udp-bind {addr}"))
+            .await
+            .unwrap();
+        assert!(
+            outcome.result.starts_with("denied"),
+            "{addr}: {}",
+            outcome.result
+        );
+    }
+    // TCP's implicit ephemeral bind for an outgoing connection stays allowed; listening is not.
+    let listen = load("net", allow(&[], &["127.0.0.0/8"]))
+        .invoke("tcp-bind 0.0.0.0:0")
+        .await
+        .unwrap();
+    assert!(listen.result.starts_with("denied"), "{}", listen.result);
+}
+
 #[tokio::test]
 async fn connect_follows_the_allowlist() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

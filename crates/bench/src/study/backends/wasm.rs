@@ -43,6 +43,7 @@ fn policy(data: &Path) -> Policy {
         host: data.into(),
         guest: "/data".into(),
         writable: true,
+        anchor: None,
     };
     Policy {
         dirs: vec![dir],
