@@ -29,8 +29,12 @@ pub struct AuditEntry {
     pub action: String,
     /// What it was done to: a function, a token, or `cluster`.
     pub target: String,
-    /// The request's `x-request-id`.
+    /// The id the node gave the request (its `x-request-id` answer header and log lines).
     pub request_id: String,
+    /// The `x-request-id` the client sent, if any, kept as the client's: never taken for the
+    /// node's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_request_id: Option<String>,
     /// The particulars: version, digest, role, plan.
     pub detail: serde_json::Value,
 }
@@ -45,6 +49,8 @@ pub struct Change<'a> {
     pub target: &'a str,
     /// See [`AuditEntry::request_id`].
     pub request_id: &'a str,
+    /// See [`AuditEntry::client_request_id`].
+    pub client_request_id: Option<&'a str>,
     /// See [`AuditEntry::detail`].
     pub detail: serde_json::Value,
 }
@@ -82,6 +88,7 @@ impl AuditLog {
                 action: change.action.to_owned(),
                 target: change.target.to_owned(),
                 request_id: change.request_id.to_owned(),
+                client_request_id: change.client_request_id.map(str::to_owned),
                 detail: change.detail,
             };
             let bytes = serde_json::to_vec(&entry).map_err(storage)?;
@@ -122,6 +129,7 @@ mod tests {
                     action: "deploy",
                     target,
                     request_id: "r",
+                    client_request_id: None,
                     detail: serde_json::json!({"version": 1}),
                 })
                 .unwrap();

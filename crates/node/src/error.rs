@@ -38,6 +38,13 @@ pub enum NodeError {
         /// Why: `queue_full`, `would_miss_deadline` or `deadline`.
         reason: &'static str,
     },
+    /// The request came on a connection inside the headroom kept for `/healthz` and admins
+    /// (see [`crate::server`]).
+    #[error("the node has too many open connections; retry shortly")]
+    TooManyConnections,
+    /// The request's body is larger than the node takes (`--max-body`).
+    #[error("the request body is larger than this node takes ({0} bytes)")]
+    TooLarge(usize),
     /// The registry or artifact store failed.
     #[error("storage: {0}")]
     Storage(String),
@@ -93,6 +100,8 @@ impl NodeError {
             NodeError::Busy(_) | NodeError::Full | NodeError::Shed { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
+            NodeError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            NodeError::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             NodeError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             NodeError::Cluster(_) => StatusCode::SERVICE_UNAVAILABLE,
             NodeError::Conflict(_) => StatusCode::CONFLICT,
@@ -119,6 +128,8 @@ impl NodeError {
             NodeError::Busy(_) => "function-busy",
             NodeError::Full => "node-full",
             NodeError::Shed { .. } => "shed",
+            NodeError::TooLarge(_) => "too-large",
+            NodeError::TooManyConnections => "too-many-connections",
             NodeError::Storage(_) => "storage",
             NodeError::Cluster(_) => "cluster-unavailable",
             NodeError::Conflict(_) => "conflict",

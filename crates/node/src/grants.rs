@@ -7,39 +7,57 @@
 //! `@data`, kept under the node's data directory and removed with the function.
 //! `limes run`, a user on their own machine, is not bounded.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
-use limes_runtime::{DirMount, NetworkPolicy};
+use limes_runtime::{Anchor, DirMount, NetworkPolicy};
 
 use crate::error::NodeError;
 use crate::manifest::Manifest;
 
 /// The host side of a `dir` entry that names the function's private directory:
-/// `dir=@data::/data` preopens it at `/data`.
+/// `dir=@data::/data` preopens it at `/data`. It is the only spelling: the manifest refuses
+/// any other host path that is not absolute.
 pub const PRIVATE_DIR: &str = "@data";
 
 /// The most a manifest may ask for on this node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grants {
-    /// Directories that a manifest may preopen, or anything below them (canonical paths).
-    host_dirs: Vec<PathBuf>,
+    /// Directories that a manifest may preopen, or anything below them, each held open so
+    /// that what lies below is resolved beneath it (see [`Anchor`]).
+    host_dirs: Vec<Anchor>,
     /// Networks that `allow_bind` and `allow_connect` entries must lie inside.
     egress: Vec<IpNet>,
 }
 
 impl Grants {
-    /// Grants of `host_dirs` (each must exist; kept canonical, so a symlink cannot widen them)
-    /// and of `egress` networks.
+    /// Grants of `host_dirs` (each must exist; opened now, by their canonical paths, so that
+    /// neither a symlink nor a later rename can widen them) and of `egress` networks.
     pub fn new(host_dirs: &[PathBuf], egress: Vec<IpNet>) -> Result<Self, String> {
         let host_dirs = host_dirs
             .iter()
-            .map(|d| {
-                std::fs::canonicalize(d)
-                    .map_err(|e| format!("--allow-host-dir {}: {e}", d.display()))
-            })
+            .map(|d| Anchor::open(d).map_err(|e| format!("--allow-host-dir {}: {e}", d.display())))
             .collect::<Result<_, _>>()?;
         Ok(Self { host_dirs, egress })
+    }
+
+    /// Refuses grants that overlap the node's data directory (`data_dir`, canonical): one that
+    /// covers it would hand out the admin token, the registry and the compiled code; one inside
+    /// it would hand out part of them.
+    pub fn check_data_dir(&self, data_dir: &Path) -> Result<(), String> {
+        match self
+            .host_dirs
+            .iter()
+            .find(|d| data_dir.starts_with(d.path()) || d.path().starts_with(data_dir))
+        {
+            Some(d) => Err(format!(
+                "--allow-host-dir {} overlaps the node's data directory {}: functions must \
+                 never reach the node's tokens, registry or compiled code",
+                d.path().display(),
+                data_dir.display()
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Whether `manifest` stays within these grants; [`NodeError::NotPermitted`] names the
@@ -47,8 +65,10 @@ impl Grants {
     pub fn check(&self, manifest: &Manifest) -> Result<(), NodeError> {
         for dir in &manifest.dirs {
             let mount: DirMount = dir.parse().map_err(NodeError::BadRequest)?;
-            if mount.host != Path::new(PRIVATE_DIR) {
-                self.check_dir(&mount.host)?;
+            // Exactly the private dir's one spelling (a record from the cluster did not come
+            // through the manifest parser): anything else must lie below a grant.
+            if mount.host.as_os_str() != PRIVATE_DIR {
+                self.anchor(&mount)?;
             }
         }
         for (key, list) in [
@@ -68,35 +88,43 @@ impl Grants {
         Ok(())
     }
 
-    fn check_dir(&self, host: &Path) -> Result<(), NodeError> {
-        let refuse = || {
+    /// `mount` (a host path, not [`PRIVATE_DIR`]) tied to the grant it lies below, after
+    /// checking that it opens there now: by the words of the path first, so that nothing is
+    /// learned of the host's files outside the grants; then by opening it beneath the grant,
+    /// where the kernel refuses every symlink and every step out. The runtime opens it the same
+    /// way again at each instantiation.
+    pub fn anchor(&self, mount: &DirMount) -> Result<DirMount, NodeError> {
+        let host = &mount.host;
+        let refuse = |why: String| {
             NodeError::NotPermitted(format!(
-                "dir {} is outside the directories this node allows (--allow-host-dir: {}); \
-                 a function's own directory is always allowed as {PRIVATE_DIR}::GUEST",
+                "dir {}: {why} (--allow-host-dir: {}); a function's own directory is always \
+                 allowed as {PRIVATE_DIR}::GUEST",
                 host.display(),
                 list_or_none(
                     &self
                         .host_dirs
                         .iter()
-                        .map(|d| d.display())
+                        .map(|d| d.path().display())
                         .collect::<Vec<_>>()
                 )
             ))
         };
-        // First by the words of the path, so that nothing is learned of the host's files
-        // outside the grants; then by the canonical path, so that a symlink cannot lead out.
-        let lexical = host.is_absolute()
-            && !host.components().any(|c| c == Component::ParentDir)
-            && self.host_dirs.iter().any(|d| host.starts_with(d));
-        if !lexical {
-            return Err(refuse());
-        }
-        let canonical = std::fs::canonicalize(host)
-            .map_err(|e| NodeError::BadRequest(format!("dir {}: {e}", host.display())))?;
-        if self.host_dirs.iter().any(|d| canonical.starts_with(d)) {
-            Ok(())
-        } else {
-            Err(refuse())
+        // The deepest grant that holds it: grants may nest.
+        let (anchor, relative) = self
+            .host_dirs
+            .iter()
+            .filter_map(|a| a.relative(host).map(|r| (a, r)))
+            .max_by_key(|(a, _)| a.path().as_os_str().len())
+            .ok_or_else(|| refuse("outside the directories this node allows".into()))?;
+        match anchor.open_beneath(relative) {
+            Ok(_) => Ok(DirMount {
+                anchor: Some(anchor.clone()),
+                ..mount.clone()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(NodeError::BadRequest(
+                format!("dir {}: no such directory", host.display()),
+            )),
+            Err(e) => Err(refuse(e.to_string())),
         }
     }
 }
@@ -161,6 +189,24 @@ mod tests {
                 escape.display()
             );
         }
+    }
+
+    #[test]
+    fn grants_overlapping_the_data_dir_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let root_path = std::fs::canonicalize(root.path()).unwrap();
+        let data = root_path.join("data");
+        let beside = root_path.join("beside");
+        for d in [&data, &data.join("aot"), &beside] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        for overlapping in [&root_path, &data, &data.join("aot")] {
+            let grants = Grants::new(std::slice::from_ref(overlapping), vec![]).unwrap();
+            let err = grants.check_data_dir(&data).unwrap_err();
+            assert!(err.contains("data directory"), "{err}");
+        }
+        let grants = Grants::new(&[beside], vec![]).unwrap();
+        assert!(grants.check_data_dir(&data).is_ok());
     }
 
     #[test]

@@ -16,14 +16,27 @@ use crate::node::{Admitted, Node, Route};
 impl Node {
     /// Serves `request` (its path already stripped of `/fn/{name}`) with the `wasi:http`
     /// function `name`, forwarded `hops` times so far. Here, the response streams; forwarded,
-    /// request and response are buffered, up to [`MAX_FORWARDED_BODY`] each.
+    /// request and response are buffered, up to [`MAX_FORWARDED_BODY`] each. Either way the
+    /// caller's credentials are removed first (see [`crate::guest_headers`]), so they neither
+    /// reach a guest nor travel to another node.
     pub async fn serve_http(
         self: &Arc<Self>,
         name: &str,
-        request: Request<Body>,
+        mut request: Request<Body>,
         hops: u32,
     ) -> Result<Response<Body>, NodeError> {
-        let (cluster, reason) = match self.route(name, hops).await? {
+        let route = self.route(name, hops).await?;
+        let pass = match &route {
+            Route::Here(admitted) => admitted.live.pass_headers.clone(),
+            // Not loaded here: the record says what the function may see.
+            Route::Elsewhere { .. } => self
+                .get(name)
+                .await
+                .map(|r| r.active_version().manifest.pass_headers.clone())
+                .unwrap_or_default(),
+        };
+        crate::guest_headers::strip(request.headers_mut(), &pass);
+        let (cluster, reason) = match route {
             Route::Here(admitted) => return self.run_http(admitted, name, request).await,
             Route::Elsewhere { cluster, reason } => (cluster, reason),
         };

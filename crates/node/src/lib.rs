@@ -22,7 +22,9 @@ pub mod cluster;
 mod dashboard;
 pub mod deploys;
 mod error;
+mod files;
 pub mod grants;
+pub mod guest_headers;
 pub mod guests;
 mod http_fn;
 mod lifecycle;
@@ -31,6 +33,7 @@ mod metrics;
 mod node;
 mod openapi;
 mod registry;
+pub mod server;
 pub mod signing;
 pub mod stats;
 pub mod tls;
@@ -40,7 +43,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -58,6 +60,27 @@ pub use manifest::Manifest;
 pub use node::{Node, NodeConfig, validate_name};
 pub use openapi::document as openapi_document;
 pub use registry::{FunctionRecord, Version};
+pub use server::ConnectionLimits;
+
+/// Where the node keeps the `x-request-id` a client sent: see [`app`].
+pub const CLIENT_REQUEST_ID: &str = "x-client-request-id";
+
+/// Moves a client's `x-request-id` to [`CLIENT_REQUEST_ID`] (at most 128 visible characters),
+/// so that the id in the node's logs and audit log is always one the node made, never one a
+/// client chose.
+async fn set_aside_client_request_id(
+    mut request: http::Request<axum::body::Body>,
+) -> http::Request<axum::body::Body> {
+    if let Some(client) = request.headers_mut().remove("x-request-id") {
+        let printable = client
+            .to_str()
+            .is_ok_and(|v| v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()));
+        if printable {
+            request.headers_mut().insert(CLIENT_REQUEST_ID, client);
+        }
+    }
+    request
+}
 
 /// The node's HTTP application: routes, body limit, request ids and request logs.
 pub fn app(node: Arc<Node>) -> Router {
@@ -71,6 +94,7 @@ pub fn app(node: Arc<Node>) -> Router {
             tracing::info_span!("request", id, method = %request.method(), path = %request.uri().path())
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(axum::middleware::map_request(set_aside_client_request_id))
 }
 
 /// Refuses to serve without auth anywhere but on loopback: a node that others can reach must
@@ -91,7 +115,7 @@ fn check_exposure(node: &Node, listener: &TcpListener) -> std::io::Result<()> {
 
 /// Serves `node` over HTTP on `listener` until `shutdown` completes, then stops accepting and
 /// lets in-flight requests finish for up to `grace`. Refuses a node without auth on an address
-/// other than loopback.
+/// other than loopback. Connections are bounded as [`server`] says.
 pub async fn serve(
     node: Arc<Node>,
     listener: TcpListener,
@@ -99,14 +123,8 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     check_exposure(&node, &listener)?;
-    // Nagle's algorithm would hold a streamed body's second write until the client's delayed
-    // ACK (40 ms on Linux) whenever a response goes out in more than one write.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    serve_on(node, listener, shutdown, grace).await
+    let app = app(node.clone());
+    server::run(node, app, listener, None, shutdown, grace).await
 }
 
 /// [`serve`] over HTTPS, with the server side of TLS in `tls` (see [`tls::server_config`]).
@@ -118,31 +136,6 @@ pub async fn serve_tls(
     grace: Duration,
 ) -> std::io::Result<()> {
     check_exposure(&node, &listener)?;
-    serve_on(node, tls::TlsListener::new(listener, tls)?, shutdown, grace).await
-}
-
-async fn serve_on<L>(
-    node: Arc<Node>,
-    listener: L,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let signal = stopping.clone();
-    let server = axum::serve(listener, app(node)).with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down: no new connections; finishing in-flight requests");
-        signal.notify_one();
-    });
-    tokio::select! {
-        outcome = server.into_future() => outcome,
-        () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_secs = grace.as_secs_f64(), "in-flight requests outlived the shutdown grace; stopping anyway");
-            Ok(())
-        }
-    }
+    let app = app(node.clone());
+    server::run(node, app, listener, Some(tls), shutdown, grace).await
 }

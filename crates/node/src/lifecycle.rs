@@ -9,10 +9,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use limes_runtime::DirMount;
 
 use crate::cluster::NewVersion;
 use crate::deploys::{Progress, Stage};
 use crate::error::NodeError;
+use crate::grants::PRIVATE_DIR;
 use crate::manifest::Manifest;
 use crate::node::{Live, Node, blocking, validate_name};
 use crate::registry::{FunctionRecord, Version};
@@ -82,34 +84,56 @@ impl Node {
         verdict
     }
 
+    /// The digest of the component that serves `version` on this node, when it knows it: the
+    /// deployed component, or its pre-initialized form.
+    ///
+    /// A node that requires signatures does not take a record's `preinit` on trust: any cluster
+    /// member can write one naming an unsigned component the store holds, and the signature
+    /// covers only the deployed component. It runs only a form it derived itself from the
+    /// signed component ([`Node::derive`]); `None` until it has.
+    fn serving(&self, version: &Version) -> Result<Option<String>, NodeError> {
+        match (&self.config().trusted_keys, &version.preinit) {
+            (Some(_), Some(_)) => Ok(self.registry.derived(&derivation_key(version))?),
+            _ => Ok(Some(runs(version).to_owned())),
+        }
+    }
+
     pub(crate) fn load_version(
         &self,
         name: &str,
         version: &Version,
     ) -> Result<Arc<Live>, NodeError> {
-        let digest = runs(version).parse().map_err(NodeError::Storage)?;
+        let serving = self.serving(version)?.ok_or_else(|| {
+            NodeError::Storage(format!(
+                "{name} version {} is not yet pre-initialized by this node, which runs only what \
+                 it derives from signed components; it will be on its first invocation",
+                version.version
+            ))
+        })?;
+        let digest = serving.parse().map_err(NodeError::Storage)?;
         let bytes = self
             .artifacts
             .get(&digest)
             .map_err(|e| NodeError::Storage(format!("artifact {digest}: {e}")))?;
-        self.load_bytes(name, version, &bytes)
+        self.load_bytes(name, version, &serving, &bytes)
     }
 
-    /// Vets and compiles (or loads from the AOT cache) `version` of `name`.
+    /// Vets and compiles (or loads from the AOT cache) `version` of `name`, served by `bytes`,
+    /// which must have the digest `serving`.
     fn load_bytes(
         &self,
         name: &str,
         version: &Version,
+        serving: &str,
         bytes: &[u8],
     ) -> Result<Arc<Live>, NodeError> {
-        // The digest is recomputed: what runs must be what the record names, the deployed
+        // The digest is recomputed: what runs must be what was asked for, the deployed
         // component or its pre-initialized form; the signature is of the deployed component.
         let digest = limes_runtime::Digest::of(bytes).to_string();
-        if digest != runs(version) {
+        if digest != serving {
             return Err(NodeError::Storage(format!(
-                "the artifact of {name} version {} has digest {digest}, not {}",
+                "the artifact of {name} version {} has digest {digest}, not {serving}",
                 version.version,
-                runs(version)
             )));
         }
         if let Err(e) = self.vet(
@@ -127,14 +151,29 @@ impl Node {
     }
 
     /// The runtime policy of `manifest` for function `name`, creating its private directory
-    /// if the manifest preopens it.
+    /// (mode 0700) if the manifest preopens it. Every directory is tied to the held-open
+    /// directory it is resolved beneath at each instantiation: the private one to the node's
+    /// `functions` directory, the others to their grant.
     fn policy(&self, name: &str, manifest: &Manifest) -> Result<limes_runtime::Policy, NodeError> {
         let private = self.private_dir(name);
         if manifest.uses_private_dir() {
-            std::fs::create_dir_all(&private)
+            crate::files::create_private_dir(&private)
                 .map_err(|e| NodeError::Storage(format!("creating {}: {e}", private.display())))?;
         }
-        manifest.to_policy(&private).map_err(NodeError::BadRequest)
+        let grants = &self.config().grants;
+        manifest
+            .to_policy(|mount| {
+                if mount.host.as_os_str() == PRIVATE_DIR {
+                    Ok(DirMount {
+                        host: private.clone(),
+                        anchor: Some(self.functions_dir.clone()),
+                        ..mount
+                    })
+                } else {
+                    grants.anchor(&mount).map_err(|e| e.to_string())
+                }
+            })
+            .map_err(NodeError::NotPermitted)
     }
 
     fn remove_private_dir(&self, name: &str) {
@@ -174,11 +213,34 @@ impl Node {
             }
         };
         let version = record.active_version().clone();
-        let digest: limes_runtime::Digest = runs(&version).parse().map_err(NodeError::Storage)?;
-        let bytes = match self.artifacts.get(&digest) {
-            Ok(bytes) => Bytes::from(bytes),
+        let (serving, bytes) = match self.serving(&version)? {
+            Some(serving) => {
+                let bytes = self.artifact(cluster, &serving).await?;
+                (serving, bytes)
+            }
+            None => {
+                let original = self.artifact(cluster, &version.digest).await?;
+                self.derive(name, &version, original).await?
+            }
+        };
+        let (node, name_owned) = (self.clone(), name.to_owned());
+        let live =
+            blocking(move || node.load_bytes(&name_owned, &version, &serving, &bytes)).await?;
+        self.set_live(name, Some(live.clone()));
+        Ok(live)
+    }
+
+    /// The artifact with `digest`, from the store here or else from `cluster` (then kept here).
+    async fn artifact(
+        self: &Arc<Self>,
+        cluster: &Arc<dyn crate::Cluster>,
+        digest: &str,
+    ) -> Result<Bytes, NodeError> {
+        let parsed: limes_runtime::Digest = digest.parse().map_err(NodeError::Storage)?;
+        match self.artifacts.get(&parsed) {
+            Ok(bytes) => Ok(Bytes::from(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let bytes = cluster.artifact(runs(&version).to_owned()).await?;
+                let bytes = cluster.artifact(digest.to_owned()).await?;
                 let node = self.clone();
                 let stored = bytes.clone();
                 blocking(move || {
@@ -187,14 +249,55 @@ impl Node {
                         .map_err(|e| NodeError::Storage(format!("storing the artifact: {e}")))
                 })
                 .await?;
-                bytes
+                Ok(bytes)
             }
-            Err(e) => return Err(NodeError::Storage(format!("artifact {digest}: {e}"))),
-        };
-        let (node, name_owned) = (self.clone(), name.to_owned());
-        let live = blocking(move || node.load_bytes(&name_owned, &version, &bytes)).await?;
-        self.set_live(name, Some(live.clone()));
-        Ok(live)
+            Err(e) => Err(NodeError::Storage(format!("artifact {digest}: {e}"))),
+        }
+    }
+
+    /// Pre-initializes `version` of `name` here from its deployed component `original`, after
+    /// vetting it (its signature included), stores the result and notes it as derived by this
+    /// node. Returns its digest and bytes.
+    async fn derive(
+        self: &Arc<Self>,
+        name: &str,
+        version: &Version,
+        original: Bytes,
+    ) -> Result<(String, Bytes), NodeError> {
+        let digest = limes_runtime::Digest::of(&original).to_string();
+        if digest != version.digest {
+            return Err(NodeError::Storage(format!(
+                "the artifact of {name} version {} has digest {digest}, not {}",
+                version.version, version.digest
+            )));
+        }
+        self.vet(
+            &version.manifest,
+            &version.digest,
+            version.signature.as_deref(),
+        )?;
+        let policy = self.policy(name, &version.manifest)?;
+        let (node, key) = (self.clone(), derivation_key(version));
+        tracing::info!(
+            function = name,
+            version = version.version,
+            "pre-initializing a replicated version here"
+        );
+        blocking(move || {
+            let bytes = tokio::runtime::Handle::current()
+                .block_on(node.runtime.preinit(&original, &policy))
+                .map_err(|e| {
+                    NodeError::BadRequest(format!("pre-initializing the function: {e}"))
+                })?;
+            let derived = node
+                .artifacts
+                .put(&bytes)
+                .map_err(|e| NodeError::Storage(format!("storing the artifact: {e}")))?
+                .to_string();
+            node.registry.set_derived(&key, &derived)?;
+            Ok((derived, Bytes::from(bytes)))
+        })
+        .await
     }
 
     /// Takes in the cluster's record of `name` (`None`: removed), as announced by another
@@ -250,6 +353,7 @@ impl Node {
         let policy = self.policy(name, &manifest)?;
         let _writing = self.writes.lock().await;
         let (node, stored, stages) = (self.clone(), component.clone(), progress.clone());
+        let key = derivation_key_of(&digest, &manifest_text(&manifest));
         // Compiling, initializing and syncing block; keep them off the async workers. They come
         // before anything is stored, so that a component that is not valid, or whose
         // initialization step fails, leaves nothing behind. A function with an initialization
@@ -282,6 +386,9 @@ impl Node {
             let initialized = initialized
                 .map(|bytes| Ok::<_, NodeError>((store(&bytes)?.to_string(), bytes)))
                 .transpose()?;
+            if let Some((derived, _)) = &initialized {
+                node.registry.set_derived(&key, derived)?;
+            }
             Ok((function, initialized))
         })
         .await?;
@@ -406,4 +513,18 @@ impl Node {
 /// The digest of the component that serves `version`: its pre-initialized form if it has one.
 fn runs(version: &Version) -> &str {
     version.preinit.as_deref().unwrap_or(&version.digest)
+}
+
+/// What this node's derivations are noted under: the deployed component and the manifest it
+/// was initialized with (an initialization step sees the function's env and dirs).
+fn derivation_key(version: &Version) -> String {
+    derivation_key_of(&version.digest, &manifest_text(&version.manifest))
+}
+
+fn derivation_key_of(digest: &str, manifest: &str) -> String {
+    limes_runtime::Digest::of(format!("{digest}\n{manifest}").as_bytes()).to_string()
+}
+
+fn manifest_text(manifest: &Manifest) -> String {
+    serde_json::to_string(manifest).unwrap_or_default()
 }

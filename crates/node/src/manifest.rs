@@ -28,6 +28,7 @@ pub const KEYS: &[&str] = &[
     "max_concurrency",
     "public",
     "priority",
+    "pass_headers",
 ];
 
 /// A validated manifest, in the normalized form the registry stores.
@@ -55,6 +56,10 @@ pub struct Manifest {
     /// Its class when the node is busy: `urgent`, `regular` (default) or `batch`.
     #[serde(default)]
     pub priority: crate::admission::Priority,
+    /// Credential headers a `wasi:http` function receives from its callers (`authorization`,
+    /// `cookie`, …), lowercase; none by default (see [`crate::guest_headers`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pass_headers: Vec<String>,
 }
 
 impl Default for Manifest {
@@ -71,6 +76,7 @@ impl Default for Manifest {
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             public: false,
             priority: crate::admission::Priority::Regular,
+            pass_headers: Vec::new(),
         }
     }
 }
@@ -92,7 +98,7 @@ impl Manifest {
                 "fuel" => m.fuel = Some(parse_number(key, value)?),
                 "env" => m.env.push(parse_env(value)?),
                 "dir" => {
-                    value.parse::<DirMount>()?;
+                    check_dir_host(&value.parse::<DirMount>()?)?;
                     m.dirs.push(value.to_owned());
                 }
                 "allow_bind" | "allow_connect" => {
@@ -111,6 +117,12 @@ impl Manifest {
                     }
                 }
                 "priority" => m.priority = value.parse()?,
+                "pass_headers" => {
+                    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                        m.pass_headers
+                            .push(crate::guest_headers::check_pass_header(name)?);
+                    }
+                }
                 "public" => {
                     m.public = match value {
                         "true" | "1" => true,
@@ -194,6 +206,11 @@ impl Manifest {
         );
         pairs.extend(self.dirs.iter().map(|d| ("dir".into(), d.clone())));
         pairs.extend(
+            self.pass_headers
+                .iter()
+                .map(|h| ("pass_headers".into(), h.clone())),
+        );
+        pairs.extend(
             self.allow_bind
                 .iter()
                 .map(|a| ("allow_bind".into(), a.clone())),
@@ -215,8 +232,12 @@ impl Manifest {
         })
     }
 
-    /// The runtime policy of this manifest, with the private directory at `private_dir`.
-    pub fn to_policy(&self, private_dir: &std::path::Path) -> Result<Policy, String> {
+    /// The runtime policy of this manifest; `mount` turns each `dir` entry into the mount the
+    /// runtime opens (the node ties each to the directory it is resolved beneath).
+    pub fn to_policy(
+        &self,
+        mount: impl Fn(DirMount) -> Result<DirMount, String>,
+    ) -> Result<Policy, String> {
         let nets = |list: &[String]| {
             list.iter()
                 .map(|s| NetworkPolicy::parse_entry(s))
@@ -229,13 +250,7 @@ impl Manifest {
             dirs: self
                 .dirs
                 .iter()
-                .map(|d| {
-                    let mut mount: DirMount = d.parse()?;
-                    if mount.host.as_os_str() == crate::grants::PRIVATE_DIR {
-                        mount.host = private_dir.to_owned();
-                    }
-                    Ok::<_, String>(mount)
-                })
+                .map(|d| mount(d.parse()?))
                 .collect::<Result<_, _>>()?,
             env: self.env.clone(),
             network: NetworkPolicy {
@@ -244,6 +259,23 @@ impl Manifest {
             },
             ..Policy::default()
         })
+    }
+}
+
+/// A node's `dir` host is an absolute path or exactly [`PRIVATE_DIR`](crate::grants::PRIVATE_DIR):
+/// `@data/`, `@data/.` and other spellings would be taken for the private directory by one
+/// reader and for a path relative to the node's working directory by another.
+fn check_dir_host(mount: &DirMount) -> Result<(), String> {
+    let host = mount.host.as_os_str();
+    if host == crate::grants::PRIVATE_DIR || mount.host.is_absolute() {
+        Ok(())
+    } else {
+        Err(format!(
+            "dir {}: the host side must be an absolute path or exactly {} (the function's own \
+             directory)",
+            mount.host.display(),
+            crate::grants::PRIVATE_DIR
+        ))
     }
 }
 
@@ -300,16 +332,11 @@ mod tests {
         );
         assert!(from_query.public);
         assert_eq!(
-            from_query
-                .to_policy(std::path::Path::new("/p"))
-                .unwrap()
-                .timeout,
+            from_query.to_policy(Ok).unwrap().timeout,
             Duration::from_secs(5)
         );
         let private = Manifest::from_pairs([("dir", "@data::/data")]).unwrap();
         assert!(private.uses_private_dir());
-        let policy = private.to_policy(std::path::Path::new("/var/f")).unwrap();
-        assert_eq!(policy.dirs[0].host, std::path::Path::new("/var/f"));
     }
 
     #[test]
@@ -324,5 +351,10 @@ mod tests {
         assert!(err(&[("priority", "vip")]).contains("urgent, regular or batch"));
         assert!(err(&[("allow_bind", "nowhere")]).contains("nowhere"));
         assert!(Manifest::from_json(b"[1]").is_err());
+        // The private directory has one spelling; other relative hosts are refused.
+        for host in ["@data/", "@data/.", "@data//", "data", "./x", "@other"] {
+            let message = err(&[("dir", &format!("{host}::/d"))]);
+            assert!(message.contains("exactly @data"), "{host}: {message}");
+        }
     }
 }

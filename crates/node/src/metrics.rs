@@ -73,6 +73,8 @@ pub struct Metrics {
     queue_wait: Family<Class, Histogram, fn() -> Histogram>,
     queued: Family<Class, Gauge>,
     denied: Family<Reason, Counter>,
+    connections: Gauge,
+    connections_refused: Counter,
     /// The cache counters already reported, so that each scrape adds only what is new.
     seen: Mutex<CacheStats>,
     /// The same events kept for `GET /v1/stats` (the dashboard).
@@ -102,6 +104,8 @@ impl Default for Metrics {
             queue_wait: Family::new_with_constructor(latency_histogram),
             queued: Family::default(),
             denied: Family::default(),
+            connections: Gauge::default(),
+            connections_refused: Counter::default(),
             seen: Mutex::default(),
             stats: Stats::default(),
             registry: Registry::default(),
@@ -192,6 +196,16 @@ impl Default for Metrics {
             "requests_denied",
             "Requests refused by authentication (unauthorized) or authorization (forbidden)",
             m.denied.clone(),
+        );
+        registry.register(
+            "connections",
+            "HTTP connections open now (TLS handshakes included)",
+            m.connections.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because the node had --max-connections open",
+            m.connections_refused.clone(),
         );
         Self { registry, ..m }
     }
@@ -297,6 +311,16 @@ impl Metrics {
     pub fn set_cluster(&self, nodes: usize, released: usize) {
         self.cluster_nodes.set(nodes as i64);
         self.nodes_released.set(released as i64);
+    }
+
+    /// The gauge of open connections.
+    pub fn connections(&self) -> &Gauge {
+        &self.connections
+    }
+
+    /// Counts a connection closed at once, past the connection cap.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     /// The gauge of running instances.

@@ -2,11 +2,11 @@
 //! removals and loading are in [`crate::lifecycle`].
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
-use limes_runtime::{Function, PoolConfig, Runtime, RuntimeConfig};
+use limes_runtime::{Anchor, Function, PoolConfig, Runtime, RuntimeConfig};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::admission::{AdmissionConfig, Pool, Priority, RunSlot, Scheduler};
@@ -58,6 +58,8 @@ pub struct NodeConfig {
     pub trusted_keys: Option<TrustedKeys>,
     /// Run slots and queue deadlines: see [`crate::admission`].
     pub admission: AdmissionConfig,
+    /// Bounds on HTTP connections: see [`crate::server`].
+    pub connections: crate::server::ConnectionLimits,
 }
 
 impl NodeConfig {
@@ -73,6 +75,7 @@ impl NodeConfig {
             grants: Grants::default(),
             trusted_keys: None,
             admission: AdmissionConfig::default(),
+            connections: Default::default(),
         }
     }
 }
@@ -87,6 +90,8 @@ pub struct Live {
     pub public: bool,
     /// Its class when the node is busy.
     pub priority: Priority,
+    /// The credential headers its manifest lets it see (see [`crate::guest_headers`]).
+    pub pass_headers: Vec<String>,
     /// One permit per invocation that may run at once.
     pub(crate) slots: Arc<Semaphore>,
     /// How long its invocations usually take: short ones run inline.
@@ -101,6 +106,7 @@ impl Live {
             version,
             public: manifest.public,
             priority: manifest.priority,
+            pass_headers: manifest.pass_headers.clone(),
             slots: Arc::new(Semaphore::new(manifest.max_concurrency as usize)),
             recent: RecentTime::default(),
         })
@@ -155,6 +161,8 @@ pub struct Node {
     pub(crate) loading: tokio::sync::Mutex<()>,
     /// The cluster, once joined.
     cluster: OnceLock<Arc<dyn Cluster>>,
+    /// `<data-dir>/functions`, held open: private function dirs are opened beneath it.
+    pub(crate) functions_dir: Anchor,
     /// Deploys in progress and just finished, for clients that follow or come back for them.
     pub(crate) deploys: crate::deploys::Deploys,
     /// Most instances running at once since [`Node::take_peak_in_flight`] was last called.
@@ -170,8 +178,17 @@ impl Node {
     /// logged and skipped; its registry entry is kept.
     pub fn open(config: NodeConfig) -> Result<Arc<Self>, NodeError> {
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| NodeError::Storage(format!("creating {}: {e}", dir.display())))?;
+        let storage =
+            |what: &Path, e: std::io::Error| NodeError::Storage(format!("{}: {e}", what.display()));
+        crate::files::create_private_dir(dir).map_err(|e| storage(dir, e))?;
+        let canonical = std::fs::canonicalize(dir).map_err(|e| storage(dir, e))?;
+        config
+            .grants
+            .check_data_dir(&canonical)
+            .map_err(NodeError::NotPermitted)?;
+        let functions = dir.join("functions");
+        crate::files::create_private_dir(&functions).map_err(|e| storage(&functions, e))?;
+        let functions_dir = Anchor::open(&functions).map_err(|e| storage(&functions, e))?;
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: Some(dir.join("aot")),
             pool: config.pool.clone(),
@@ -179,7 +196,9 @@ impl Node {
         })?;
         let artifacts = ArtifactStore::open(dir.join("artifacts"))
             .map_err(|e| NodeError::Storage(format!("opening the artifact store: {e}")))?;
-        let registry = Registry::open(&dir.join("registry.redb"))?;
+        let registry_path = dir.join("registry.redb");
+        let registry = Registry::open(&registry_path)?;
+        crate::files::restrict_file(&registry_path).map_err(|e| storage(&registry_path, e))?;
         let tokens = TokenStore::open(registry.database())?;
         if config.auth == AuthMode::Tokens {
             crate::auth::bootstrap(&tokens, dir, &config.node_id)?;
@@ -199,6 +218,7 @@ impl Node {
             writes: tokio::sync::Mutex::new(()),
             loading: tokio::sync::Mutex::new(()),
             cluster: OnceLock::new(),
+            functions_dir,
             deploys: Default::default(),
             peak: Default::default(),
             metrics: Metrics::default(),
@@ -238,12 +258,13 @@ impl Node {
 
     /// Appends `change` to the audit log, durably, off the async workers.
     pub async fn audit(self: &Arc<Self>, change: Change<'_>) -> Result<(), NodeError> {
-        let (node, actor, action, target, request_id) = (
+        let (node, actor, action, target, request_id, client_request_id) = (
             self.clone(),
             change.actor.to_owned(),
             change.action.to_owned(),
             change.target.to_owned(),
             change.request_id.to_owned(),
+            change.client_request_id.map(str::to_owned),
         );
         let detail = change.detail;
         blocking(move || {
@@ -253,6 +274,7 @@ impl Node {
                     action: &action,
                     target: &target,
                     request_id: &request_id,
+                    client_request_id: client_request_id.as_deref(),
                     detail,
                 })
                 .map(|_| ())
@@ -409,7 +431,48 @@ impl Node {
         args: &str,
         hops: u32,
     ) -> Result<Ran, NodeError> {
-        let (cluster, reason) = match self.route(name, hops).await? {
+        let route = self.route(name, hops).await?;
+        self.invoke_routed(route, name, args, hops).await
+    }
+
+    /// [`Node::invoke`] with the argument still to be read from `body`: the call is admitted
+    /// (or placed elsewhere) first, and only then is its body read, at most `limit` bytes and
+    /// within the connection's header-read timeout. A call the node has no room for is refused
+    /// before a byte of a large body is held in memory.
+    pub async fn invoke_body(
+        self: &Arc<Self>,
+        name: &str,
+        body: axum::body::Body,
+        limit: usize,
+    ) -> Result<Ran, NodeError> {
+        let route = self.route(name, 0).await?;
+        let read = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit));
+        let bytes =
+            match tokio::time::timeout(self.config.connections.header_read_timeout, read).await {
+                Ok(Ok(collected)) => collected.to_bytes(),
+                Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                    return Err(NodeError::TooLarge(limit));
+                }
+                Ok(Err(e)) => return Err(NodeError::BadRequest(format!("reading the body: {e}"))),
+                Err(_) => {
+                    return Err(NodeError::BadRequest(
+                        "the body did not arrive in time".into(),
+                    ));
+                }
+            };
+        let args = std::str::from_utf8(&bytes)
+            .map_err(|_| NodeError::BadRequest("args must be UTF-8 text".into()))?;
+        self.invoke_routed(route, name, args, 0).await
+    }
+
+    async fn invoke_routed(
+        self: &Arc<Self>,
+        route: Route<'_>,
+        name: &str,
+        args: &str,
+        hops: u32,
+    ) -> Result<Ran, NodeError> {
+        let (cluster, reason) = match route {
             Route::Here(admitted) => return self.run_admitted(admitted, name, args, hops).await,
             Route::Elsewhere { cluster, reason } => (cluster, reason),
         };

@@ -59,7 +59,7 @@ fn paths() -> Value {
         "info": {"title": "Limes node API", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Deploy and invoke WebAssembly functions on a Limes edge node."},
         "paths": {
-            "/healthz": {"get": {"summary": "Liveness and load", "responses": {"200": {"description": "The node serves"}}}},
+            "/healthz": {"get": {"summary": "Liveness: {\"status\":\"ok\",\"clustered\":bool}, nothing more (the cluster view is GET /v1/cluster)", "responses": {"200": {"description": "The node serves"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Text exposition format"}}}},
             "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3"}}}},
             "/v1/stats": {"get": {"summary": "Live figures for the dashboard: per function invocations, errors and cold-start and execution p50/p99 (µs) since the node started; for the node, in flight, capacity and one sample per second over the last five minutes (requests, errors, calls turned away, most in flight, p50/p99 function time)",

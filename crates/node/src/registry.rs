@@ -16,6 +16,10 @@ use crate::cluster::NewVersion;
 use crate::manifest::Manifest;
 
 const FUNCTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("functions");
+/// This node's own pre-initializations: the digest of a deployed component → the digest of the
+/// form this node derived from it. Never replicated: it is what a node that requires signatures
+/// trusts instead of a record's `preinit` (see `Node::serving`).
+const DERIVED: TableDefinition<&str, &str> = TableDefinition::new("derived");
 
 /// A failure of the registry's storage.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +121,7 @@ impl Registry {
         let db = Database::create(path).map_err(storage)?;
         let tx = db.begin_write().map_err(storage)?;
         tx.open_table(FUNCTIONS).map_err(storage)?;
+        tx.open_table(DERIVED).map_err(storage)?;
         tx.commit().map_err(storage)?;
         Ok(Self { db: Arc::new(db) })
     }
@@ -187,6 +192,26 @@ impl Registry {
         };
         tx.commit().map_err(storage)?;
         Ok(existed)
+    }
+
+    /// The digest of the form this node derived from the component with digest `original`.
+    pub fn derived(&self, original: &str) -> Result<Option<String>, RegistryError> {
+        let tx = self.db.begin_read().map_err(storage)?;
+        let table = tx.open_table(DERIVED).map_err(storage)?;
+        Ok(table
+            .get(original)
+            .map_err(storage)?
+            .map(|v| v.value().to_owned()))
+    }
+
+    /// Notes, durably, that this node derived `derived` from `original`.
+    pub fn set_derived(&self, original: &str, derived: &str) -> Result<(), RegistryError> {
+        let tx = self.db.begin_write().map_err(storage)?;
+        tx.open_table(DERIVED)
+            .map_err(storage)?
+            .insert(original, derived)
+            .map_err(storage)?;
+        tx.commit().map_err(storage)
     }
 
     /// Reads, changes and writes one record in a single durable transaction.

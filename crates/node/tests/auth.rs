@@ -3,6 +3,10 @@
 //! components and the audit log across a restart.
 
 mod common;
+#[path = "auth/connections.rs"]
+mod connections;
+#[path = "auth/review.rs"]
+mod review;
 
 use std::path::Path;
 

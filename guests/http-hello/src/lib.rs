@@ -1,6 +1,7 @@
 //! A `wasi:http/proxy` function, as `wasmtime serve` and Spin run them. It answers every request
 //! with `hello from wasi:http: METHOD PATH` (and the request body's size, when it has one) and a
-//! header `x-limes-example: hello`.
+//! header `x-limes-example: hello`. Under `/headers` it also lists the request headers it was
+//! given, one `name: value` a line: the trust tests read what a guest sees of its callers.
 
 use wasip2::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
@@ -48,6 +49,11 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
             text.push_str(&format!(" ({size} bytes)"));
         }
         text.push('\n');
+        if path.starts_with("/headers") {
+            for (name, value) in request.headers().entries() {
+                text.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(&value)));
+            }
+        }
 
         let headers = Fields::new();
         let _ = headers.set("content-type", &[b"text/plain".to_vec()]);

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::request_id;
+use super::{client_request_id, request_id};
 use crate::audit::Change;
 use crate::auth::tokens::{TokenRecord, mint, now_secs};
 use crate::auth::{Caller, Role};
@@ -104,6 +104,7 @@ pub(super) async fn create_token(
         action: "token.create",
         target: &name,
         request_id: request_id(&headers),
+        client_request_id: client_request_id(&headers),
         detail: json!({"role": role, "expires_at": new.record.expires_at}),
     })
     .await?;
@@ -125,12 +126,14 @@ pub(super) async fn revoke_token(
         .ok_or_else(|| NodeError::NotFound(format!("token {name}")))?;
     if record.revoked_at.is_none() {
         record.revoked_at = Some(now_secs());
+        record.revoked_by = Some(caller.name.clone());
         store(&node, record.clone(), false).await?;
         node.audit(Change {
             actor: &caller.name,
             action: "token.revoke",
             target: &name,
             request_id: request_id(&headers),
+            client_request_id: client_request_id(&headers),
             detail: json!({"role": record.role}),
         })
         .await?;

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use futures::FutureExt as _;
 use serde_json::json;
 
-use super::request_id;
+use super::{client_request_id, request_id};
 use crate::audit::Change;
 use crate::auth::Caller;
 use crate::error::NodeError;
@@ -47,11 +47,21 @@ pub(super) async fn list(
     ))
 }
 
+/// What `GET /v1/functions/{name}` shows of an `env` value: the API takes values and never
+/// gives them back, as they are often secrets and the route is open to the invoke role.
+pub const HIDDEN_ENV_VALUE: &str = "(write-only)";
+
 pub(super) async fn describe(
     State(node): State<Arc<Node>>,
     Path(name): Path<String>,
 ) -> Result<Json<FunctionRecord>, NodeError> {
-    Ok(Json(node.get(&name).await?))
+    let mut record = node.get(&name).await?;
+    for version in &mut record.versions {
+        for (_, value) in &mut version.manifest.env {
+            *value = HIDDEN_ENV_VALUE.to_owned();
+        }
+    }
+    Ok(Json(record))
 }
 
 /// `PUT /v1/functions/{name}`: the component as the raw body with the manifest in the query, or
@@ -64,6 +74,7 @@ pub(super) async fn deploy(
     request: Request,
 ) -> Result<Response, NodeError> {
     let request_id = request_id(request.headers()).to_owned();
+    let client_request_id = client_request_id(request.headers()).map(str::to_owned);
     let follow = wants_progress(request.headers());
     let mut signature = request
         .headers()
@@ -144,13 +155,33 @@ pub(super) async fn deploy(
         let (node, progress) = (node.clone(), progress.clone());
         async move {
             let work = async {
-                let version = node.deploy_with(&name, deploy, &progress).await?;
+                let granted = granted(&deploy.manifest);
+                let version = match node.deploy_with(&name, deploy, &progress).await {
+                    Ok(version) => version,
+                    Err(e) => {
+                        // A deploy refused for what it asked (grants, signature) is recorded
+                        // too: an attempt to widen a function's reach is worth an entry.
+                        if matches!(e.kind(), "not-permitted" | "unsigned" | "bad-signature") {
+                            node.audit(Change {
+                                actor: &caller.name,
+                                action: "deploy.refused",
+                                target: &name,
+                                request_id: &request_id,
+                                client_request_id: client_request_id.as_deref(),
+                                detail: json!({"error": e.kind(), "message": e.to_string(), "manifest": granted}),
+                            })
+                            .await?;
+                        }
+                        return Err(e);
+                    }
+                };
                 node.audit(Change {
                     actor: &caller.name,
                     action: "deploy",
                     target: &name,
                     request_id: &request_id,
-                    detail: json!({"version": version.version, "digest": version.digest, "signed_by": version.signed_by}),
+                    client_request_id: client_request_id.as_deref(),
+                    detail: json!({"version": version.version, "digest": version.digest, "signed_by": version.signed_by, "manifest": granted}),
                 })
                 .await?;
                 Ok(version)
@@ -176,6 +207,14 @@ pub(super) async fn deploy(
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
     response.headers_mut().insert(DEPLOY_HEADER, id);
     Ok(response)
+}
+
+/// What a deploy grants, for the audit log: the manifest with `env` values left out (names
+/// only: the log is no place for secrets).
+fn granted(manifest: &Manifest) -> serde_json::Value {
+    let mut value = serde_json::to_value(manifest).unwrap_or_default();
+    value["env"] = json!(manifest.env.iter().map(|(k, _)| k).collect::<Vec<_>>());
+    value
 }
 
 /// The header that names a deploy, for `GET /v1/deploys/{id}`.
@@ -232,6 +271,7 @@ pub(super) async fn remove(
         action: "remove",
         target: &name,
         request_id: request_id(&headers),
+        client_request_id: client_request_id(&headers),
         detail: json!({}),
     })
     .await?;
@@ -259,6 +299,7 @@ pub(super) async fn rollback(
         action: "rollback",
         target: &name,
         request_id: request_id(&headers),
+        client_request_id: client_request_id(&headers),
         detail: json!({"version": version}),
     })
     .await?;
@@ -269,11 +310,11 @@ pub(super) async fn rollback(
 pub(super) async fn invoke(
     State(node): State<Arc<Node>>,
     Path(name): Path<String>,
-    body: Bytes,
+    request: Request,
 ) -> Result<Response, NodeError> {
-    let args = std::str::from_utf8(&body)
-        .map_err(|_| NodeError::BadRequest("args must be UTF-8 text".into()))?;
-    let ran = node.invoke(&name, args, 0).await?;
+    // Admitted before the body is read: see `Node::invoke_body`.
+    let limit = node.config().body_limit;
+    let ran = node.invoke_body(&name, request.into_body(), limit).await?;
     let mut headers = HeaderMap::new();
     let micros = |d: std::time::Duration| HeaderValue::from(d.as_micros() as u64);
     headers.insert("x-limes-cold-start-us", micros(ran.cold_start));
@@ -314,6 +355,19 @@ pub(super) async fn serve_http(
             .headers
             .insert(header::HOST, HeaderValue::from_static("localhost"));
     }
-    node.serve_http(&name, Request::from_parts(parts, body), 0)
-        .await
+    let mut response = node
+        .serve_http(&name, Request::from_parts(parts, body), 0)
+        .await?;
+    // A function's pages share the dashboard's origin. Sandboxed, they run in an opaque origin
+    // of their own: their scripts cannot read the dashboard's stored token or call the API with
+    // it. Appended, so that a function's own policy still applies as well.
+    response.headers_mut().append(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(FUNCTION_CSP),
+    );
+    Ok(response)
 }
+
+/// The policy of every `/fn/…` response: see [`serve_http`].
+pub(crate) const FUNCTION_CSP: &str =
+    "sandbox allow-scripts allow-forms allow-popups allow-downloads";

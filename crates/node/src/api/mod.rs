@@ -91,12 +91,19 @@ pub fn routes(node: Arc<Node>) -> Router {
         .with_state(node)
 }
 
-/// The request's id, as set by the request-id layer, for the audit log.
+/// The request's id, as the node set it (see [`crate::app`]), for the audit log.
 fn request_id(headers: &HeaderMap) -> &str {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
+}
+
+/// The `x-request-id` the client sent, moved aside by [`crate::app`], for the audit log.
+fn client_request_id(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(crate::CLIENT_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
 }
 
 impl IntoResponse for NodeError {

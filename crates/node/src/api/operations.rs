@@ -9,20 +9,19 @@ use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use super::request_id;
+use super::{client_request_id, request_id};
 use crate::audit::Change;
 use crate::auth::Caller;
 use crate::error::NodeError;
 use crate::node::Node;
 
+/// `GET /healthz`, which anyone may call: whether the node is alive and serving, and whether
+/// it is in a cluster. Nothing more: the cluster's members, addresses, load and emergency plan
+/// are behind `GET /v1/cluster` and its role, and a load balancer needs none of them.
 pub(super) async fn healthz(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
     Json(json!({
         "status": "ok",
-        "node": node.config().node_id,
-        "functions": node.list().map(|l| l.len()).unwrap_or(0),
-        "in_flight": node.in_flight(),
-        "capacity": node.config().capacity,
-        "cluster": cluster_json(&node),
+        "clustered": node.cluster().is_some(),
     }))
 }
 
@@ -62,6 +61,7 @@ pub(super) async fn declare(
         action: "emergency.declare",
         target: "cluster",
         request_id: request_id(&headers),
+        client_request_id: client_request_id(&headers),
         detail: plan.clone(),
     })
     .await?;
@@ -79,6 +79,7 @@ pub(super) async fn end_emergency(
         action: "emergency.end",
         target: "cluster",
         request_id: request_id(&headers),
+        client_request_id: client_request_id(&headers),
         detail: ended.clone(),
     })
     .await?;

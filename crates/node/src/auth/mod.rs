@@ -269,6 +269,18 @@ pub(crate) async fn middleware(
         .authorize(need, request.uri().path(), request.headers())
         .await
     {
+        // The last connections are kept for the load balancer and the operator.
+        Ok(caller)
+            if request
+                .extensions()
+                .get::<crate::server::Reserved>()
+                .is_some()
+                && matched != "/healthz"
+                && !(caller.role == Some(Role::Admin) && bearer(request.headers()).is_some()) =>
+        {
+            node.metrics.denied("too-many-connections");
+            NodeError::TooManyConnections.into_response()
+        }
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await

@@ -52,6 +52,10 @@ pub struct TokenRecord {
     /// When it was revoked; a revoked token never works again.
     #[serde(default)]
     pub revoked_at: Option<u64>,
+    /// The token that revoked it (its name), so that every node that applies the revocation
+    /// can record who made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
 }
 
 impl TokenRecord {
@@ -118,6 +122,7 @@ pub fn mint(
             created_by: created_by.to_owned(),
             expires_at: ttl_secs.map(|t| now.saturating_add(t)),
             revoked_at: None,
+            revoked_by: None,
         },
     })
 }

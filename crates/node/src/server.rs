@@ -1,0 +1,182 @@
+//! The node's HTTP server: it accepts connections, bounds them, and serves each with hyper.
+//!
+//! A server that keeps every connection as long as its client likes can be starved by a few
+//! clients that never finish a request: each holds a socket, a file descriptor and a task. So:
+//!
+//! - **Header-read timeout.** A request's headers must arrive within
+//!   [`ConnectionLimits::header_read_timeout`] of the connection's wait for them starting, or the
+//!   connection is closed. An idle keep-alive connection is one waiting for the next request's
+//!   headers, so the same timer closes it: this is the idle timeout too.
+//! - **TLS handshakes** must finish within [`ConnectionLimits::handshake_timeout`]; they run in
+//!   the connection's own task, so a slow one holds up nobody else, and after it the same
+//!   header-read timeout applies inside TLS.
+//! - **A cap on open connections** ([`ConnectionLimits::max_connections`], TLS handshakes
+//!   included). Past it a new connection is closed at once, freeing its descriptor. The last
+//!   [`ConnectionLimits::reserved`] of them are headroom: a request on such a connection is served
+//!   only if it is `GET /healthz` or made with an admin token (others get 503
+//!   `too-many-connections`), so that an operator and the load balancer still get in when
+//!   clients fill the rest.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
+
+use crate::node::Node;
+
+/// Limits on the node's connections; see the [module](self) documentation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Most connections open at once, TLS handshakes included; past it new ones are closed.
+    ///
+    /// Default 1024: the usual soft limit on a process's file descriptors is 1024 and the node
+    /// needs some for its files, so this is meant to be raised together with `LimitNOFILE`.
+    pub max_connections: usize,
+    /// Of [`Self::max_connections`], how many are kept for `GET /healthz` and admin requests.
+    ///
+    /// Default 16.
+    pub reserved: usize,
+    /// How long a connection may take to send a request's headers, and how long an idle
+    /// keep-alive connection stays open.
+    ///
+    /// Default 10 s: a client on a slow field link still sends a few hundred bytes of headers
+    /// well within it.
+    pub header_read_timeout: Duration,
+    /// How long a TLS handshake may take.
+    ///
+    /// Default 10 s.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            reserved: 16,
+            header_read_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Marks a request that arrived on a connection inside the reserved headroom.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reserved;
+
+/// Serves `app` (the node's routes) on `listener`, over TLS when `tls` is given, until
+/// `shutdown` completes; then stops accepting and lets open connections finish their requests
+/// for up to `grace`.
+pub(crate) async fn run(
+    node: Arc<Node>,
+    app: Router,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let limits = node.config().connections.clone();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let acceptor = tls.map(TlsAcceptor::from);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.header_read_timeout)
+        .max_concurrent_streams(256);
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            node.metrics.connection_refused();
+            tracing::debug!(%peer, "connection refused: at --max-connections");
+            continue;
+        };
+        let reserved = slots.available_permits() < limits.reserved;
+        // Nagle's algorithm would hold a streamed body's second write until the client's
+        // delayed ACK (40 ms on Linux) whenever a response goes out in more than one write.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let service = app
+            .clone()
+            .map_request(move |mut request: http::Request<Incoming>| {
+                if reserved {
+                    request.extensions_mut().insert(Reserved);
+                }
+                request
+            });
+        let service = TowerToHyperService::new(service);
+        let (builder, watcher, acceptor, node) = (
+            builder.clone(),
+            graceful.watcher(),
+            acceptor.clone(),
+            node.clone(),
+        );
+        let handshake = limits.handshake_timeout;
+        tokio::spawn(async move {
+            let _slot = slot;
+            node.metrics.connections().inc();
+            let served = match acceptor {
+                None => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+                Some(tls) => match tokio::time::timeout(handshake, tls.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let connection =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        watcher.watch(connection.into_owned()).await
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        Ok(())
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            node.metrics.connections().dec();
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(grace_secs = grace.as_secs_f64(), "in-flight requests outlived the shutdown grace; stopping anyway");
+        }
+    }
+    Ok(())
+}
