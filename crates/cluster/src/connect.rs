@@ -91,6 +91,31 @@ fn tls_config(ca: &std::path::Path) -> Result<rustls::ClientConfig, NodeError> {
         .with_no_client_auth())
 }
 
+/// `url` (one NATS URL or several, comma-separated) as it may be shown in a log line, an error
+/// or an answer: a password or token in it is replaced by `***`.
+pub fn redacted(url: &str) -> String {
+    url.split(',')
+        .map(|one| match userinfo(one) {
+            Some((start, end)) => {
+                let shown = match one[start..end].split_once(':') {
+                    Some((user, _)) => format!("{user}:***"),
+                    None => "***".to_owned(),
+                };
+                format!("{}{shown}{}", &one[..start], &one[end..])
+            }
+            None => one.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Where the `user:password` or token part of one NATS URL lies, if it has one.
+fn userinfo(url: &str) -> Option<(usize, usize)> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority = url[start..].find('/').map_or(url.len(), |i| start + i);
+    Some((start, start + url[start..authority].rfind('@')?))
+}
+
 /// Connects to `url`. A refusal of the credentials or a TLS failure is an error; an unreachable
 /// server is not: the client then keeps trying in the background.
 pub(crate) async fn connect(
@@ -107,6 +132,9 @@ pub(crate) async fn connect(
         Ok(client) => return Ok(client),
         Err(e) => e,
     };
+    let shown = redacted(url);
+    // The client's own error text may repeat the URL: every message goes through `hide`.
+    let hide = |message: String| hide_secrets(url, message);
     // A failed handshake reaches us as an I/O error whose cause is rustls's.
     let mut text = error.to_string();
     let mut source = std::error::Error::source(&error);
@@ -118,26 +146,57 @@ pub(crate) async fn connect(
         || text.contains("certificate")
         || text.to_ascii_lowercase().contains("tls");
     match error.kind() {
-        _ if tls_failure => Err(NodeError::Cluster(format!(
-            "TLS with NATS at {url} failed ({text}); check --nats-ca and the server's certificate"
-        ))),
+        _ if tls_failure => Err(NodeError::Cluster(hide(format!(
+            "TLS with NATS at {shown} failed ({text}); check --nats-ca and the server's certificate"
+        )))),
         ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
-            Err(NodeError::Cluster(format!(
-                "NATS at {url} refused this node: authorization violation ({error}); check \
+            Err(NodeError::Cluster(hide(format!(
+                "NATS at {shown} refused this node: authorization violation ({error}); check \
                  --nats-creds, --nats-user/--nats-password or --nats-token"
-            )))
+            ))))
         }
-        ConnectErrorKind::ServerParse => Err(NodeError::BadRequest(format!(
-            "--cluster {url}: not a NATS URL ({error})"
-        ))),
+        ConnectErrorKind::ServerParse => Err(NodeError::BadRequest(hide(format!(
+            "--cluster {shown}: not a NATS URL ({error})"
+        )))),
         _ => {
-            tracing::warn!(%url, error = %error, "NATS is unreachable; serving local functions and connecting in the background");
+            let error = hide(error.to_string());
+            tracing::warn!(url = %shown, %error, "NATS is unreachable; serving local functions and connecting in the background");
             options(id, auth, ca)
                 .await?
                 .retry_on_initial_connect()
                 .connect(url)
                 .await
-                .map_err(|e| NodeError::Cluster(format!("connecting to {url}: {e}")))
+                .map_err(|e| NodeError::Cluster(hide(format!("connecting to {shown}: {e}"))))
         }
+    }
+}
+
+/// `message` with every password or token of `url` replaced by `***`.
+fn hide_secrets(url: &str, message: String) -> String {
+    url.split(',')
+        .filter_map(|one| {
+            let (start, end) = userinfo(one)?;
+            let info = &one[start..end];
+            Some(info.split_once(':').map_or(info, |(_, secret)| secret))
+        })
+        .filter(|secret| !secret.is_empty())
+        .fold(message, |message, secret| message.replace(secret, "***"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_and_tokens_never_show() {
+        use super::redacted;
+        assert_eq!(redacted("nats://u:secret@h:4222"), "nats://u:***@h:4222");
+        assert_eq!(redacted("nats://s3cr3t@h"), "nats://***@h");
+        assert_eq!(redacted("tls://h:4222"), "tls://h:4222");
+        assert_eq!(
+            redacted("nats://a:p@h1,nats://h2"),
+            "nats://a:***@h1,nats://h2"
+        );
+        assert_eq!(redacted("nats://u:p@h/x@y"), "nats://u:***@h/x@y");
+        let said = super::hide_secrets("nats://u:hunter2@h", "dial nats://u:hunter2@h: no".into());
+        assert!(!said.contains("hunter2"), "{said}");
     }
 }

@@ -19,7 +19,7 @@ pub mod store;
 mod tokens;
 pub mod view;
 
-pub use connect::NatsAuth;
+pub use connect::{NatsAuth, redacted as redacted_url};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -97,6 +97,9 @@ pub struct NatsCluster {
     /// Calls this node forwarded and another node answered, by that node's id; sent with each
     /// heartbeat.
     forwarded: Mutex<BTreeMap<String, u64>>,
+    /// Token changes this node made and shares, by (name, revoked), until the watch brings
+    /// them back: this node's audit log has them already (see `watch_tokens`).
+    own_token_changes: Mutex<std::collections::HashSet<(String, bool)>>,
 }
 
 fn now_ms() -> u64 {
@@ -131,6 +134,7 @@ pub async fn join(node: &Arc<Node>, config: ClusterConfig) -> Result<Arc<NatsClu
         plan: RwLock::default(),
         last_error: Mutex::default(),
         forwarded: Mutex::default(),
+        own_token_changes: Mutex::default(),
     });
     node.join(cluster.clone())?;
     let weak = Arc::downgrade(&cluster);
@@ -210,7 +214,7 @@ impl NatsCluster {
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return Err(NodeError::Cluster(format!(
                 "NATS at {} is unreachable; reconnecting",
-                self.config.url
+                connect::redacted(&self.config.url)
             )));
         }
         let b = Buckets::open(&self.js).await.map_err(NodeError::Cluster)?;
@@ -362,10 +366,52 @@ impl NatsCluster {
                 }
                 None => tracing::info!("no emergency plan in force"),
             }
-            *self.plan.write().unwrap_or_else(|p| p.into_inner()) = plan.map(Arc::new);
+            let previous = std::mem::replace(
+                &mut *self.plan.write().unwrap_or_else(|p| p.into_inner()),
+                plan.clone().map(Arc::new),
+            );
             self.publish_metrics();
+            self.audit_plan_change(previous.as_deref(), plan.as_ref())
+                .await;
         }
         Ok(())
+    }
+
+    /// Records in this node's audit log a plan that another node declared or ended (the node
+    /// that took the request records its own, and has set its plan already, so for it nothing
+    /// changes here). Who ended a plan is not in the cluster's record: the entry says `cluster`.
+    async fn audit_plan_change(&self, previous: Option<&Plan>, next: Option<&Plan>) {
+        let decided = |p: Option<&Plan>| p.map(|p| (p.decided_by.clone(), p.decided_at_ms));
+        if decided(previous) == decided(next) {
+            return;
+        }
+        let Ok(node) = self.node() else { return };
+        let (actor, action, detail) = match next {
+            Some(p) => (
+                p.declaration
+                    .declared_by
+                    .clone()
+                    .unwrap_or_else(|| "unknown".into()),
+                "emergency.declare",
+                serde_json::json!({"applied_from": p.decided_by, "urgent": p.declaration.urgent, "released": p.released}),
+            ),
+            None => (
+                "cluster".to_owned(),
+                "emergency.end",
+                serde_json::json!({"applied_from": "cluster"}),
+            ),
+        };
+        let change = limes_node::audit::Change {
+            actor: &actor,
+            action,
+            target: "cluster",
+            request_id: "cluster",
+            client_request_id: None,
+            detail,
+        };
+        if let Err(e) = node.audit(change).await {
+            tracing::error!(error = %e, "could not record an emergency change in the audit log");
+        }
     }
 
     /// Updates the record of `name` with compare-and-set, retrying when another node changed

@@ -163,7 +163,7 @@ impl Cluster for NatsCluster {
             .clone();
         json!({
             "mode": "cluster",
-            "nats": self.config.url,
+            "nats": crate::connect::redacted(&self.config.url),
             "state": state,
             "node": self.id,
             "location": self.config.location,

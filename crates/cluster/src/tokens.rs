@@ -23,6 +23,11 @@ impl NatsCluster {
     ) -> Result<(), NodeError> {
         let tokens = self.buckets().await?.tokens;
         let value = serde_json::to_vec(&record).map_err(|e| NodeError::Storage(e.to_string()))?;
+        // This node records its own change; the watch must not record it again.
+        self.own_token_changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((record.name.clone(), record.revoked_at.is_some()));
         if create {
             match tokens.create(&record.name, value.into()).await {
                 Ok(_) => Ok(()),
@@ -71,10 +76,45 @@ impl NatsCluster {
                 }
             };
             let node = self.node().map_err(|e| e.to_string())?;
+            // What this record changes here, for this node's audit log: the node that took the
+            // request recorded it in its own; every node that applies it records it too.
+            let known = node.tokens().get(&record.name);
+            let own = self
+                .own_token_changes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&(record.name.clone(), record.revoked_at.is_some()));
+            let change = match (&known, &record.revoked_at) {
+                _ if own => None,
+                (None, _) => Some(("token.create", record.created_by.clone())),
+                (Some(k), Some(_)) if k.revoked_at.is_none() => Some((
+                    "token.revoke",
+                    record
+                        .revoked_by
+                        .clone()
+                        .unwrap_or_else(|| "unknown".into()),
+                )),
+                _ => None,
+            };
+            let (applying, name, role) = (node.clone(), record.name.clone(), record.role);
             // A durable write: on the blocking pool.
-            let applied = tokio::task::spawn_blocking(move || node.tokens().put(&record)).await;
+            let applied = tokio::task::spawn_blocking(move || applying.tokens().put(&record)).await;
             match applied {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => {
+                    if let Some((action, actor)) = change {
+                        let entry = limes_node::audit::Change {
+                            actor: &actor,
+                            action,
+                            target: &name,
+                            request_id: "cluster",
+                            client_request_id: None,
+                            detail: serde_json::json!({"role": role, "applied_from": "cluster"}),
+                        };
+                        if let Err(e) = node.audit(entry).await {
+                            tracing::error!(token = name, error = %e, "could not record a token change in the audit log");
+                        }
+                    }
+                }
                 Ok(Err(e)) => {
                     tracing::error!(token = entry.key, error = %e, "could not apply a token record")
                 }

@@ -88,9 +88,32 @@ async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all() 
         .await;
     }
     eprintln!("revocation reached a and b in {:?}", started.elapsed());
-    // Both see the change in the cluster's audit trail of the node that made it.
+    // Every node that applied the revocation records it, naming who made it on c.
+    for node in [&a, &b] {
+        let audit: Value = json_with(node, "/v1/audit", &node.admin_token()).await;
+        let revoked = audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["action"] == "token.revoke" && e["target"] == "field-team")
+            .cloned()
+            .unwrap_or_else(|| panic!("no revocation in {audit}"));
+        assert_eq!(revoked["actor"], "admin-c", "{revoked}");
+        assert_eq!(revoked["detail"]["applied_from"], "cluster", "{revoked}");
+    }
+    // The node that made it records it as its own (and once: the watch does not add it again).
     let audit: Value = json_with(&c, "/v1/audit", &c.admin_token()).await;
-    assert_eq!(audit["entries"][0]["action"], "token.revoke");
+    let revocations: Vec<&Value> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "token.revoke")
+        .collect();
+    assert_eq!(revocations.len(), 1, "{audit}");
+    assert!(
+        revocations[0]["detail"]["applied_from"].is_null(),
+        "{audit}"
+    );
 
     // An emergency records who declared it, in the plan every node sees and in the audit log.
     let officer = make_token(&a, "emergency", "duty-officer").await;
@@ -120,6 +143,20 @@ async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all() 
         (Some("duty-officer"), Some("emergency.declare")),
         "{last}"
     );
+    // And a, which only applied the plan, records it too.
+    within(
+        Duration::from_secs(5),
+        "a records the declaration",
+        || async {
+            let audit: Value = json_with(&a, "/v1/audit", &a.admin_token()).await;
+            audit["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["action"] == "emergency.declare" && e["actor"] == "duty-officer")
+        },
+    )
+    .await;
     let ended = Client::new()
         .delete(c.url("/v1/emergency"))
         .bearer_auth(&officer)
@@ -308,4 +345,79 @@ async fn nats_over_tls_needs_the_servers_ca() {
         .err()
         .expect("a node that cannot verify NATS's certificate must not start");
     assert!(error.to_string().contains("TLS"), "{error}");
+}
+
+/// The review's finding: a node with trusted keys checked the signature over a version's
+/// deployed component but ran the bytes its record's `preinit` named. A cluster member (anyone
+/// with the NATS credentials) publishes a record of a signed function whose `preinit` names an
+/// unsigned component already in the store; the node must run what it derives itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_preinit_record_on_nats_runs_nothing_unsigned() {
+    let Some(nats) = nats("a_forged_preinit_record_on_nats_runs_nothing_unsigned") else {
+        return;
+    };
+    let keys = tempfile::tempdir().unwrap();
+    let (key, _) = limes_node::signing::keygen(keys.path(), "release").unwrap();
+    let a = TestNode::start(&nats, "a", 0.0, 2);
+    let c = TestNode::start_with(&nats.url(), "c", 5.0, 2, |node, _| {
+        node.auth = limes_node::AuthMode::None;
+        node.trusted_keys = Some(limes_node::signing::TrustedKeys::load(keys.path()).unwrap());
+    })
+    .unwrap();
+    all_see(&[&a, &c], 2).await;
+    // Beside it, the review's finding on /healthz: without a token it told the NATS URL, every
+    // member's address, load and the emergency plan. Now it says alive, and clustered.
+    let health: Value = reqwest::get(c.url("/healthz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health, json!({"status": "ok", "clustered": true}));
+
+    // The unsigned component the attacker wants run, put in the store by an ordinary deploy.
+    deploy(&a, "plain", "echo").await;
+    let signed = Client::new()
+        .put(a.url("/v1/functions/map"))
+        .header(
+            "x-limes-signature",
+            limes_node::signing::sign(&key, &guest("map-index")).unwrap(),
+        )
+        .body(guest("map-index"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 201);
+    let expected = invoke(&a, "map", "1234.5 777").await.body;
+
+    // The forgery, written straight into the cluster's function records.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let functions = async_nats::jetstream::new(client)
+        .get_key_value(limes_cluster::store::FUNCTIONS)
+        .await
+        .unwrap();
+    let mut record: Value =
+        serde_json::from_slice(&functions.get("map").await.unwrap().unwrap()).unwrap();
+    let echo = sha256_hex(&guest("echo"));
+    record["name"] = json!("forged");
+    record["versions"][0]["preinit"] = json!(echo);
+    functions
+        .put("forged", serde_json::to_vec(&record).unwrap().into())
+        .await
+        .unwrap();
+
+    // c runs the signed component's own initialized form: the map's answer, not an echo.
+    let answer = invoke(&c, "forged", "1234.5 777").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        answer.body, expected,
+        "c ran the forged pre-initialized form"
+    );
+    assert_ne!(answer.body, "1234.5 777");
+}
+
+/// The SHA-256 of `bytes` in hex, as records name artifacts.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
