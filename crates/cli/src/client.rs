@@ -68,10 +68,10 @@ impl Api {
             let pem = std::fs::read(file).map_err(|e| {
                 CliError::new("not-found", format!("--cacert {}: {e}", file.display()))
             })?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+            let tls = crate::tls::client_config(&pem).map_err(|e| {
                 CliError::new("bad-request", format!("--cacert {}: {e}", file.display()))
             })?;
-            builder = builder.add_root_certificate(cert);
+            builder = builder.tls_backend_preconfigured(tls);
         }
         let client = builder
             .build()
@@ -81,6 +81,12 @@ impl Api {
                 return None;
             }
             let dir = arg.data_dir.clone().unwrap_or_else(crate::default_data_dir);
+            // Only to the node this data dir belongs to: any program may listen on another
+            // loopback port, and would collect the admin token if it were sent there.
+            let listening = std::fs::read_to_string(dir.join(NODE_URL_FILE)).ok()?;
+            if !same_listener(&arg.node, listening.trim()) {
+                return None;
+            }
             read_token(&dir.join(limes_node::auth::ADMIN_TOKEN_FILE))
         });
         Ok(Self {
@@ -110,9 +116,62 @@ impl Api {
     }
 }
 
+/// The file, in a node's data directory, where `limes serve` writes the URL it listens on
+/// while it runs.
+pub const NODE_URL_FILE: &str = "node-url";
+
+/// Whether the URL `node` reaches the listener at `listening` (`scheme://ip:port`, as `limes
+/// serve` wrote it): same scheme and port, and the same address, or any loopback address when
+/// the node listens on all of them.
+fn same_listener(node: &str, listening: &str) -> bool {
+    let (Ok(node), Ok(listening)) = (reqwest::Url::parse(node), reqwest::Url::parse(listening))
+    else {
+        return false;
+    };
+    let ip = |u: &reqwest::Url| match u.host_str()?.trim_matches(['[', ']']) {
+        "localhost" => Some(std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST)),
+        host => host.parse::<std::net::IpAddr>().ok(),
+    };
+    let (Some(to), Some(at)) = (ip(&node), ip(&listening)) else {
+        return false;
+    };
+    node.scheme() == listening.scheme()
+        && node.port_or_known_default() == listening.port_or_known_default()
+        && (to == at || (at.is_unspecified() && to.is_loopback()))
+}
+
 fn read_token(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     Some(text.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_admin_token_goes_only_to_its_own_listener() {
+        use super::same_listener;
+        assert!(same_listener(
+            "http://127.0.0.1:7878",
+            "http://127.0.0.1:7878"
+        ));
+        assert!(same_listener(
+            "http://localhost:7878/",
+            "http://0.0.0.0:7878"
+        ));
+        assert!(!same_listener(
+            "http://127.0.0.1:7879",
+            "http://127.0.0.1:7878"
+        ));
+        assert!(!same_listener(
+            "https://127.0.0.1:7878",
+            "http://127.0.0.1:7878"
+        ));
+        assert!(!same_listener(
+            "http://127.0.0.2:7878",
+            "http://127.0.0.1:7878"
+        ));
+        assert!(!same_listener("http://127.0.0.1:7878", "garbage"));
+    }
 }
 
 #[derive(Args)]
@@ -132,6 +191,10 @@ pub struct DeployArgs {
     /// Its class when the node is busy: urgent, regular or batch [default: regular]
     #[arg(long, value_name = "CLASS")]
     priority: Option<String>,
+    /// A credential header a wasi:http function receives from its callers (authorization,
+    /// cookie, …); repeatable [default: none: they are removed]
+    #[arg(long = "pass-header", value_name = "NAME")]
+    pass_headers: Vec<String>,
     /// Its detached signature (`limes sign`) [default: FILE.sig, if it exists]
     #[arg(long, value_name = "FILE")]
     signature: Option<PathBuf>,
@@ -165,8 +228,7 @@ pub async fn check(
     response: Result<Response, reqwest::Error>,
     node: &str,
 ) -> Result<String, CliError> {
-    let response =
-        response.map_err(|e| CliError::new("node-unreachable", format!("{node}: {e}")))?;
+    let response = response.map_err(|e| crate::tls::send_error(node, &e))?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     if status.is_success() {
@@ -197,6 +259,9 @@ pub async fn deploy(api: &Api, args: DeployArgs) -> Result<(), CliError> {
     if args.public {
         query.push(("public".into(), "true".into()));
     }
+    for name in &args.pass_headers {
+        query.push(("pass_headers".into(), name.clone()));
+    }
     if let Some(priority) = &args.priority {
         query.push(("priority".into(), priority.clone()));
     }
@@ -223,7 +288,7 @@ pub async fn deploy(api: &Api, args: DeployArgs) -> Result<(), CliError> {
         .header("accept", "application/x-ndjson")
         .send()
         .await
-        .map_err(|e| CliError::new("node-unreachable", format!("{}: {e}", api.node())))?;
+        .map_err(|e| crate::tls::send_error(api.node(), &e))?;
     let streamed = response
         .headers()
         .get("content-type")

@@ -7,6 +7,7 @@ mod cluster;
 mod policy_args;
 mod run;
 mod serve;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -100,6 +100,17 @@ pub struct ServeArgs {
     /// CA certificate (PEM) to verify the NATS server's TLS with; TLS is then required
     #[arg(long, value_name = "FILE")]
     nats_ca: Option<PathBuf>,
+    /// Connections open at once (TLS handshakes included); past it new ones are closed
+    /// [default: 1024]
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Of --max-connections, how many are kept for GET /healthz and admin requests [default: 16]
+    #[arg(long, value_name = "N")]
+    reserved_connections: Option<usize>,
+    /// How long a client may take to send a request's headers, and an idle keep-alive
+    /// connection stays open [default: 10s]
+    #[arg(long, value_name = "DUR", value_parser = limes_node::manifest::parse_duration)]
+    header_read_timeout: Option<Duration>,
 }
 
 impl ServeArgs {
@@ -158,6 +169,22 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     if let Some(c) = args.capacity {
         config.capacity = c;
     }
+    let connections = &mut config.connections;
+    if let Some(n) = args.max_connections {
+        connections.max_connections = n;
+    }
+    if let Some(n) = args.reserved_connections {
+        connections.reserved = n;
+    }
+    if connections.reserved >= connections.max_connections {
+        return Err(CliError::new(
+            "bad-request",
+            "--reserved-connections must be less than --max-connections",
+        ));
+    }
+    if let Some(t) = args.header_read_timeout {
+        connections.header_read_timeout = t;
+    }
     if let Some(b) = args.max_body {
         config.body_limit = b as usize;
     }
@@ -187,8 +214,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
             }
             let cluster = limes_cluster::join(&node, config).await?;
             eprintln!(
-                "node {} joining the cluster at {url}",
-                node.config().node_id
+                "node {} joining the cluster at {}",
+                node.config().node_id,
+                limes_cluster::redacted_url(url)
             );
             Some(cluster)
         }
@@ -210,6 +238,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         args.listen,
         data_dir.display()
     );
+    // Where this data dir's node listens: the CLI sends the admin token it finds beside it only
+    // to this address (see `client::Api::new`), never to another listener on this machine.
+    let url_file = data_dir.join(crate::client::NODE_URL_FILE);
+    let local = listener
+        .local_addr()
+        .map_err(|e| CliError::new("io", e.to_string()))?;
+    std::fs::write(&url_file, format!("{scheme}://{local}\n"))
+        .map_err(|e| CliError::new("io", format!("{}: {e}", url_file.display())))?;
     let served = match tls {
         Some(tls) => {
             limes_node::serve_tls(node, listener, tls, stop_requested(), args.shutdown_grace).await
@@ -219,6 +255,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     if let Some(cluster) = cluster {
         cluster.leave().await;
     }
+    let _ = std::fs::remove_file(&url_file);
     served.map_err(|e| CliError::new("io", e.to_string()))
 }
 

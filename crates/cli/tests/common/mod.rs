@@ -58,7 +58,10 @@ impl Served {
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        // Listening, and the data dir says where (the CLI's own-node check reads it).
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+            || !data.join("node-url").exists()
+        {
             assert!(
                 Instant::now() < deadline,
                 "limes serve did not listen in 30 s"
