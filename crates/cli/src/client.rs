@@ -73,22 +73,22 @@ impl Api {
             })?;
             builder = builder.tls_backend_preconfigured(tls);
         }
+        let mut token = arg.token.clone();
+        if token.is_none() && is_local(&arg.node) {
+            let dir = arg.data_dir.clone().unwrap_or_else(crate::default_data_dir);
+            // Only to the node this data dir belongs to: any program may listen on another
+            // loopback port (or on the same port of the other address family), and would
+            // collect the admin token if it were sent there. The connection is pinned to the
+            // very address the node listens on, whatever `localhost` resolves to.
+            let listening = std::fs::read_to_string(dir.join(NODE_URL_FILE)).unwrap_or_default();
+            if let Some(pinned) = own_listener(&arg.node, listening.trim()) {
+                builder = builder.resolve("localhost", pinned);
+                token = read_token(&dir.join(limes_node::auth::ADMIN_TOKEN_FILE));
+            }
+        }
         let client = builder
             .build()
             .map_err(|e| CliError::new("io", format!("an HTTP client: {e}")))?;
-        let token = arg.token.clone().or_else(|| {
-            if !is_local(&arg.node) {
-                return None;
-            }
-            let dir = arg.data_dir.clone().unwrap_or_else(crate::default_data_dir);
-            // Only to the node this data dir belongs to: any program may listen on another
-            // loopback port, and would collect the admin token if it were sent there.
-            let listening = std::fs::read_to_string(dir.join(NODE_URL_FILE)).ok()?;
-            if !same_listener(&arg.node, listening.trim()) {
-                return None;
-            }
-            read_token(&dir.join(limes_node::auth::ADMIN_TOKEN_FILE))
-        });
         Ok(Self {
             base: arg.node.trim_end_matches('/').to_owned(),
             client,
@@ -120,24 +120,45 @@ impl Api {
 /// while it runs.
 pub const NODE_URL_FILE: &str = "node-url";
 
-/// Whether the URL `node` reaches the listener at `listening` (`scheme://ip:port`, as `limes
-/// serve` wrote it): same scheme and port, and the same address, or any loopback address when
-/// the node listens on all of them.
-fn same_listener(node: &str, listening: &str) -> bool {
-    let (Ok(node), Ok(listening)) = (reqwest::Url::parse(node), reqwest::Url::parse(listening))
-    else {
-        return false;
+/// The address a request to the URL `node` must go to so that it reaches the listener at
+/// `listening` (`scheme://ip:port`, as `limes serve` wrote it), if it can: same scheme and port,
+/// and the same address, or a loopback address of the family a wildcard listener takes
+/// (`0.0.0.0` takes IPv4 only; `::` both). `localhost` is pinned to that address, never
+/// resolved: it may name `::1` while the node listens on 127.0.0.1 only.
+fn own_listener(node: &str, listening: &str) -> Option<std::net::SocketAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    let (node, listening) = (
+        reqwest::Url::parse(node).ok()?,
+        reqwest::Url::parse(listening).ok()?,
+    );
+    let port = listening.port_or_known_default()?;
+    if node.scheme() != listening.scheme() || node.port_or_known_default() != Some(port) {
+        return None;
+    }
+    let ip = |u: &reqwest::Url| {
+        u.host_str()?
+            .trim_matches(['[', ']'])
+            .parse::<IpAddr>()
+            .ok()
     };
-    let ip = |u: &reqwest::Url| match u.host_str()?.trim_matches(['[', ']']) {
-        "localhost" => Some(std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST)),
-        host => host.parse::<std::net::IpAddr>().ok(),
+    let at = ip(&listening)?;
+    let reaches = |to: IpAddr| {
+        to == at
+            || (to.is_loopback()
+                && match at {
+                    IpAddr::V4(a) => a.is_unspecified() && to.is_ipv4(),
+                    IpAddr::V6(a) => a.is_unspecified(),
+                })
     };
-    let (Some(to), Some(at)) = (ip(&node), ip(&listening)) else {
-        return false;
+    let to = match node.host_str()? {
+        "localhost" => match at {
+            IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            specific => specific,
+        },
+        _ => ip(&node)?,
     };
-    node.scheme() == listening.scheme()
-        && node.port_or_known_default() == listening.port_or_known_default()
-        && (to == at || (at.is_unspecified() && to.is_loopback()))
+    (to.is_loopback() && reaches(to)).then_some(SocketAddr::new(to, port))
 }
 
 fn read_token(path: &Path) -> Option<String> {
@@ -149,28 +170,49 @@ fn read_token(path: &Path) -> Option<String> {
 mod tests {
     #[test]
     fn the_admin_token_goes_only_to_its_own_listener() {
-        use super::same_listener;
-        assert!(same_listener(
-            "http://127.0.0.1:7878",
-            "http://127.0.0.1:7878"
-        ));
-        assert!(same_listener(
-            "http://localhost:7878/",
-            "http://0.0.0.0:7878"
-        ));
-        assert!(!same_listener(
-            "http://127.0.0.1:7879",
-            "http://127.0.0.1:7878"
-        ));
-        assert!(!same_listener(
-            "https://127.0.0.1:7878",
-            "http://127.0.0.1:7878"
-        ));
-        assert!(!same_listener(
-            "http://127.0.0.2:7878",
-            "http://127.0.0.1:7878"
-        ));
-        assert!(!same_listener("http://127.0.0.1:7878", "garbage"));
+        use super::own_listener;
+        let at = |s: &str| Some(s.parse::<std::net::SocketAddr>().unwrap());
+        for (node, listening, expected) in [
+            (
+                "http://127.0.0.1:7878",
+                "http://127.0.0.1:7878",
+                at("127.0.0.1:7878"),
+            ),
+            (
+                "http://localhost:7878/",
+                "http://127.0.0.1:7878",
+                at("127.0.0.1:7878"),
+            ),
+            (
+                "http://localhost:7878",
+                "http://0.0.0.0:7878",
+                at("127.0.0.1:7878"),
+            ),
+            (
+                "http://localhost:7878",
+                "http://[::1]:7878",
+                at("[::1]:7878"),
+            ),
+            ("http://[::1]:7878", "http://[::]:7878", at("[::1]:7878")),
+            (
+                "http://127.0.0.1:7878",
+                "http://[::]:7878",
+                at("127.0.0.1:7878"),
+            ),
+            // Another port, scheme, address or family: no token.
+            ("http://127.0.0.1:7879", "http://127.0.0.1:7878", None),
+            ("https://127.0.0.1:7878", "http://127.0.0.1:7878", None),
+            ("http://127.0.0.2:7878", "http://127.0.0.1:7878", None),
+            ("http://[::1]:7878", "http://0.0.0.0:7878", None),
+            ("http://[::1]:7878", "http://127.0.0.1:7878", None),
+            ("http://127.0.0.1:7878", "garbage", None),
+        ] {
+            assert_eq!(
+                own_listener(node, listening),
+                expected,
+                "{node} to {listening}"
+            );
+        }
     }
 }
 

@@ -62,12 +62,15 @@ impl ServerCertVerifier for GivenOrWebPki {
             ocsp_response,
             now,
         ) {
-            // Only the CA-as-end-entity refusal is overruled, and only for an exact match: a
-            // wrong name, an expired certificate or any other certificate still fails.
+            // Only the CA-as-end-entity refusal is overruled, and only for an exact match whose
+            // name fits: webpki checked its validity period before this refusal, but stopped
+            // before the name, which is checked here. Any other certificate still fails.
             Err(e)
                 if format!("{e:?}").contains("CaUsedAsEndEntity")
                     && self.given.iter().any(|g| g.as_ref() == end_entity.as_ref()) =>
             {
+                let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_name(&parsed, server_name)?;
                 Ok(ServerCertVerified::assertion())
             }
             verdict => verdict,

@@ -378,6 +378,19 @@ fn the_cli_accepts_the_nodes_own_self_signed_certificate() {
         &["ls", "--cacert", cert.to_str().unwrap()],
     );
     assert!(listed.status.success(), "{}", text(&listed.stderr));
+    // The same certificate under a name it does not carry (it names IP 127.0.0.1 only).
+    let by_name = served.url.replace("127.0.0.1", "localhost");
+    let misnamed = client_at(
+        &by_name,
+        &node_data,
+        &["ls", "--cacert", cert.to_str().unwrap()],
+    );
+    assert!(!misnamed.status.success());
+    assert!(
+        text(&misnamed.stderr).contains("error: tls"),
+        "{}",
+        text(&misnamed.stderr)
+    );
 
     // Another certificate is still refused, and the error says TLS.
     let other = tempfile::tempdir().unwrap();

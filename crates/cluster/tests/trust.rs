@@ -421,3 +421,43 @@ fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+/// The review's finding on a cluster: a call a node had no room for was read whole (up to
+/// --max-body) before it went elsewhere. A call to forward is now read only up to what one
+/// forwarded message holds; past that it is refused (429) without reading the rest.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_to_forward_is_read_no_further_than_a_message_holds() {
+    let Some(nats) = nats("a_call_to_forward_is_read_no_further_than_a_message_holds") else {
+        return;
+    };
+    let (a, c) = (
+        TestNode::start(&nats, "a", 0.0, 2),
+        TestNode::start(&nats, "c", 1.0, 2),
+    );
+    all_see(&[&a, &c], 2).await;
+    let deployed = Client::new()
+        .put(a.url("/v1/functions/slow?max_concurrency=1"))
+        .body(guest("sleep"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deployed.status(), 201);
+    // Warm c, then hold a's only slot for the function.
+    assert_eq!(invoke(&c, "slow", "0").await.status, 200);
+    let holder = {
+        let url = a.url("/v1/functions/slow/invoke");
+        tokio::spawn(async move { Client::new().post(url).body("2000").send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let small = invoke(&a, "slow", "1").await;
+    assert_eq!(
+        (small.status, small.node.as_deref()),
+        (200, Some("c")),
+        "{}",
+        small.body
+    );
+    let large = invoke(&a, "slow", &"x".repeat(2 << 20)).await;
+    assert_eq!(large.status, 429, "{}", large.body);
+    assert!(large.body.contains("node-full"), "{}", large.body);
+    assert_eq!(holder.await.unwrap().unwrap().status(), 200);
+}

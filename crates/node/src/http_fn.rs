@@ -42,11 +42,10 @@ impl Node {
         };
         let (parts, body) = request.into_parts();
         // A body too large for one message cannot be forwarded: the node is still full.
-        let body = http_body_util::Limited::new(body, MAX_FORWARDED_BODY)
-            .collect()
-            .await
-            .map_err(|_| NodeError::Full)?
-            .to_bytes();
+        let body = match self.read_body(body, MAX_FORWARDED_BODY).await {
+            Err(NodeError::TooLarge(_)) => return Err(NodeError::Full),
+            other => other?,
+        };
         let started = Instant::now();
         let ran = cluster
             .forward_http(HttpCall {

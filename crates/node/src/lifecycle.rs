@@ -47,7 +47,9 @@ impl Deploy {
 impl Node {
     /// The private directory of function `name`, which its manifest may preopen as `@data`.
     pub fn private_dir(&self, name: &str) -> PathBuf {
-        self.config().data_dir.join("functions").join(name)
+        // Below the held-open `functions` dir's canonical path, which the runtime resolves the
+        // mount against (a relative or symlinked --data-dir would not match it).
+        self.functions_dir.path().join(name)
     }
 
     /// Whether `name` may be invoked without a token. Unknown functions are not public. A

@@ -3,10 +3,14 @@
 //! A server that keeps every connection as long as its client likes can be starved by a few
 //! clients that never finish a request: each holds a socket, a file descriptor and a task. So:
 //!
+//! - **HTTP/1.1 only**, so that every connection is under the header timer from its first
+//!   byte: HTTP/2's detection would wait for a preface, and an HTTP/2 connection answers pings
+//!   forever, with no timer of hyper's to end either. (TLS offers only `http/1.1` too.)
 //! - **Header-read timeout.** A request's headers must arrive within
-//!   [`ConnectionLimits::header_read_timeout`] of the connection's wait for them starting, or the
-//!   connection is closed. An idle keep-alive connection is one waiting for the next request's
-//!   headers, so the same timer closes it: this is the idle timeout too.
+//!   [`ConnectionLimits::header_read_timeout`] of the connection's wait for them starting (its
+//!   opening, or the end of the previous response), or the connection is closed. A silent
+//!   connection and an idle keep-alive one are both waiting for headers, so the same timer
+//!   closes them: this is the idle timeout too.
 //! - **TLS handshakes** must finish within [`ConnectionLimits::handshake_timeout`]; they run in
 //!   the connection's own task, so a slow one holds up nobody else, and after it the same
 //!   header-read timeout applies inside TLS.
@@ -14,16 +18,17 @@
 //!   included). Past it a new connection is closed at once, freeing its descriptor. The last
 //!   [`ConnectionLimits::reserved`] of them are headroom: a request on such a connection is served
 //!   only if it is `GET /healthz` or made with an admin token (others get 503
-//!   `too-many-connections`), so that an operator and the load balancer still get in when
-//!   clients fill the rest.
+//!   `too-many-connections`), and the connection closes after that one request (no keep-alive),
+//!   so that nobody can sit on the headroom: an operator and the load balancer still get in
+//!   when clients fill the rest.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -86,17 +91,16 @@ pub(crate) async fn run(
     let limits = node.config().connections.clone();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let acceptor = tls.map(TlsAcceptor::from);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(limits.header_read_timeout)
-        .max_concurrent_streams(256);
-    let builder = Arc::new(builder);
+    let builder = |keep_alive: bool| {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .keep_alive(keep_alive);
+        Arc::new(builder)
+    };
+    // Connections in the headroom serve one request each: see the module documentation.
+    let (regular, one_request) = (builder(true), builder(false));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -133,7 +137,7 @@ pub(crate) async fn run(
             });
         let service = TowerToHyperService::new(service);
         let (builder, watcher, acceptor, node) = (
-            builder.clone(),
+            Arc::clone(if reserved { &one_request } else { &regular }),
             graceful.watcher(),
             acceptor.clone(),
             node.clone(),
@@ -144,15 +148,13 @@ pub(crate) async fn run(
             node.metrics.connections().inc();
             let served = match acceptor {
                 None => {
-                    let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-                    watcher.watch(connection.into_owned()).await
+                    let connection = builder.serve_connection(TokioIo::new(tcp), service);
+                    watcher.watch(connection).await
                 }
                 Some(tls) => match tokio::time::timeout(handshake, tls.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let connection =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        watcher.watch(connection.into_owned()).await
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        watcher.watch(connection).await
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");

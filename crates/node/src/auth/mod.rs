@@ -276,7 +276,8 @@ pub(crate) async fn middleware(
                 .get::<crate::server::Reserved>()
                 .is_some()
                 && matched != "/healthz"
-                && !(caller.role == Some(Role::Admin) && bearer(request.headers()).is_some()) =>
+                && !(caller.role == Some(Role::Admin)
+                    && node.config().auth == AuthMode::Tokens) =>
         {
             node.metrics.denied("too-many-connections");
             NodeError::TooManyConnections.into_response()

@@ -50,6 +50,11 @@ async fn slow_headers_and_idle_connections_are_closed() {
     };
     let node = bounded(data.path(), limits).await;
 
+    // Silent from the start: no byte, no preface.
+    let silent = TcpStream::connect(addr(&node)).unwrap();
+    let took = closed_within(silent, Duration::from_secs(5)).await;
+    assert!(took.is_some(), "a silent connection was kept");
+
     let mut slow = TcpStream::connect(addr(&node)).unwrap();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
@@ -100,10 +105,10 @@ async fn a_connection_flood_leaves_room_for_healthz_and_admin() {
         fresh("/healthz", None).await.unwrap().status(),
         StatusCode::OK
     );
-    assert_eq!(
-        fresh("/v1/tokens", Some(&admin)).await.unwrap().status(),
-        StatusCode::OK
-    );
+    let admin_call = fresh("/v1/tokens", Some(&admin)).await.unwrap();
+    assert_eq!(admin_call.status(), StatusCode::OK);
+    // Nobody keeps a connection in the headroom: it closes after its one request.
+    assert_eq!(admin_call.headers()["connection"], "close");
     // The clients above are gone; give their connections a moment to close on both ends.
     tokio::time::sleep(Duration::from_millis(500)).await;
 

@@ -127,6 +127,26 @@ async fn the_private_dir_has_one_spelling() {
     node.stop().await;
 }
 
+/// A data dir given through a symlink (or relatively) still serves `@data`: the private dir is
+/// named below the same canonical path it is resolved beneath.
+#[tokio::test]
+async fn the_private_dir_works_under_a_symlinked_data_dir() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("real")).unwrap();
+    std::os::unix::fs::symlink(root.path().join("real"), root.path().join("link")).unwrap();
+    let data = root.path().join("link");
+    let node = TestNode::start(NodeConfig::new(&data)).await;
+    let admin = admin_token(&data);
+    assert_eq!(
+        deploy_files(&node, &admin, "mine", "@data::/data").await,
+        StatusCode::CREATED
+    );
+    let (status, text) = call(&node, &admin, "mine", "write /data/note hi").await;
+    assert_eq!((status, text.as_str()), (StatusCode::OK, "wrote 2 bytes"));
+    assert!(root.path().join("real/functions/mine/note").is_file());
+    node.stop().await;
+}
+
 /// The node's state is its user's alone: the data dir and each private function dir 0700,
 /// the registry (tokens' hashes, manifests, the audit log) and the admin token 0600.
 #[tokio::test]
