@@ -335,14 +335,13 @@ fn large_public_bodies_are_refused_before_they_are_read() {
     );
 }
 
-/// The review's usability hole: the certificate an operator makes first, `openssl req -x509 …
-/// -addext subjectAltName=IP:127.0.0.1`, worked with `curl --cacert` while `limes ls --cacert`
-/// refused it as `node-unreachable` (webpki's `CaUsedAsEndEntity`, only in a log line). Now it
-/// is accepted as the node's own certificate, and a TLS failure says it is one, and why.
-#[test]
-fn the_cli_accepts_the_nodes_own_self_signed_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("node.pem"), dir.path().join("node.key"));
+/// A self-signed certificate for IP 127.0.0.1 as an operator makes one first, with openssl
+/// (which marks it a CA), in `dir`: (certificate, key).
+fn self_signed(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
     let made = std::process::Command::new("openssl")
         .args([
             "req",
@@ -352,7 +351,7 @@ fn the_cli_accepts_the_nodes_own_self_signed_certificate() {
             "-pkeyopt",
             "ec_paramgen_curve:P-256",
         ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=limes-node"])
+        .args(["-nodes", "-days", "2", "-subj", &format!("/CN={name}")])
         .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
         .arg(&key)
         .arg("-out")
@@ -360,6 +359,17 @@ fn the_cli_accepts_the_nodes_own_self_signed_certificate() {
         .output()
         .expect("openssl is installed by scripts/test");
     assert!(made.status.success(), "{}", text(&made.stderr));
+    (cert, key)
+}
+
+/// The review's usability hole: the certificate an operator makes first, `openssl req -x509 …
+/// -addext subjectAltName=IP:127.0.0.1`, worked with `curl --cacert` while `limes ls --cacert`
+/// refused it as `node-unreachable` (webpki's `CaUsedAsEndEntity`, only in a log line). Now it
+/// is accepted as the node's own certificate, and a TLS failure says it is one, and why.
+#[test]
+fn the_cli_accepts_the_nodes_own_self_signed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path(), "limes-node");
     let served = Served::start(
         &dir.path().join("node"),
         &dir.path().join("serve.log"),
@@ -394,24 +404,7 @@ fn the_cli_accepts_the_nodes_own_self_signed_certificate() {
 
     // Another certificate is still refused, and the error says TLS.
     let other = tempfile::tempdir().unwrap();
-    let (other_cert, other_key) = (other.path().join("c.pem"), other.path().join("k.pem"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=other"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
-        .arg(&other_key)
-        .arg("-out")
-        .arg(&other_cert)
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    let (other_cert, _) = self_signed(other.path(), "other");
     let refused = client(
         &served,
         &node_data,
