@@ -110,6 +110,29 @@ pub fn headline(study: &Study, label: impl Fn(&str) -> String) -> Vec<String> {
             interval(&r)
         ));
     }
+    // What Limes' own configuration costs: the same component under Wasmtime's defaults.
+    for w in study.workloads.iter().filter(|w| w.name != "noop") {
+        let (Some(l), Some(d), Some(r)) = (
+            median(&values(study, "limes-cold", w.name, w.mode(), EXEC)),
+            median(&values(study, "wasmtime-defaults", w.name, w.mode(), EXEC)),
+            ratio(
+                study,
+                "limes-cold",
+                "wasmtime-defaults",
+                w.name,
+                w.mode(),
+                EXEC,
+            ),
+        ) else {
+            continue;
+        };
+        lines.push(format!(
+            "Configuration {}: limes-cold {l:.2} ms / wasmtime-defaults {d:.2} ms = {:.2}x ({})",
+            w.key(),
+            r.value,
+            interval(&r)
+        ));
+    }
     lines
 }
 

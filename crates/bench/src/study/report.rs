@@ -89,7 +89,10 @@ pub fn verdict_for(study: &Study, workload: &str, mode: &str) -> Verdict {
         .filter(|b| !study.emulated.contains(b))
         .filter_map(|b| {
             let per = p50(b, |s| Some(s.m.e2e_ms))?;
-            let setup = if matches!(b.as_str(), "limes-cold" | "limes-warm" | "limes-http") {
+            let setup = if matches!(
+                b.as_str(),
+                "limes-cold" | "limes-warm" | "limes-http" | "wasmtime-defaults"
+            ) {
                 compile
             } else {
                 0.0

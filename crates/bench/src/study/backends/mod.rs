@@ -1,8 +1,10 @@
 //! The backends of the study, each detected at start and measured the same way. One file per
-//! family: [`wasm`] (Limes and the `wasmtime` CLI), [`process`] (native and container, and the
+//! family: [`wasm`] (Limes and the `wasmtime` CLI), [`defaults`] (Wasmtime's default `Config`
+//! in process, the reference for Limes' own configuration), [`process`] (native and container, and the
 //! line protocol every spawned backend speaks), [`microvm`] (Linux microVMs), [`unikernel`]
 //! (Hermit); [`snapshot`] saves and restores the guests of the last two (QEMU and Firecracker).
 
+pub mod defaults;
 pub mod microvm;
 pub mod process;
 pub mod snapshot;
@@ -20,6 +22,7 @@ pub const ALL: &[&str] = &[
     "limes-cold",
     "limes-warm",
     "limes-http",
+    "wasmtime-defaults",
     "wasmtime-cli",
     "native-process",
     "container",

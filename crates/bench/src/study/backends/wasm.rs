@@ -1,5 +1,6 @@
 //! The WebAssembly family: Limes in process (first cold, cold, warm), Limes through a
-//! `limes serve` node, and the `wasmtime` CLI.
+//! `limes serve` node, Wasmtime with its default configuration in process, and the `wasmtime`
+//! CLI.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,8 @@ pub enum Wasm {
     },
     /// `wasmtime run --invoke`, one process per invocation.
     WasmtimeCli { binary: PathBuf },
+    /// Wasmtime's default `Config` in process: see [`super::defaults`].
+    WasmtimeDefaults(super::defaults::Defaults),
 }
 
 fn policy(data: &Path) -> Policy {
@@ -68,6 +71,7 @@ pub async fn detect(name: &str, ctx: &Context) -> Option<Result<Wasm, String>> {
         "limes-first-cold" => have(&ctx.wasm("noop")).map(|()| Wasm::LimesFirstCold),
         "limes-cold" | "limes-warm" => in_process(name, ctx),
         "limes-http" => http(ctx).await,
+        "wasmtime-defaults" => super::defaults::Defaults::new(ctx).map(Wasm::WasmtimeDefaults),
         "wasmtime-cli" => find_on_path("wasmtime")
             .map(|binary| Wasm::WasmtimeCli { binary })
             .ok_or_else(|| {
@@ -172,6 +176,7 @@ impl Wasm {
                 client,
                 deployed,
             } => through_node(server, client, deployed, w, &args, ctx).await,
+            Wasm::WasmtimeDefaults(defaults) => defaults.invoke(w, ctx).await,
             Wasm::WasmtimeCli { binary } => {
                 let mut cmd = Command::new(binary);
                 cmd.arg("run")
