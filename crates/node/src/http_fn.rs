@@ -41,11 +41,7 @@ impl Node {
             Route::Elsewhere { cluster, reason } => (cluster, reason),
         };
         let (parts, body) = request.into_parts();
-        // A body too large for one message cannot be forwarded: the node is still full.
-        let body = match self.read_body(body, MAX_FORWARDED_BODY).await {
-            Err(NodeError::TooLarge(_)) => return Err(NodeError::Full),
-            other => other?,
-        };
+        let body = self.read_forwarded_body(body, MAX_FORWARDED_BODY).await?;
         let started = Instant::now();
         let ran = cluster
             .forward_http(HttpCall {

@@ -18,6 +18,7 @@ mod api;
 mod artifacts;
 pub mod audit;
 pub mod auth;
+mod bodies;
 pub mod cluster;
 mod dashboard;
 pub mod deploys;
