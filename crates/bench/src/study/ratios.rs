@@ -84,54 +84,33 @@ pub fn headline(study: &Study, label: impl Fn(&str) -> String) -> Vec<String> {
             interval(&r)
         ));
     }
-    for w in study.workloads.iter().filter(|w| w.name != "noop") {
-        let (l, n) = (
-            median(&values(study, "limes-cold", w.name, w.mode(), EXEC)),
-            median(&values(study, "native-process", w.name, w.mode(), EXEC)),
-        );
-        let (Some(l), Some(n), Some(r)) = (
-            l,
-            n,
-            ratio(
-                study,
-                "limes-cold",
-                "native-process",
-                w.name,
-                w.mode(),
-                EXEC,
-            ),
-        ) else {
-            continue;
-        };
-        lines.push(format!(
-            "Execution {}: limes-cold {l:.2} ms / native {n:.2} ms = {:.2}x native ({})",
-            w.key(),
-            r.value,
-            interval(&r)
-        ));
-    }
-    // What Limes' own configuration costs: the same component under Wasmtime's defaults.
-    for w in study.workloads.iter().filter(|w| w.name != "noop") {
-        let (Some(l), Some(d), Some(r)) = (
-            median(&values(study, "limes-cold", w.name, w.mode(), EXEC)),
-            median(&values(study, "wasmtime-defaults", w.name, w.mode(), EXEC)),
-            ratio(
-                study,
-                "limes-cold",
-                "wasmtime-defaults",
-                w.name,
-                w.mode(),
-                EXEC,
-            ),
-        ) else {
-            continue;
-        };
-        lines.push(format!(
-            "Configuration {}: limes-cold {l:.2} ms / wasmtime-defaults {d:.2} ms = {:.2}x ({})",
-            w.key(),
-            r.value,
-            interval(&r)
-        ));
+    // Execution against native, and what Limes' own configuration costs: the same component
+    // under Wasmtime's default `Config`.
+    let against = [
+        ("Execution", "native-process", "native", "x native"),
+        (
+            "Configuration",
+            "wasmtime-defaults",
+            "wasmtime-defaults",
+            "x",
+        ),
+    ];
+    for (what, base, shown, unit) in against {
+        for w in study.workloads.iter().filter(|w| w.name != "noop") {
+            let (Some(l), Some(b), Some(r)) = (
+                median(&values(study, "limes-cold", w.name, w.mode(), EXEC)),
+                median(&values(study, base, w.name, w.mode(), EXEC)),
+                ratio(study, "limes-cold", base, w.name, w.mode(), EXEC),
+            ) else {
+                continue;
+            };
+            lines.push(format!(
+                "{what} {}: limes-cold {l:.2} ms / {shown} {b:.2} ms = {:.2}{unit} ({})",
+                w.key(),
+                r.value,
+                interval(&r)
+            ));
+        }
     }
     lines
 }
