@@ -196,16 +196,17 @@ impl Node {
             return Ok(live);
         }
         validate_name(name)?;
-        let Some(cluster) = self.cluster() else {
-            return Err(NodeError::NotFound(name.to_owned()));
-        };
+        // Alone, a node loads its functions at start; one it could not load then (say, a
+        // pre-initialized version a node requiring signatures has yet to derive, as after an
+        // upgrade) is loaded here, from the local store only.
+        let cluster = self.cluster();
         let _loading = self.loading.lock().await;
         if let Some(live) = self.loaded(name) {
             return Ok(live);
         }
-        let record = match self.registry.get(name)? {
-            Some(record) => record,
-            None => {
+        let record = match (self.registry.get(name)?, cluster) {
+            (Some(record), _) => record,
+            (None, Some(cluster)) => {
                 let record = cluster
                     .lookup(name.to_owned())
                     .await?
@@ -213,6 +214,7 @@ impl Node {
                 self.registry.put(&record)?;
                 record
             }
+            (None, None) => return Err(NodeError::NotFound(name.to_owned())),
         };
         let version = record.active_version().clone();
         let (serving, bytes) = match self.serving(&version)? {
@@ -235,13 +237,13 @@ impl Node {
     /// The artifact with `digest`, from the store here or else from `cluster` (then kept here).
     async fn artifact(
         self: &Arc<Self>,
-        cluster: &Arc<dyn crate::Cluster>,
+        cluster: Option<&Arc<dyn crate::Cluster>>,
         digest: &str,
     ) -> Result<Bytes, NodeError> {
         let parsed: limes_runtime::Digest = digest.parse().map_err(NodeError::Storage)?;
-        match self.artifacts.get(&parsed) {
-            Ok(bytes) => Ok(Bytes::from(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        match (self.artifacts.get(&parsed), cluster) {
+            (Ok(bytes), _) => Ok(Bytes::from(bytes)),
+            (Err(e), Some(cluster)) if e.kind() == std::io::ErrorKind::NotFound => {
                 let bytes = cluster.artifact(digest.to_owned()).await?;
                 let node = self.clone();
                 let stored = bytes.clone();
@@ -253,7 +255,7 @@ impl Node {
                 .await?;
                 Ok(bytes)
             }
-            Err(e) => Err(NodeError::Storage(format!("artifact {digest}: {e}"))),
+            (Err(e), _) => Err(NodeError::Storage(format!("artifact {digest}: {e}"))),
         }
     }
 

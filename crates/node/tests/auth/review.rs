@@ -359,3 +359,47 @@ async fn the_audit_log_keeps_the_nodes_request_id_the_grant_and_refusals() {
     );
     node.stop().await;
 }
+
+/// A node requiring signatures runs only the pre-initialized forms it derived itself. One
+/// whose record it has but whose derivation it lacks (an upgrade from before the `derived`
+/// table, simulated by emptying it) derives it on first use, alone as in a cluster.
+#[tokio::test]
+async fn a_node_requiring_signatures_derives_what_it_has_not_yet() {
+    let data = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, _) = limes_node::signing::keygen(keys.path(), "release").unwrap();
+    let trusting = || {
+        let mut config = NodeConfig::new(data.path());
+        config.trusted_keys = Some(limes_node::signing::TrustedKeys::load(keys.path()).unwrap());
+        config
+    };
+    let node = TestNode::start(trusting()).await;
+    let admin = admin_token(data.path());
+    let deployed = Client::new()
+        .put(node.at("/v1/functions/map"))
+        .bearer_auth(&admin)
+        .header(
+            "x-limes-signature",
+            limes_node::signing::sign(&key, &guest("map-index")).unwrap(),
+        )
+        .body(guest("map-index"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deployed.status(), StatusCode::CREATED);
+    let (status, expected) = call(&node, &admin, "map", "1234.5 777").await;
+    assert_eq!(status, StatusCode::OK, "{expected}");
+    node.stop().await;
+
+    {
+        let db = redb::Database::create(data.path().join("registry.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.delete_table(redb::TableDefinition::<&str, &str>::new("derived"))
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let node = TestNode::start(trusting()).await;
+    let (status, answer) = call(&node, &admin, "map", "1234.5 777").await;
+    assert_eq!((status, answer), (StatusCode::OK, expected));
+    node.stop().await;
+}
