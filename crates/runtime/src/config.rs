@@ -1,5 +1,5 @@
-//! How a [`Runtime`](crate::Runtime) is set up: its instance pool, its epoch tick and where the
-//! AOT cache lives. The defaults are sized for a small edge node (2 cores, a few GiB of RAM).
+//! How a [`Runtime`](crate::Runtime) is set up: its instance pool, how often it looks for guests
+//! to stop and where the AOT cache lives. The defaults are sized for a small edge node (2 cores, a few GiB of RAM).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,12 +12,12 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// The pooling allocator's sizes.
     pub pool: PoolConfig,
-    /// How often the shared ticker advances the engines' epoch. Timeouts and force stops are
-    /// noticed within one tick of running guest code.
+    /// How often the runtime's interrupt watch looks for guests past their deadline or
+    /// force-stopped. A guest running its own code stops within one tick of either.
     ///
     /// Default 1 ms: a force stop must land within 100 ms, and one wake-up a millisecond costs a
     /// thread well under 1 % of one core.
-    pub epoch_tick: Duration,
+    pub stop_tick: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -25,7 +25,7 @@ impl Default for RuntimeConfig {
         Self {
             cache_dir: None,
             pool: PoolConfig::default(),
-            epoch_tick: Duration::from_millis(1),
+            stop_tick: Duration::from_millis(1),
         }
     }
 }

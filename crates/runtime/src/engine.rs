@@ -1,8 +1,6 @@
-//! The Wasmtime engines behind a runtime and the one ticker that drives their epochs.
+//! The Wasmtime engines behind a runtime.
 
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 use wasmtime::component::Linker;
@@ -50,6 +48,8 @@ impl Kernel {
 
         let mut wasm = wasmtime::Config::new();
         wasm.wasm_component_model(true)
+            // With the project's patch this compiles interrupt-page probes, not epoch compares;
+            // the engine's epoch never advances (see `interrupt`).
             .epoch_interruption(true)
             .consume_fuel(metered)
             // Copy-on-write images: instantiation maps the data segments instead of copying them.
@@ -76,8 +76,13 @@ impl Kernel {
     }
 }
 
+/// How compiled code checks for interruption. Wasmtime's own hash cannot tell the patched probe
+/// from upstream's epoch compare, and code with the compare would never stop under Limes' watch.
+const INTERRUPT_SCHEME: &str = "interrupt-page-probe-v1";
+
 /// A short, stable name for everything that makes compiled code (in)compatible: Wasmtime's own
-/// compatibility hash (version, target, compiler flags, tunables) plus the metering flag.
+/// compatibility hash (version, target, compiler flags, tunables), the interruption scheme and
+/// the metering flag.
 fn fingerprint(engine: &Engine, metered: bool) -> String {
     struct ShaHasher(Sha256);
     impl Hasher for ShaHasher {
@@ -90,6 +95,7 @@ fn fingerprint(engine: &Engine, metered: bool) -> String {
     }
     let mut hasher = ShaHasher(Sha256::new());
     engine.precompile_compatibility_hash().hash(&mut hasher);
+    INTERRUPT_SCHEME.hash(&mut hasher);
     metered.hash(&mut hasher);
     let digest = hasher.0.finalize();
     format!(
@@ -97,28 +103,4 @@ fn fingerprint(engine: &Engine, metered: bool) -> String {
         if metered { "metered" } else { "plain" },
         hex::encode(&digest[..8])
     )
-}
-
-/// Starts the one ticker thread of a runtime.
-///
-/// Each tick advances the epoch of every engine of the runtime, which is how running guests
-/// notice their deadline or a force stop. The thread holds only a weak reference, so it ends by
-/// itself within a tick of the runtime's last user going away.
-pub(crate) fn start_ticker<T, F>(owner: &Arc<T>, tick: Duration, advance: F) -> Result<(), Error>
-where
-    T: Send + Sync + 'static,
-    F: Fn(&T) + Send + 'static,
-{
-    let owner: Weak<T> = Arc::downgrade(owner);
-    std::thread::Builder::new()
-        .name("limes-epoch".into())
-        .spawn(move || {
-            while let Some(owner) = owner.upgrade() {
-                advance(&owner);
-                drop(owner);
-                std::thread::sleep(tick);
-            }
-        })
-        .map(drop)
-        .map_err(|e| Error::io("starting the epoch ticker thread", e))
 }

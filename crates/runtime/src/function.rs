@@ -5,10 +5,11 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::{ComponentExportIndex, InstancePre};
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{Store, Trap};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::host::{Host, MemoryLimitHit};
+use crate::interrupt::Interrupted;
 use crate::output::{Capture, Output};
 use crate::{Digest, Error, Policy, RuntimeInner, error::chain};
 
@@ -26,8 +27,8 @@ pub(crate) struct Prepared {
     pub entry: Entry,
     digest: Digest,
     pub policy: Policy,
-    /// Keeps the engines' ticker alive as long as any function can still run.
-    _runtime: Arc<RuntimeInner>,
+    /// Keeps the engines and the interrupt watch alive as long as any function can still run.
+    runtime: Arc<RuntimeInner>,
 }
 
 /// What a function exports, which decides how it is invoked.
@@ -75,24 +76,6 @@ pub struct Invocation {
     pub memory: u64,
 }
 
-/// Why the epoch callback stopped a guest.
-#[derive(Debug)]
-pub(crate) enum Interrupted {
-    Cancelled,
-    TimedOut,
-}
-
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Interrupted::Cancelled => "cancelled",
-            Interrupted::TimedOut => "timed out",
-        })
-    }
-}
-
-impl std::error::Error for Interrupted {}
-
 impl Function {
     pub(crate) fn new(
         pre: InstancePre<Host>,
@@ -107,7 +90,7 @@ impl Function {
                 entry,
                 digest,
                 policy,
-                _runtime: runtime,
+                runtime,
             }),
         }
     }
@@ -169,7 +152,7 @@ impl Function {
             let (result,) = run
                 .call_async(&mut store, (args.to_owned(),))
                 .await
-                .map_err(|e| classify(e, policy, &stderr))?;
+                .map_err(|e| classify(explain(e, store.data()), policy, &stderr))?;
             Ok((
                 result,
                 cold_start,
@@ -178,8 +161,8 @@ impl Function {
             ))
         };
 
-        // The epoch callback stops guest code; these arms also stop a guest that is blocked in
-        // the host (sleeping, waiting on a socket), where no epoch check runs.
+        // The interrupt watch stops guest code; these arms also stop a guest that is blocked in
+        // the host (sleeping, waiting on a socket), where no interruption check runs.
         let (result, cold_start, execution, memory) = tokio::select! {
             biased;
             outcome = work => outcome?,
@@ -245,13 +228,13 @@ impl WarmInstance {
     pub async fn invoke(&mut self, args: &str) -> Result<Invocation, Error> {
         let policy = &self.function.inner.policy;
         let entered = Instant::now();
-        self.store.data_mut().deadline = entered + policy.timeout;
-        self.store.set_epoch_deadline(1);
+        self.store.data().interrupt.rearm(entered + policy.timeout);
         let outcome = self
             .run
             .call_async(&mut self.store, (args.to_owned(),))
             .await;
-        let (result,) = outcome.map_err(|e| classify(e, policy, &self.stderr))?;
+        let (result,) =
+            outcome.map_err(|e| classify(explain(e, self.store.data()), policy, &self.stderr))?;
         Ok(Invocation {
             result,
             stdout: self.stdout.take(),
@@ -271,19 +254,18 @@ impl Prepared {
         run_export: &ComponentExportIndex,
         stderr: &Capture,
     ) -> Result<wasmtime::component::TypedFunc<(String,), (String,)>, Error> {
-        let classify = |e| classify(e, &self.policy, stderr);
         let instance = self
             .pre
             .instantiate_async(&mut *store)
             .await
-            .map_err(classify)?;
+            .map_err(|e| classify(explain(e, store.data()), &self.policy, stderr))?;
         instance
             .get_typed_func::<(String,), (String,)>(&mut *store, run_export)
-            .map_err(classify)
+            .map_err(|e| classify(e, &self.policy, stderr))
     }
 
-    /// A fresh store for one invocation, with the policy's limits and the epoch callback that
-    /// enforces the deadline and the force stop.
+    /// A fresh store for one invocation, with the policy's limits and an interrupt page that the
+    /// runtime's watch makes unreadable at the deadline or when `cancel` fires.
     pub(crate) fn new_store(
         &self,
         cancel: &CancellationToken,
@@ -292,8 +274,8 @@ impl Prepared {
         stderr: &Capture,
     ) -> Result<Store<Host>, Error> {
         let policy = &self.policy;
-        let mut host = Host::new(policy, stdout, stderr)?;
-        host.deadline = deadline;
+        let interrupt = self.runtime.watch.lease(deadline, cancel)?;
+        let host = Host::new(policy, stdout, stderr, interrupt)?;
         let mut store = Store::new(self.pre.engine(), host);
         store.limiter(|host| &mut host.limiter);
         if let Some(fuel) = policy.fuel {
@@ -301,20 +283,18 @@ impl Prepared {
                 .set_fuel(fuel)
                 .map_err(|e| Error::InvalidPolicy { message: chain(&e) })?;
         }
-        // Check once a tick: a force stop or the deadline ends the guest at its next check,
-        // and in between the guest yields so that other invocations on this thread run.
-        let token = cancel.clone();
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |store| {
-            if token.is_cancelled() {
-                Err(wasmtime::Error::new(Interrupted::Cancelled))
-            } else if Instant::now() >= store.data().deadline {
-                Err(wasmtime::Error::new(Interrupted::TimedOut))
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
+        store.set_epoch_deadline(store.data().interrupt.slot());
         Ok(store)
+    }
+}
+
+/// Names why an interrupted guest stopped, which its store's interrupt lease recorded: a bare
+/// `Trap::Interrupt` becomes [`Interrupted`], which [`classify`] reports as a timeout or a force
+/// stop.
+pub(crate) fn explain(error: wasmtime::Error, host: &Host) -> wasmtime::Error {
+    match (error.downcast_ref::<Trap>(), host.interrupt.fired()) {
+        (Some(Trap::Interrupt), Some(why)) => wasmtime::Error::new(why),
+        _ => error,
     }
 }
 

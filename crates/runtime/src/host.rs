@@ -6,6 +6,7 @@ use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+use crate::interrupt::Lease;
 use crate::output::Capture;
 use crate::{Error, Policy};
 
@@ -16,8 +17,8 @@ pub(crate) struct Host {
     http: WasiHttpCtx,
     outgoing: NoOutgoingHttp,
     pub limiter: MemoryLimiter,
-    /// When the current call must end; the epoch callback compares against it.
-    pub deadline: std::time::Instant,
+    /// The store's interrupt page, watched until the store drops.
+    pub interrupt: Lease,
 }
 
 impl WasiHttpView for Host {
@@ -63,7 +64,12 @@ impl WasiView for Host {
 
 impl Host {
     /// Builds the guest's WASI world from its policy.
-    pub fn new(policy: &Policy, stdout: &Capture, stderr: &Capture) -> Result<Self, Error> {
+    pub fn new(
+        policy: &Policy,
+        stdout: &Capture,
+        stderr: &Capture,
+        interrupt: Lease,
+    ) -> Result<Self, Error> {
         let mut wasi = WasiCtxBuilder::new();
         // File operations run on the invoking thread instead of a round trip through tokio's
         // blocking pool for each one: a guest's small reads and writes then cost microseconds,
@@ -116,7 +122,7 @@ impl Host {
             http: WasiHttpCtx::new(),
             outgoing: NoOutgoingHttp,
             limiter: MemoryLimiter::new(policy.memory_limit),
-            deadline: std::time::Instant::now() + policy.timeout,
+            interrupt,
         })
     }
 }

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
-use crate::function::{Entry, classify};
+use crate::function::{Entry, classify, explain};
 use crate::output::Capture;
 use crate::{Error, Function, FunctionKind, error::chain};
 
@@ -81,8 +81,11 @@ impl Function {
                     .await
             };
             let policy = &function.prepared().policy;
-            match tokio::time::timeout_at(deadline.into(), work).await {
-                Ok(outcome) => outcome.map_err(|e| classify(e, policy, &stderr)),
+            let outcome = tokio::time::timeout_at(deadline.into(), work).await;
+            match outcome {
+                Ok(outcome) => {
+                    outcome.map_err(|e| classify(explain(e, store.data()), policy, &stderr))
+                }
                 Err(_) => Err(Error::Timeout {
                     limit: policy.timeout,
                 }),

@@ -19,8 +19,9 @@
 //!   ([`CacheStats`] counts hits and compiles);
 //! - linking happens once per function (`InstancePre`);
 //! - instances come from a pooling allocator with copy-on-write memory images;
-//! - one ticker thread drives the epoch for every engine, so no invocation starts a thread or a
-//!   timer task of its own to enforce its timeout.
+//! - one watch thread enforces every timeout and force stop by making the guest's interrupt page
+//!   unreadable ([`interrupt`](crate::interrupt)), so no invocation starts a thread or a timer
+//!   task of its own, and running guest code pays one load per loop for being stoppable.
 
 mod cache;
 mod config;
@@ -30,6 +31,7 @@ mod error;
 mod function;
 mod host;
 mod http;
+mod interrupt;
 mod output;
 mod policy;
 mod preinit;
@@ -54,7 +56,7 @@ use cache::AotCache;
 use engine::Kernel;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-/// Loads functions and owns what they share: engines, the AOT cache and the epoch ticker.
+/// Loads functions and owns what they share: engines, the AOT cache and the interrupt watch.
 ///
 /// Cheap to clone. Functions keep the runtime's engines alive, so a function stays runnable
 /// (and its timeout enforced) even after every `Runtime` handle is dropped.
@@ -69,23 +71,22 @@ pub(crate) struct RuntimeInner {
     /// Created on the first function with a fuel budget; most nodes never need it.
     metered: OnceLock<Kernel>,
     cache: AotCache,
+    pub(crate) watch: interrupt::Watch,
 }
 
 impl Runtime {
-    /// Creates the engine, opens (or creates) the cache directory and starts the epoch ticker.
+    /// Creates the engine, opens (or creates) the cache directory and starts the interrupt watch.
     pub fn new(config: RuntimeConfig) -> Result<Self, Error> {
+        // The engine first: creating it installs Wasmtime's fault handlers, which the watch's
+        // own handler goes in front of.
+        let plain = Kernel::new(&config, false)?;
         let inner = Arc::new(RuntimeInner {
-            plain: Kernel::new(&config, false)?,
+            plain,
             metered: OnceLock::new(),
             cache: AotCache::new(config.cache_dir.clone())?,
+            watch: interrupt::Watch::start(config.stop_tick)?,
             config,
         });
-        engine::start_ticker(&inner, inner.config.epoch_tick, |runtime: &RuntimeInner| {
-            runtime.plain.engine.increment_epoch();
-            if let Some(metered) = runtime.metered.get() {
-                metered.engine.increment_epoch();
-            }
-        })?;
         Ok(Self { inner })
     }
 

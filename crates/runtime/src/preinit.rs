@@ -9,9 +9,10 @@
 
 use std::time::{Duration, Instant};
 
-use wasmtime::{Store, UpdateDeadline};
+use tokio_util::sync::CancellationToken;
+use wasmtime::Store;
 
-use crate::function::{Interrupted, classify};
+use crate::function::{classify, explain};
 use crate::host::Host;
 use crate::output::Capture;
 use crate::{Error, Policy, Runtime, check_header, error::chain};
@@ -67,8 +68,11 @@ impl Runtime {
         let kernel = self.kernel(policy.fuel.is_some())?;
         let stdout = Capture::new(policy.output_limit);
         let stderr = Capture::new(policy.output_limit);
-        let mut host = Host::new(policy, &stdout, &stderr)?;
-        host.deadline = Instant::now() + INIT_TIMEOUT;
+        let interrupt = self
+            .inner
+            .watch
+            .lease(Instant::now() + INIT_TIMEOUT, &CancellationToken::new())?;
+        let host = Host::new(policy, &stdout, &stderr, interrupt)?;
         let mut store = Store::new(&kernel.engine, host);
         store.limiter(|host| &mut host.limiter);
         if let Some(fuel) = policy.fuel {
@@ -76,14 +80,7 @@ impl Runtime {
                 .set_fuel(fuel)
                 .map_err(|e| Error::InvalidPolicy { message: chain(&e) })?;
         }
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|store| {
-            if Instant::now() >= store.data().deadline {
-                Err(wasmtime::Error::new(Interrupted::TimedOut))
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
+        store.set_epoch_deadline(store.data().interrupt.slot());
         let mut wizer = wasmtime_wizer::Wizer::new();
         wizer.init_func(INIT_FUNCTION);
         let linker = &kernel.linker;
@@ -99,12 +96,14 @@ impl Runtime {
                     timeout: INIT_TIMEOUT,
                     ..policy.clone()
                 };
-                Err(match classify(e, &init_policy, &stderr) {
-                    Error::Trap { message } => Error::Trap {
-                        message: format!("the initialization step failed: {message}"),
+                Err(
+                    match classify(explain(e, store.data()), &init_policy, &stderr) {
+                        Error::Trap { message } => Error::Trap {
+                            message: format!("the initialization step failed: {message}"),
+                        },
+                        other => other,
                     },
-                    other => other,
-                })
+                )
             }
         }
     }

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::load;
+use common::{load, runtime, wat};
 use limes_runtime::{CancellationToken, Error, NetworkPolicy, Policy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,6 +52,58 @@ async fn timeout_ends_a_loop() {
     );
     assert!(started.elapsed() >= limit);
     assert_eq!(outcome.unwrap_err().kind(), "timeout");
+}
+
+/// A loop that calls nothing and touches no memory ends at its timeout and at a force stop.
+///
+/// Only the interruption probe at the loop's header can end it, so this pins the patched
+/// compiler (patches/README.md): with upstream's epoch compare the probe would wait for an epoch
+/// that never comes. Each call runs on a thread of its own, so that such a guest fails the test
+/// instead of hanging it.
+#[test]
+fn a_bare_loop_stops_at_its_deadline_and_at_a_force_stop() {
+    let limit = Duration::from_millis(100);
+    let spin = |timeout| {
+        runtime()
+            .load(
+                &wat("spin"),
+                Policy {
+                    timeout,
+                    ..Policy::default()
+                },
+            )
+            .unwrap()
+    };
+    let on_a_thread = |function: limes_runtime::Function, token: CancellationToken| {
+        let (done, outcome) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let _ = done.send(rt.block_on(function.invoke_with("", &token)));
+        });
+        outcome
+    };
+
+    let started = Instant::now();
+    let timed_out = on_a_thread(spin(limit), CancellationToken::new())
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a bare loop was never stopped at its deadline");
+    assert!(
+        matches!(timed_out, Err(Error::Timeout { limit: l }) if l == limit),
+        "{timed_out:?}"
+    );
+    assert!(started.elapsed() >= limit);
+
+    let token = CancellationToken::new();
+    let stopped = on_a_thread(spin(Duration::from_secs(60)), token.clone());
+    std::thread::sleep(Duration::from_millis(20));
+    token.cancel();
+    let cancelled = stopped
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a bare loop was never force-stopped");
+    assert!(matches!(cancelled, Err(Error::Cancelled)), "{cancelled:?}");
 }
 
 #[tokio::test]
