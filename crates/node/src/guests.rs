@@ -6,7 +6,7 @@
 //! times its unloaded value (see `docs/results/overload/`). On their own threads, at a lower OS
 //! priority for the shared slots, guests never delay the node's I/O.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::admission::Pool;
@@ -16,6 +16,23 @@ use crate::admission::Pool;
 /// about a tenth).
 pub struct GuestThreads {
     runtimes: Vec<tokio::runtime::Runtime>,
+    /// Guests running inline on an HTTP thread now; see [`GuestThreads::try_inline`].
+    inline: AtomicUsize,
+}
+
+/// Guests that may run inline on the HTTP threads at once. A guest does not yield while it
+/// runs (the runtime stops it at its deadline, but never pauses it), so a function that was
+/// short until now and suddenly loops holds its HTTP thread until its timeout; one at a time
+/// leaves the other HTTP threads serving.
+const INLINE_AT_ONCE: usize = 1;
+
+/// A claim on running one guest inline; dropping it gives the claim back.
+pub struct InlineClaim<'a>(&'a AtomicUsize);
+
+impl Drop for InlineClaim<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The niceness of shared-slot guest threads.
@@ -55,7 +72,19 @@ impl GuestThreads {
                 guest_runtime(threads, "limes-urgent", 0)?,
                 guest_runtime(threads, "limes-guest", SHARED_NICE)?,
             ],
+            inline: AtomicUsize::new(0),
         })
+    }
+
+    /// Claims the right to run a guest inline on the calling HTTP thread, if fewer than
+    /// [`INLINE_AT_ONCE`] do now.
+    pub fn try_inline(&self) -> Option<InlineClaim<'_>> {
+        self.inline
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < INLINE_AT_ONCE).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| InlineClaim(&self.inline))
     }
 
     /// Runs `work` on a thread of `pool` and waits for it; a panic there becomes `Err`.
@@ -86,7 +115,8 @@ impl Drop for GuestThreads {
 
 /// Guests that usually finish within this run on the thread that took their request: handing
 /// them to a guest thread and back would cost more (two thread wake-ups, tens of µs on a
-/// virtual machine) than running them, and they hold the thread for less than an epoch tick.
+/// virtual machine) than running them. One at a time ([`INLINE_AT_ONCE`]), because a guest
+/// that turns out long does not yield its thread.
 pub const INLINE_BELOW: Duration = Duration::from_micros(200);
 
 /// How long a function's invocations usually take, as a moving average; unknown at first.

@@ -471,13 +471,18 @@ impl Node {
         work: impl std::future::Future<Output = T> + Send + 'static,
     ) -> Result<T, NodeError> {
         let started = Instant::now();
-        let outcome = if live.recent.is_short() {
-            work.await
-        } else {
-            self.guests
+        let inline = live
+            .recent
+            .is_short()
+            .then(|| self.guests.try_inline())
+            .flatten();
+        let outcome = match inline {
+            Some(_claim) => work.await,
+            None => self
+                .guests
                 .run(pool, work)
                 .await
-                .map_err(NodeError::Storage)?
+                .map_err(NodeError::Storage)?,
         };
         live.recent.note(started.elapsed());
         Ok(outcome)
