@@ -267,6 +267,7 @@ pub(crate) mod tests {
             cold_ms: Some(cold),
             exec_ms: Some(exec),
             e2e_ms: cold + exec,
+            work_ms: None,
             rss_kib: Some(100),
             result: String::new(),
         };

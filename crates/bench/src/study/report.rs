@@ -13,7 +13,7 @@ use crate::stats::Summary;
 pub const EMULATED: &str = "emulated — not comparable";
 
 /// The columns of `raw.csv`: the original Limes `times.csv` columns first (times in ms), then ours.
-pub const CSV_HEADER: &str = "iteration,func_name,elapsed_load,elapsed_mid,backend,mode,end_to_end,rss_kib,emulated,host_cpu,host_cores,host_kernel";
+pub const CSV_HEADER: &str = "iteration,func_name,elapsed_load,elapsed_mid,backend,mode,end_to_end,rss_kib,emulated,host_cpu,host_cores,host_kernel,work";
 
 fn opt(v: Option<f64>) -> String {
     v.map_or(String::new(), |v| format!("{v:.4}"))
@@ -35,7 +35,7 @@ pub fn csv(study: &Study) -> String {
     for s in &study.samples {
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{:.4},{},{},{},{},{}",
+            "{},{},{},{},{},{},{:.4},{},{},{},{},{},{}",
             s.iteration,
             s.workload,
             opt(s.m.cold_ms),
@@ -48,6 +48,7 @@ pub fn csv(study: &Study) -> String {
             csv_field(&h.cpu),
             h.cores,
             csv_field(&h.kernel),
+            opt(s.m.work_ms),
         );
     }
     out
@@ -131,9 +132,10 @@ fn table(study: &Study, out: &mut String) {
                 .filter_map(|s| s.m.rss_kib)
                 .max()
                 .map_or("—".into(), |r| r.to_string());
-            let metrics: [(&str, Pick); 3] = [
+            let metrics: [(&str, Pick); 4] = [
                 ("cold start", |s| s.m.cold_ms),
                 ("execution", |s| s.m.exec_ms),
+                ("work (in-guest clock)", |s| s.m.work_ms),
                 ("end to end", |s| Some(s.m.e2e_ms)),
             ];
             for (metric, pick) in metrics {
@@ -154,6 +156,35 @@ fn table(study: &Study, out: &mut String) {
                 }
             }
         }
+    }
+}
+
+/// Every backend's work by the workload's own clock, against native's.
+fn work(study: &Study, out: &mut String) {
+    let rows = ratios::work(study);
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## Execution by the workload's own clock\n\nEach workload timed its own work (`timed=1`: from after its arguments are parsed to its result) by the monotonic clock of wherever it ran, so these figures leave out what each backend adds around a call (spawn, instantiation, passing arguments and results). The headline gives both this figure (*in-guest clock*) and the host-side one (*host-side execution*); the targets use the in-guest one where both sides report it.\n"
+    );
+    let _ = writeln!(out, "| workload | backend | p50 ms | / native | 95% CI |");
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
+    for r in rows {
+        let (ratio, ci) = r.ratio.map_or(("—".into(), "—".into()), |x| {
+            (
+                format!("{:.2}x", x.value),
+                format!("{:.2}–{:.2}", x.low, x.high),
+            )
+        });
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.3} | {ratio} | {ci} |",
+            r.workload,
+            label(study, &r.backend),
+            r.p50_ms
+        );
     }
 }
 
@@ -253,6 +284,7 @@ pub fn markdown(study: &Study, command: &str) -> String {
             "\nThe unikernel is Hermit 0.11 (a Rust unikernel; the compared study used Nanos, which cannot be had here) booted by our PVH loader. Its with-I/O modes use Hermit's in-memory file system (`/tmp`; Hermit's virtio-fs needs PCI, which microVMs lack): the guest writes the image input there before the timed run, as the Linux microVM's initramfs carries it in RAM."
         );
     }
+    work(study, &mut out);
     let _ = writeln!(out, "\n## Targets\n");
     for line in ratios::targets(study) {
         let _ = writeln!(out, "- {line}");

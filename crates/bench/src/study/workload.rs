@@ -50,12 +50,13 @@ impl Workload {
         format!("{}-{}", self.name, self.mode())
     }
 
-    /// The argument string, with the I/O directory as the backend sees it.
+    /// The argument string, with the I/O directory as the backend sees it, asking the workload
+    /// to time its own work (`timed=1`).
     pub fn guest_args(&self, dir: &str) -> String {
         if self.name == "noop" {
             return String::new();
         }
-        format!("mode={} {} dir={dir}", self.mode(), self.params)
+        format!("mode={} {} dir={dir} timed=1", self.mode(), self.params)
             .trim()
             .to_owned()
     }

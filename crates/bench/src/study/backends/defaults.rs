@@ -122,6 +122,7 @@ fn run(
         cold_ms: Some(ms(entered - started)),
         exec_ms: Some(ms(execution)),
         e2e_ms: ms(started.elapsed()),
+        work_ms: None,
         rss_kib: None,
         result,
     })

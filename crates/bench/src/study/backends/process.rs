@@ -209,6 +209,7 @@ pub fn run(spawn: Spawn) -> Result<Measurement, String> {
             cold_ms: ready.map(ms),
             exec_ms: exec,
             e2e_ms,
+            work_ms: None,
             rss_kib: Some(match unit {
                 Unit::Vmm { .. } => rss_kib,
                 Unit::Process => reported_rss.unwrap_or(rss_kib),

@@ -257,6 +257,7 @@ async fn through_node(
         cold_ms,
         exec_ms,
         e2e_ms: ms(started.elapsed()),
+        work_ms: None,
         rss_kib: None,
         result,
     })
@@ -276,6 +277,7 @@ fn measured(
         cold_ms: Some(ms(load.unwrap_or_default() + i.cold_start)),
         exec_ms: Some(ms(i.execution)),
         e2e_ms: ms(started.elapsed()),
+        work_ms: None,
         rss_kib: Some(i.memory / 1024),
         result: i.result,
     }
