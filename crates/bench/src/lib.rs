@@ -3,6 +3,7 @@
 //! nodes joined to a NATS cluster) and measures.
 
 pub mod cluster;
+pub mod functions;
 pub mod languages;
 pub mod load;
 pub mod node;

@@ -29,6 +29,8 @@ pub struct LoadReport {
     pub latency_us: Summary,
     /// Successful requests per second over the whole run.
     pub throughput: f64,
+    /// Every successful request's latency, in microseconds, for intervals across runs.
+    pub samples: Vec<f64>,
 }
 
 /// One kind of request, sent over and over.
@@ -40,6 +42,8 @@ pub struct Target {
     pub method: hyper::Method,
     /// Path and query.
     pub path: String,
+    /// When not empty, each request takes one of these at random instead of `path`.
+    pub paths: Vec<String>,
     /// The request body.
     pub body: Bytes,
     /// The body a successful answer must have, when it matters.
@@ -93,6 +97,7 @@ async fn closed_loop(
         concurrency,
         throughput: latencies.len() as f64 / elapsed.as_secs_f64(),
         latency_us: Summary::of(&latencies).ok_or("no request succeeded")?,
+        samples: latencies,
     })
 }
 
@@ -111,9 +116,13 @@ async fn connection(
         let Some(send) = sender.as_mut() else {
             unreachable!("connected above")
         };
+        let path = match target.paths.len() {
+            0 => &target.path,
+            n => &target.paths[fastrand::usize(..n)],
+        };
         let mut request = hyper::Request::builder()
             .method(target.method.clone())
-            .uri(target.path.as_str())
+            .uri(path.as_str())
             .header(hyper::header::HOST, "localhost");
         if let Some(auth) = &target.authorization {
             request = request.header(hyper::header::AUTHORIZATION, auth.as_str());

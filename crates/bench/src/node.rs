@@ -63,6 +63,7 @@ fn target(server: &Server, method: Method, path: &str, expect: Option<&str>) -> 
         addr: server.addr(),
         method,
         path: path.to_owned(),
+        paths: Vec::new(),
         body: Bytes::new(),
         expect: expect.map(|e| Bytes::copy_from_slice(e.as_bytes())),
         authorization: server.authorization.clone(),

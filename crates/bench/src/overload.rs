@@ -141,6 +141,7 @@ impl OverloadBench {
             addr: node.addr(),
             method: Method::POST,
             path: "/v1/functions/work-regular/invoke".into(),
+            paths: Vec::new(),
             body: Bytes::from(self.args.clone()),
             expect: None,
             authorization: node.authorization.clone(),

@@ -98,15 +98,21 @@ const RESAMPLES: usize = 2000;
 /// report is reproducible from its raw data. `None` if either sample is empty or b's median
 /// is not positive.
 pub fn ratio_of_medians(a: &[f64], b: &[f64]) -> Option<Ratio> {
-    let median = |v: &mut Vec<f64>| {
+    ratio_of_percentiles(a, b, 50.0)
+}
+
+/// `a`'s `p`th percentile over `b`'s, with a bootstrap 95 % confidence interval (resampling
+/// both sides), as [`ratio_of_medians`] does for the median.
+pub fn ratio_of_percentiles(a: &[f64], b: &[f64], p: f64) -> Option<Ratio> {
+    let at = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        percentile(v, 50.0)
+        percentile(v, p)
     };
     let (mut sa, mut sb) = (a.to_vec(), b.to_vec());
     if sa.is_empty() || sb.is_empty() {
         return None;
     }
-    let (ma, mb) = (median(&mut sa), median(&mut sb));
+    let (ma, mb) = (at(&mut sa), at(&mut sb));
     if mb <= 0.0 {
         return None;
     }
@@ -118,9 +124,9 @@ pub fn ratio_of_medians(a: &[f64], b: &[f64]) -> Option<Ratio> {
         rb.clear();
         ra.extend((0..a.len()).map(|_| a[rng.usize(..a.len())]));
         rb.extend((0..b.len()).map(|_| b[rng.usize(..b.len())]));
-        let d = median(&mut rb);
+        let d = at(&mut rb);
         if d > 0.0 {
-            ratios.push(median(&mut ra) / d);
+            ratios.push(at(&mut ra) / d);
         }
     }
     ratios.sort_by(f64::total_cmp);

@@ -105,6 +105,31 @@ enum BenchMode {
         #[arg(long, default_value = "bench-out/preinit")]
         out: PathBuf,
     },
+    /// A node holding many functions: a random one among them against one called over and over
+    /// (p50, p99), resident memory per function, and restarts until healthy.
+    Functions {
+        /// Copies of the no-op to deploy
+        #[arg(long, default_value_t = 10_000)]
+        functions: usize,
+        /// Requests per row and round
+        #[arg(long, default_value_t = 2_000)]
+        requests: usize,
+        /// Rounds, the rows in a new random order each
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Restarts to time
+        #[arg(long, default_value_t = 3)]
+        restarts: usize,
+        /// The node binary [default: this one]; another build compares with the same client
+        #[arg(long)]
+        limes: Option<PathBuf>,
+        /// Directory of the built guests
+        #[arg(long, default_value = "target/guests")]
+        guests: PathBuf,
+        /// Where to write report.md
+        #[arg(long, default_value = "bench-out/functions")]
+        out: PathBuf,
+    },
     /// Cold start of the same small function in Rust, C and Python (componentize-py), next to
     /// the no-op's, same run.
     Languages {
@@ -206,6 +231,40 @@ pub async fn bench(args: BenchArgs) -> Result<(), CliError> {
                 command: command_line(),
             };
             written(bench.run().await, &out)
+        }
+        BenchMode::Functions {
+            functions,
+            requests,
+            rounds,
+            restarts,
+            limes,
+            guests,
+            out,
+        } => {
+            let limes = match limes {
+                Some(limes) => limes,
+                None => std::env::current_exe().map_err(|e| CliError::new("io", e.to_string()))?,
+            };
+            let bench = limes_bench::functions::FunctionsBench {
+                limes,
+                guests,
+                functions,
+                requests,
+                rounds,
+                restarts,
+            };
+            let report = bench.run().await.map(|r| {
+                format!(
+                    "# Limes: many functions on one node\n\nCommand: `{}`\n\n{r}",
+                    command_line()
+                )
+            });
+            if let Ok(report) = &report {
+                std::fs::create_dir_all(&out)
+                    .and_then(|()| std::fs::write(out.join("report.md"), report))
+                    .map_err(|e| CliError::new("io", format!("{}: {e}", out.display())))?;
+            }
+            written(report, &out)
         }
         BenchMode::Languages {
             iterations,
