@@ -225,6 +225,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| CliError::new("io", format!("cannot listen on {}: {e}", args.listen)))?;
+    // Serve at once; deployed functions load in the background (or on their first call).
+    tokio::spawn({
+        let node = node.clone();
+        async move { node.warm_up().await }
+    });
     let scheme = if tls.is_some() { "https" } else { "http" };
     let auth = match args.auth {
         AuthMode::Tokens => format!(

@@ -196,9 +196,8 @@ impl Node {
             return Ok(live);
         }
         validate_name(name)?;
-        // Alone, a node loads its functions at start; one it could not load then (say, a
-        // pre-initialized version a node requiring signatures has yet to derive, as after an
-        // upgrade) is loaded here, from the local store only.
+        // Alone, a node loads a function here from the local store only (also one that needs
+        // a pre-initialized version it has yet to derive, as after an upgrade).
         let cluster = self.cluster();
         let _loading = self.loading.lock().await;
         if let Some(live) = self.loaded(name) {
@@ -230,8 +229,28 @@ impl Node {
         let (node, name_owned) = (self.clone(), name.to_owned());
         let live =
             blocking(move || node.load_bytes(&name_owned, &version, &serving, &bytes)).await?;
-        self.set_live(name, Some(live.clone()));
+        self.set_live_if_current(name, live.clone())?;
         Ok(live)
+    }
+
+    /// Loads every deployed function not loaded yet, one after the other, so that first calls
+    /// after a start do not pay for loading. The node serves meanwhile: a call that comes first
+    /// loads its function itself. A function that does not load (say, a preopened dir was
+    /// removed) is logged and skipped; its registry entry is kept.
+    pub async fn warm_up(self: &Arc<Self>) {
+        let node = self.clone();
+        let names = match blocking(move || Ok(node.registry.list()?)).await {
+            Ok(records) => records.into_iter().map(|r| r.name),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list the deployed functions to load them");
+                return;
+            }
+        };
+        for name in names {
+            if let Err(e) = self.live(&name).await {
+                tracing::error!(function = %name, error = %e, "could not load a deployed function");
+            }
+        }
     }
 
     /// The artifact with `digest`, from the store here or else from `cluster` (then kept here).

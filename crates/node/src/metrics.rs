@@ -60,6 +60,7 @@ pub struct Metrics {
     in_flight: Gauge,
     rejected: Family<Reason, Counter>,
     functions: Gauge,
+    loaded: Gauge,
     compiles: Counter,
     compile_seconds: Counter<f64, AtomicU64>,
     cache_hits: Family<Tier, Counter>,
@@ -91,6 +92,7 @@ impl Default for Metrics {
             in_flight: Gauge::default(),
             rejected: Family::default(),
             functions: Gauge::default(),
+            loaded: Gauge::default(),
             compiles: Counter::default(),
             compile_seconds: Counter::default(),
             cache_hits: Family::default(),
@@ -132,6 +134,11 @@ impl Default for Metrics {
             m.rejected.clone(),
         );
         registry.register("functions", "Functions deployed", m.functions.clone());
+        registry.register(
+            "functions_loaded",
+            "Functions loaded and ready to start (they load on first use or in the background after a start)",
+            m.loaded.clone(),
+        );
         registry.register(
             "compiles",
             "Components compiled (AOT cache misses)",
@@ -329,8 +336,13 @@ impl Metrics {
     }
 
     /// Sets the number of deployed functions.
-    pub fn set_functions(&self, n: usize) {
-        self.functions.set(n as i64);
+    pub fn set_functions(&self, n: u64) {
+        self.functions.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the number of functions loaded.
+    pub fn set_loaded(&self, n: usize) {
+        self.loaded.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// The metrics in Prometheus text format, with the AOT cache counters brought up to date.

@@ -173,9 +173,8 @@ pub struct Node {
 }
 
 impl Node {
-    /// Opens the node's state under `config.data_dir` and loads every deployed function from
-    /// the AOT cache. A function that no longer loads (say, a preopened dir was removed) is
-    /// logged and skipped; its registry entry is kept.
+    /// Opens the node's state under `config.data_dir`. Deployed functions load on their first
+    /// call, or ahead of it in [`Node::warm_up`].
     pub fn open(config: NodeConfig) -> Result<Arc<Self>, NodeError> {
         let dir = &config.data_dir;
         let storage =
@@ -224,15 +223,8 @@ impl Node {
             metrics: Metrics::default(),
             config,
         });
-        for record in node.registry.list()? {
-            let version = record.active_version();
-            match node.load_version(&record.name, version) {
-                Ok(live) => node.set_live(&record.name, Some(live)),
-                Err(e) => {
-                    tracing::error!(function = %record.name, version = version.version, error = %e, "could not load a deployed function")
-                }
-            }
-        }
+        // Functions load on first use or in `warm_up`, not here: a node with thousands of
+        // them answers its first request without waiting for all to load.
         Ok(node)
     }
 
@@ -316,7 +308,21 @@ impl Node {
             Some(live) => table.insert(name.to_owned(), live),
             None => table.remove(name),
         };
-        self.metrics.set_functions(table.len());
+        self.metrics.set_loaded(table.len());
+    }
+
+    /// Makes `live` the active version of `name` here if the registry still says it is: a
+    /// function loaded on first use must not come back after a delete or a newer deploy that
+    /// landed while it loaded. The check runs under the table's lock, which a delete or a deploy
+    /// takes after writing the registry, so one of the two always sees the other.
+    pub(crate) fn set_live_if_current(&self, name: &str, live: Arc<Live>) -> Result<(), NodeError> {
+        let mut table = self.live.write().unwrap_or_else(|p| p.into_inner());
+        let current = self.registry.get(name)?;
+        if current.is_some_and(|r| r.active == live.version) {
+            table.insert(name.to_owned(), live);
+            self.metrics.set_loaded(table.len());
+        }
+        Ok(())
     }
 
     /// The active version of `name`, if loaded here.

@@ -131,6 +131,14 @@ impl Registry {
         self.db.clone()
     }
 
+    /// How many functions there are.
+    pub fn count(&self) -> Result<u64, RegistryError> {
+        use redb::ReadableTableMetadata as _;
+        let tx = self.db.begin_read().map_err(storage)?;
+        let table = tx.open_table(FUNCTIONS).map_err(storage)?;
+        table.len().map_err(storage)
+    }
+
     /// Every function, by name.
     pub fn list(&self) -> Result<Vec<FunctionRecord>, RegistryError> {
         let tx = self.db.begin_read().map_err(storage)?;

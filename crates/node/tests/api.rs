@@ -122,6 +122,40 @@ async fn a_function_with_init_is_preinitialized_at_deploy_and_after_a_restart() 
     node.stop().await;
 }
 
+/// A node starts serving without loading its functions; `warm_up` loads them ahead of their
+/// first calls, and a call that comes first loads its function itself.
+#[tokio::test]
+async fn a_restarted_node_serves_at_once_and_loads_its_functions_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            node.deploy(name, "echo", &[]).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    node.stop().await;
+
+    let opened = limes_node::Node::open(config(dir.path())).unwrap();
+    let metrics = opened.metrics.render(opened.runtime().cache_stats());
+    assert!(metrics.contains("limes_functions_loaded 0\n"), "{metrics}");
+    opened.warm_up().await;
+    let metrics = opened.metrics.render(opened.runtime().cache_stats());
+    assert!(metrics.contains("limes_functions_loaded 3\n"), "{metrics}");
+    drop(opened);
+
+    // Through the API: deployed counts the registry, loaded what has run or warmed up.
+    let node = TestNode::start(config(dir.path())).await;
+    assert_eq!(
+        node.invoke("b", "first").await.text().await.unwrap(),
+        "first"
+    );
+    let metrics = node.metrics().await;
+    assert!(metrics.contains("limes_functions 3\n"), "{metrics}");
+    assert!(metrics.contains("limes_functions_loaded 1\n"), "{metrics}");
+    node.stop().await;
+}
+
 #[tokio::test]
 async fn a_failing_init_fails_the_deploy_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();

@@ -99,6 +99,11 @@ pub(super) async fn stats(State(node): State<Arc<Node>>) -> Json<serde_json::Val
 }
 
 pub(super) async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    // Deployed functions are counted where they are kept: the registry (not all are loaded).
+    match node.registry.count() {
+        Ok(n) => node.metrics.set_functions(n),
+        Err(e) => tracing::warn!(error = %e, "cannot count the deployed functions"),
+    }
     let text = node.metrics.render(node.runtime().cache_stats());
     (
         [(
