@@ -136,9 +136,12 @@ impl RecentTime {
         self.0.store(new, Ordering::Relaxed);
     }
 
-    /// Whether invocations are known to be short enough to run inline ([`INLINE_BELOW`]).
-    pub fn is_short(&self) -> bool {
+    /// Whether the next invocation may run inline: those of the function so far took less
+    /// than [`INLINE_BELOW`], or it has not run yet. A first call is given the benefit of the
+    /// doubt: most functions are short, a node with many functions makes many first calls, and
+    /// one that turns out long holds an HTTP thread once, within [`INLINE_AT_ONCE`].
+    pub fn may_run_inline(&self) -> bool {
         let ns = self.0.load(Ordering::Relaxed);
-        ns != 0 && Duration::from_nanos(ns) < INLINE_BELOW
+        Duration::from_nanos(ns) < INLINE_BELOW
     }
 }

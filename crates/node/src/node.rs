@@ -479,7 +479,7 @@ impl Node {
         let started = Instant::now();
         let inline = live
             .recent
-            .is_short()
+            .may_run_inline()
             .then(|| self.guests.try_inline())
             .flatten();
         let outcome = match inline {
