@@ -145,3 +145,27 @@ impl RecentTime {
         Duration::from_nanos(ns) < INLINE_BELOW
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_guest_at_a_time_may_run_inline() {
+        let threads = GuestThreads::new(1).unwrap();
+        let first = threads.try_inline().expect("nobody runs inline yet");
+        assert!(threads.try_inline().is_none(), "a second inline guest");
+        drop(first);
+        assert!(threads.try_inline().is_some(), "the claim came back");
+    }
+
+    #[test]
+    fn a_function_may_run_inline_until_it_is_known_to_be_long() {
+        let recent = RecentTime::default();
+        assert!(recent.may_run_inline(), "a first call");
+        recent.note(Duration::from_micros(50));
+        assert!(recent.may_run_inline());
+        recent.note(Duration::from_secs(1));
+        assert!(!recent.may_run_inline(), "after a long call");
+    }
+}
