@@ -10,9 +10,13 @@
 //! - a [`Lease`] gives one store a readable page for as long as the store lives;
 //! - the runtime's [`Watch`] thread makes the page unreadable once the lease's deadline passes
 //!   or its cancellation token fires, so the guest's next check faults;
-//! - a `SIGSEGV` handler, chained in front of Wasmtime's, shows Wasmtime such a fault as one at
-//!   address 0, which Wasmtime turns into `Trap::Interrupt` (a fault at an address outside every
-//!   linear memory would otherwise make it abort the process, rightly, as a possible escape);
+//! - a `SIGSEGV` handler, chained in front of Wasmtime's, shows Wasmtime a fault on a page the
+//!   watch made unreadable as one at address 0, which Wasmtime turns into `Trap::Interrupt` (a
+//!   fault at an address outside every linear memory would otherwise make it abort the process,
+//!   rightly, as a possible escape; every other fault, a write into the region included, still
+//!   reaches it unchanged);
+//! - [`check_probes`] refuses to start a runtime whose compiled code does not probe the page (a
+//!   build without the patch would compile epoch compares that never fire);
 //! - the lease remembers why it fired ([`Interrupted`]), so the caller reports a timeout or a
 //!   force stop rather than a bare trap.
 //!
@@ -22,6 +26,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once, OnceLock, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -66,6 +71,23 @@ struct Free {
 
 static REGION: OnceLock<Result<Region, String>> = OnceLock::new();
 
+/// One bit per page, set while the watch holds it unreadable: the fault handler rewrites only
+/// faults on these, so a stray access to any other page of the region keeps Wasmtime's verdict.
+static PROTECTED: [AtomicU64; PAGES / 64] = [const { AtomicU64::new(0) }; PAGES / 64];
+
+fn mark(index: u32, protected: bool) {
+    let (word, bit) = (index as usize / 64, 1u64 << (index % 64));
+    if protected {
+        PROTECTED[word].fetch_or(bit, Ordering::SeqCst);
+    } else {
+        PROTECTED[word].fetch_and(!bit, Ordering::SeqCst);
+    }
+}
+
+fn marked(index: usize) -> bool {
+    PROTECTED[index / 64].load(Ordering::SeqCst) & (1 << (index % 64)) != 0
+}
+
 fn region() -> Result<&'static Region, Error> {
     let region = REGION.get_or_init(|| {
         // SAFETY: sysconf has no preconditions.
@@ -102,8 +124,10 @@ fn region() -> Result<&'static Region, Error> {
 }
 
 impl Region {
-    fn contains(&self, addr: usize) -> bool {
-        addr >= self.base && addr < self.base + PAGES * self.page
+    /// The page of the region that `addr` falls in, if any.
+    fn page_of(&self, addr: usize) -> Option<usize> {
+        (addr >= self.base && addr < self.base + PAGES * self.page)
+            .then(|| (addr - self.base) / self.page)
     }
 
     fn address(&self, index: u32) -> usize {
@@ -129,24 +153,31 @@ impl Region {
         free.recycled.push(index);
     }
 
-    /// Makes a page unreadable (`readable = false`) or readable again.
-    fn protect(&self, index: u32, readable: bool) {
+    /// Makes a page unreadable (`readable = false`) or readable again; false if the kernel
+    /// refused (only possible without memory to split the mapping).
+    fn protect(&self, index: u32, readable: bool) -> bool {
         let prot = if readable {
             libc::PROT_READ
         } else {
+            // Marked first: the guest may fault the moment the page goes.
+            mark(index, true);
             libc::PROT_NONE
         };
         // SAFETY: the page lies inside our own mapping; only its protection changes.
         let failed =
             unsafe { libc::mprotect(self.address(index) as *mut libc::c_void, self.page, prot) };
         if failed != 0 {
-            // Only possible without memory for the split mapping; a guest that cannot be
-            // stopped still ends at the node's outer timeout, so say it and go on.
             tracing::error!(
                 error = %std::io::Error::last_os_error(),
+                readable,
                 "cannot change the protection of an interrupt page"
             );
+            return false;
         }
+        if readable {
+            mark(index, false);
+        }
+        true
     }
 }
 
@@ -204,7 +235,7 @@ extern "C" fn on_fault(
     unsafe {
         let addr = (*info).si_addr() as usize;
         if let Some(Ok(region)) = REGION.get()
-            && region.contains(addr)
+            && region.page_of(addr).is_some_and(marked)
         {
             // A probe of an unreadable interrupt page: Wasmtime accepts a fault at address 0
             // in wasm code as a trap, with the probe's trap code, `Interrupt`.
@@ -311,8 +342,10 @@ impl WatchInner {
             } else {
                 continue;
             };
-            region.protect(watched.page, false);
-            watched.fired = Some(why);
+            // Fired only once the page is gone; otherwise tried again at the next tick.
+            if region.protect(watched.page, false) {
+                watched.fired = Some(why);
+            }
         }
     }
 }
@@ -341,10 +374,11 @@ impl Lease {
     pub fn rearm(&self, deadline: Instant) {
         let mut watched = self.watch.lock();
         if let Some(w) = watched.get_mut(&self.key) {
-            if w.fired.take().is_some()
+            if w.fired.is_some()
                 && let Ok(region) = region()
+                && region.protect(w.page, true)
             {
-                region.protect(w.page, true);
+                w.fired = None;
             }
             w.deadline = deadline;
         }
@@ -357,9 +391,68 @@ impl Drop for Lease {
             return;
         };
         let Ok(region) = region() else { return };
-        if watched.fired.is_some() {
-            region.protect(watched.page, true);
+        if (watched.fired.is_some() || marked(watched.page as usize))
+            && !region.protect(watched.page, true)
+        {
+            // Kept out of use: another store given it would stop at its first check.
+            return;
         }
         region.give_back(watched.page);
+    }
+}
+
+/// A module exporting `f`, a function with nothing in it: `(module (func (export "f")))`.
+const EMPTY_FUNCTION: &[u8] = &[
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+    0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // types: () -> ()
+    0x03, 0x02, 0x01, 0x00, // functions: one of type 0
+    0x07, 0x05, 0x01, 0x01, b'f', 0x00, 0x00, // exports: "f" = function 0
+    0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b, // code: no locals, end
+];
+
+/// Checks that `engine` compiles interruption checks as probes of the interrupt page: a
+/// function entered with its store's page already unreadable must stop with
+/// `Trap::Interrupt`. Code from Wasmtime's unpatched compiler compares the engine's epoch, which
+/// never advances here, against the page's address, and returns; a runtime built so could never
+/// stop a guest, so it refuses to start (say, a build of `limes-runtime` outside this workspace,
+/// without its `[patch.crates-io]`).
+pub(crate) fn check_probes(engine: &wasmtime::Engine, watch: &Watch) -> Result<(), Error> {
+    let refuse = |why: String| Error::InvalidPolicy {
+        message: format!(
+            "guests could not be stopped: {why} (Limes must be built with the Wasmtime patch in \
+             patches/, which the workspace's [patch.crates-io] applies)"
+        ),
+    };
+    let module = wasmtime::Module::new(engine, EMPTY_FUNCTION)
+        .map_err(|e| refuse(format!("compiling the probe check: {e}")))?;
+    let cancel = CancellationToken::new();
+    let lease = watch.lease(Instant::now() + Duration::from_secs(3600), &cancel)?;
+    cancel.cancel();
+    watch.inner.check(Instant::now());
+    if lease.fired().is_none() {
+        return Err(refuse(
+            "the interrupt page could not be made unreadable".into(),
+        ));
+    }
+    let mut store = wasmtime::Store::new(engine, ());
+    store.set_epoch_deadline(lease.slot());
+    let call = async {
+        let instance = wasmtime::Instance::new_async(&mut store, &module, &[]).await?;
+        let f = instance.get_typed_func::<(), ()>(&mut store, "f")?;
+        f.call_async(&mut store, ()).await
+    };
+    // Nothing in it awaits anything: it finishes within one poll, whatever its outcome.
+    let mut call = std::pin::pin!(call);
+    match call.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Err(e))
+            if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) =>
+        {
+            Ok(())
+        }
+        Poll::Ready(Err(e)) => Err(refuse(format!("the probe check failed otherwise: {e}"))),
+        Poll::Ready(Ok(())) => Err(refuse(
+            "compiled code does not probe the interrupt page".into(),
+        )),
+        Poll::Pending => Err(refuse("the probe check did not finish".into())),
     }
 }

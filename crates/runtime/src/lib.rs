@@ -80,11 +80,13 @@ impl Runtime {
         // The engine first: creating it installs Wasmtime's fault handlers, which the watch's
         // own handler goes in front of.
         let plain = Kernel::new(&config, false)?;
+        let watch = interrupt::Watch::start(config.stop_tick)?;
+        interrupt::check_probes(&plain.engine, &watch)?;
         let inner = Arc::new(RuntimeInner {
             plain,
             metered: OnceLock::new(),
             cache: AotCache::new(config.cache_dir.clone())?,
-            watch: interrupt::Watch::start(config.stop_tick)?,
+            watch,
             config,
         });
         Ok(Self { inner })
