@@ -138,8 +138,9 @@ impl RecentTime {
 
     /// Whether the next invocation may run inline: those of the function so far took less
     /// than [`INLINE_BELOW`], or it has not run yet. A first call is given the benefit of the
-    /// doubt: most functions are short, a node with many functions makes many first calls, and
-    /// one that turns out long holds an HTTP thread once, within [`INLINE_AT_ONCE`].
+    /// doubt: most functions are short and a node with many functions makes many first calls.
+    /// One that turns out long holds an HTTP thread until it ends; [`INLINE_AT_ONCE`] bounds how
+    /// many such threads there are, whatever a tenant deploys.
     pub fn may_run_inline(&self) -> bool {
         let ns = self.0.load(Ordering::Relaxed);
         Duration::from_nanos(ns) < INLINE_BELOW

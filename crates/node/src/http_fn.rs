@@ -74,7 +74,9 @@ impl Node {
     ) -> Result<Response<Body>, NodeError> {
         let function = admitted.live.function.clone();
         let handled = self
-            .run_guest(&admitted.live, admitted.run.pool(), async move {
+            // Never inline: the guest writes its body from a task of its own, which must run
+            // on the guest threads.
+            .run_guest(&admitted.live, admitted.run.pool(), false, async move {
                 function.handle_http(request).await
             })
             .await?;

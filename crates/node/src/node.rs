@@ -469,17 +469,19 @@ impl Node {
     }
 
     /// Runs `work` (a guest's invocation of `live`) on a guest thread of `pool`, or inline
-    /// when `live` is known to be short; notes how long it took.
+    /// when `inline_ok` and `live` may run inline (see [`RecentTime::may_run_inline`]); notes
+    /// how long it took. `inline_ok` must be false for work that outlives its future, such as
+    /// a `wasi:http` guest that goes on writing its body in a task of its own: that task would
+    /// stay on the HTTP threads, unbounded by the inline claim.
     pub(crate) async fn run_guest<T: Send + 'static>(
         &self,
         live: &Live,
         pool: Pool,
+        inline_ok: bool,
         work: impl std::future::Future<Output = T> + Send + 'static,
     ) -> Result<T, NodeError> {
         let started = Instant::now();
-        let inline = live
-            .recent
-            .may_run_inline()
+        let inline = (inline_ok && live.recent.may_run_inline())
             .then(|| self.guests.try_inline())
             .flatten();
         let outcome = match inline {
@@ -509,7 +511,7 @@ impl Node {
         // free the slot of a guest still running.
         let (pool, live) = (admitted.run.pool(), admitted.live.clone());
         let outcome = self
-            .run_guest(&live, pool, async move {
+            .run_guest(&live, pool, true, async move {
                 let outcome = function.invoke(&owned).await;
                 drop(admitted);
                 outcome
