@@ -115,17 +115,6 @@ impl Drop for Node {
     }
 }
 
-/// What `limes --version` says, so that a report names the build and not a path.
-fn version(limes: &std::path::Path) -> String {
-    Command::new(limes)
-        .arg("--version")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "version unknown".into())
-}
-
 /// The function names.
 fn name(i: usize) -> String {
     format!("f{i}")
@@ -217,7 +206,7 @@ impl FunctionsBench {
             out,
             "## {} functions on one node\n\nNode: `{}`. Each row {} requests a round, {} rounds in a random order each, one request in flight, keep-alive, loopback, after a warm-up round of a tenth as many requests. With many functions most random calls are a function's first since the node started.\n",
             self.functions,
-            version(&self.limes),
+            crate::node::version(&self.limes),
             self.requests,
             self.rounds
         );

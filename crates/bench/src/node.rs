@@ -181,7 +181,8 @@ impl NodeBench {
     }
 }
 
-fn version(binary: &std::path::Path) -> String {
+/// What `BINARY --version` says, so that a report names a build and not a path.
+pub(crate) fn version(binary: &std::path::Path) -> String {
     Command::new(binary)
         .arg("--version")
         .output()

@@ -457,12 +457,20 @@ mod tests {
         assert!(!md.contains("| noop | noio | unikernel-qemu"), "{md}");
         assert!(md.contains("Limes is 100x faster (95% CI"), "{md}");
         // limes-cold executes at 1.2 ms against native's 1.0, both with 2 % of spread: the
-        // interval stays within the 1.25x target.
+        // whole interval is past the 1.10x target. The fake samples carry no in-guest figure,
+        // so the target is judged by the host-side one, and the line says so.
         assert!(
-            md.contains("mandelbrot noio: Limes execution 1.20x native (95% CI 1.1"),
+            md.contains(
+                "mandelbrot noio: Limes 1.20x native-process by the host-side execution (95% CI 1.1"
+            ),
             "{md}"
         );
-        assert!(md.contains("target ≤ 1.25x: MET"), "{md}");
+        assert!(md.contains("target ≤ 1.1x: MISSED"), "{md}");
+        assert!(
+            md.contains("Execution mandelbrot-noio (host-side execution): limes-cold 1.21 ms"),
+            "{md}"
+        );
+        assert!(!md.contains("(in-guest clock)"), "{md}");
         // Emulated backends are labelled, and the unikernel is set against the Linux microVM.
         assert!(
             md.contains("unikernel-qemu (emulated — not comparable) boots in 171.6 ms, microvm-qemu (emulated — not comparable) boots in 1716.1 ms: 0.10x"),
