@@ -416,17 +416,30 @@ const EMPTY_FUNCTION: &[u8] = &[
 /// never advances here, against the page's address, and returns; a runtime built so could never
 /// stop a guest, so it refuses to start (say, a build of `limes-runtime` outside this workspace,
 /// without its `[patch.crates-io]`).
+///
+/// What it checks is a property of the build, so it runs once per process: a process that
+/// makes runtimes over and over (the benchmark's compile-per-call backend) pays for it once.
 pub(crate) fn check_probes(engine: &wasmtime::Engine, watch: &Watch) -> Result<(), Error> {
-    let refuse = |why: String| Error::InvalidPolicy {
-        message: format!(
+    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
+    CHECKED
+        .get_or_init(|| probe_once(engine, watch))
+        .clone()
+        .map_err(|message| Error::InvalidPolicy { message })
+}
+
+fn probe_once(engine: &wasmtime::Engine, watch: &Watch) -> Result<(), String> {
+    let refuse = |why: String| {
+        format!(
             "guests could not be stopped: {why} (Limes must be built with the Wasmtime patch in \
              patches/, which the workspace's [patch.crates-io] applies)"
-        ),
+        )
     };
     let module = wasmtime::Module::new(engine, EMPTY_FUNCTION)
         .map_err(|e| refuse(format!("compiling the probe check: {e}")))?;
     let cancel = CancellationToken::new();
-    let lease = watch.lease(Instant::now() + Duration::from_secs(3600), &cancel)?;
+    let lease = watch
+        .lease(Instant::now() + Duration::from_secs(3600), &cancel)
+        .map_err(|e| refuse(format!("leasing an interrupt page: {e}")))?;
     cancel.cancel();
     watch.inner.check(Instant::now());
     if lease.fired().is_none() {

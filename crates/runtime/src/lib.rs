@@ -81,6 +81,7 @@ impl Runtime {
         // own handler goes in front of.
         let plain = Kernel::new(&config, false)?;
         let watch = interrupt::Watch::start(config.stop_tick)?;
+        // Once per process: a build without the probing compiler could never stop a guest.
         interrupt::check_probes(&plain.engine, &watch)?;
         let inner = Arc::new(RuntimeInner {
             plain,
