@@ -275,7 +275,7 @@ impl Prepared {
     ) -> Result<Store<Host>, Error> {
         let policy = &self.policy;
         let interrupt = self.runtime.watch.lease(deadline, cancel)?;
-        let host = Host::new(policy, stdout, stderr, interrupt)?;
+        let host = Host::new(policy, stdout, stderr, interrupt, &self.runtime.kv)?;
         let mut store = Store::new(self.pre.engine(), host);
         store.limiter(|host| &mut host.limiter);
         if let Some(fuel) = policy.fuel {

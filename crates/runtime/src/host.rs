@@ -7,6 +7,7 @@ use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::interrupt::Lease;
+use crate::kv::{KvBackend, KvCtx, KvCtxView, KvView};
 use crate::output::Capture;
 use crate::{Error, Policy};
 
@@ -16,6 +17,7 @@ pub(crate) struct Host {
     table: ResourceTable,
     http: WasiHttpCtx,
     outgoing: NoOutgoingHttp,
+    kv: KvCtx,
     pub limiter: MemoryLimiter,
     /// The store's interrupt page, watched until the store drops.
     pub interrupt: Lease,
@@ -53,6 +55,15 @@ impl WasiHttpHooks for NoOutgoingHttp {
     }
 }
 
+impl KvView for Host {
+    fn kv(&mut self) -> KvCtxView<'_> {
+        KvCtxView {
+            ctx: &self.kv,
+            table: &mut self.table,
+        }
+    }
+}
+
 impl WasiView for Host {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -69,6 +80,7 @@ impl Host {
         stdout: &Capture,
         stderr: &Capture,
         interrupt: Lease,
+        kv: &Arc<dyn KvBackend>,
     ) -> Result<Self, Error> {
         let mut wasi = WasiCtxBuilder::new();
         // File operations run on the invoking thread instead of a round trip through tokio's
@@ -121,6 +133,7 @@ impl Host {
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
             outgoing: NoOutgoingHttp,
+            kv: KvCtx::new(kv.clone(), &policy.kv),
             limiter: MemoryLimiter::new(policy.memory_limit),
             interrupt,
         })

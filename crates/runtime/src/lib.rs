@@ -32,6 +32,7 @@ mod function;
 mod host;
 mod http;
 mod interrupt;
+pub mod kv;
 mod output;
 mod policy;
 mod preinit;
@@ -46,6 +47,7 @@ pub use dirs::Anchor;
 pub use error::Error;
 pub use function::{Function, FunctionKind, Invocation, WarmInstance};
 pub use http::{HttpBody, HttpInvocation};
+pub use kv::{KvLimits, KvPolicy};
 pub use output::Output;
 pub use policy::{DirMount, NetworkPolicy, Policy};
 pub use preinit::{INIT_INTERFACE, INIT_TIMEOUT, has_init};
@@ -72,11 +74,19 @@ pub(crate) struct RuntimeInner {
     metered: OnceLock<Kernel>,
     cache: AotCache,
     pub(crate) watch: interrupt::Watch,
+    /// Where guests' key-value stores live.
+    pub(crate) kv: Arc<dyn kv::KvBackend>,
 }
 
 impl Runtime {
     /// Creates the engine, opens (or creates) the cache directory and starts the interrupt watch.
     pub fn new(config: RuntimeConfig) -> Result<Self, Error> {
+        Self::with_kv(config, Arc::new(kv::MemoryKv::default()))
+    }
+
+    /// A runtime whose guests keep their key-value stores in `kv` (the node passes its durable
+    /// store; [`Runtime::new`] keeps them in memory, for as long as the process lives).
+    pub fn with_kv(config: RuntimeConfig, kv: Arc<dyn kv::KvBackend>) -> Result<Self, Error> {
         // The engine first: creating it installs Wasmtime's fault handlers, which the watch's
         // own handler goes in front of.
         let plain = Kernel::new(&config, false)?;
@@ -88,6 +98,7 @@ impl Runtime {
             metered: OnceLock::new(),
             cache: AotCache::new(config.cache_dir.clone())?,
             watch,
+            kv,
             config,
         });
         Ok(Self { inner })

@@ -35,6 +35,8 @@ pub struct Policy {
     pub args: Vec<String>,
     /// Which addresses the guest may use.
     pub network: NetworkPolicy,
+    /// The key-value stores it may open, and the limits of its state.
+    pub kv: crate::KvPolicy,
     /// Bytes kept of each of stdout and stderr; the rest is dropped and flagged.
     ///
     /// Default 64 KiB: enough for logs and a panic message, bounded so that output cannot grow
@@ -52,6 +54,7 @@ impl Default for Policy {
             env: Vec::new(),
             args: Vec::new(),
             network: NetworkPolicy::default(),
+            kv: crate::KvPolicy::default(),
             output_limit: 64 << 10,
         }
     }

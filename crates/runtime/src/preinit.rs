@@ -72,7 +72,13 @@ impl Runtime {
             .inner
             .watch
             .lease(Instant::now() + INIT_TIMEOUT, &CancellationToken::new())?;
-        let host = Host::new(policy, &stdout, &stderr, interrupt)?;
+        // No key-value store during the step: a handle it kept would not survive the snapshot,
+        // and what it wrote would happen once, at deploy, not per instance.
+        let policy = Policy {
+            kv: crate::KvPolicy::default(),
+            ..policy.clone()
+        };
+        let host = Host::new(&policy, &stdout, &stderr, interrupt, &self.inner.kv)?;
         let mut store = Store::new(&kernel.engine, host);
         store.limiter(|host| &mut host.limiter);
         if let Some(fuel) = policy.fuel {

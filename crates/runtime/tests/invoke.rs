@@ -1,6 +1,8 @@
 //! Invocations that succeed: results, isolation, capture of output, files, foreign guests.
 
 mod common;
+#[path = "capabilities/kv.rs"]
+mod kv;
 
 use common::{load, runtime, wat};
 use limes_runtime::{DirMount, Policy};

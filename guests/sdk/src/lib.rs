@@ -67,3 +67,21 @@ macro_rules! init {
         $crate::with_init::export_with_init!($ty with_types_in $crate::with_init);
     };
 }
+
+/// Key-value stores (`wasi:keyvalue@0.2.0-draft2`): open a store the function's manifest
+/// declares and read, write, count and compare-and-swap in it.
+///
+/// ```ignore
+/// use limes_guest::kv::{atomics, store};
+/// let counts = store::open("default").expect("declared with kv=default");
+/// let n = atomics::increment(&counts, "alarms", 1).unwrap();
+/// ```
+pub mod kv {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "keyvalue",
+        generate_all,
+    });
+
+    pub use wasi::keyvalue::{atomics, batch, store};
+}

@@ -1,0 +1,155 @@
+//! `wasi:keyvalue@0.2.0-draft`: the earlier draft that wasmCloud and `wasmtime-wasi-keyvalue`
+//! implement. It differs from draft2 in its cursor (an offset) and an unsigned `increment`, and
+//! has no compare-and-swap.
+
+use wasmtime::component::Resource;
+
+use super::{Bucket, Failure, HasKv, KvCtxView};
+
+wasmtime::component::bindgen!({
+    path: "wit/keyvalue-0.2.0-draft",
+    world: "wasi:keyvalue/imports",
+    imports: { default: async | trappable },
+    with: {
+        "wasi:keyvalue/store.bucket": super::Bucket,
+    },
+});
+
+use wasi::keyvalue::{atomics, batch, store};
+
+/// Links the draft's three interfaces.
+pub(super) fn add_to_linker<T: Send + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    get: fn(&mut T) -> KvCtxView<'_>,
+) -> wasmtime::Result<()> {
+    store::add_to_linker::<T, HasKv>(linker, get)?;
+    atomics::add_to_linker::<T, HasKv>(linker, get)?;
+    batch::add_to_linker::<T, HasKv>(linker, get)
+}
+
+impl From<Failure> for store::Error {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::AccessDenied => store::Error::AccessDenied,
+            Failure::Other(text) => store::Error::Other(text),
+        }
+    }
+}
+
+type Result<T> = wasmtime::Result<std::result::Result<T, store::Error>>;
+
+fn spell<T>(outcome: wasmtime::Result<std::result::Result<T, Failure>>) -> Result<T> {
+    outcome.map(|r| r.map_err(Into::into))
+}
+
+impl store::Host for KvCtxView<'_> {
+    async fn open(&mut self, identifier: String) -> Result<Resource<Bucket>> {
+        spell(KvCtxView::open(self, &identifier))
+    }
+}
+
+impl store::HostBucket for KvCtxView<'_> {
+    async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Option<Vec<u8>>> {
+        spell(
+            KvCtxView::get(self, &bucket, &key)
+                .await
+                .map(|r| r.map(|e| e.map(|e| e.value))),
+        )
+    }
+
+    async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Result<()> {
+        spell(KvCtxView::set(self, &bucket, &key, value).await)
+    }
+
+    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<()> {
+        spell(KvCtxView::delete(self, &bucket, &key).await)
+    }
+
+    async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool> {
+        spell(
+            KvCtxView::get(self, &bucket, &key)
+                .await
+                .map(|r| r.map(|e| e.is_some())),
+        )
+    }
+
+    /// This draft's cursor counts the keys already returned; the pages before it are walked
+    /// again, which draft2's key cursor avoids.
+    async fn list_keys(
+        &mut self,
+        bucket: Resource<Bucket>,
+        cursor: Option<u64>,
+    ) -> Result<store::KeyResponse> {
+        let mut skip = cursor.unwrap_or(0);
+        let mut after: Option<String> = None;
+        loop {
+            let (mut keys, next) = match self.list(&bucket, after.as_deref()).await? {
+                Ok(page) => page,
+                Err(e) => return Ok(Err(e.into())),
+            };
+            if skip >= keys.len() as u64 && next.is_some() {
+                skip -= keys.len() as u64;
+                after = next;
+                continue;
+            }
+            let taken = keys.split_off(usize::try_from(skip).unwrap_or(usize::MAX).min(keys.len()));
+            let offset = cursor.unwrap_or(0) + taken.len() as u64;
+            return Ok(Ok(store::KeyResponse {
+                cursor: next.map(|_| offset),
+                keys: taken,
+            }));
+        }
+    }
+
+    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+        self.table.delete(bucket)?;
+        Ok(())
+    }
+}
+
+impl atomics::Host for KvCtxView<'_> {
+    async fn increment(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        delta: u64,
+    ) -> Result<u64> {
+        let Ok(delta) = i64::try_from(delta) else {
+            return Ok(Err(store::Error::Other(format!(
+                "{delta} is larger than a 64-bit signed counter holds"
+            ))));
+        };
+        Ok(
+            match KvCtxView::increment(self, &bucket, &key, delta).await? {
+                Ok(sum) => u64::try_from(sum).map_err(|_| {
+                    store::Error::Other(format!(
+                        "the counter is {sum}, below zero, which this draft cannot return"
+                    ))
+                }),
+                Err(e) => Err(e.into()),
+            },
+        )
+    }
+}
+
+impl batch::Host for KvCtxView<'_> {
+    async fn get_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<(String, Vec<u8>)>>> {
+        spell(KvCtxView::get_many(self, &bucket, keys).await)
+    }
+
+    async fn set_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key_values: Vec<(String, Vec<u8>)>,
+    ) -> Result<()> {
+        spell(KvCtxView::set_many(self, &bucket, key_values).await)
+    }
+
+    async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Result<()> {
+        spell(KvCtxView::delete_many(self, &bucket, keys).await)
+    }
+}
