@@ -110,6 +110,11 @@ impl Api {
         }
     }
 
+    /// The node's URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// Sends `request` and returns the body, or the node's error.
     pub async fn send(&self, request: RequestBuilder) -> Result<String, CliError> {
         check(request.send().await, &self.base).await
@@ -514,10 +519,16 @@ pub async fn invoke(api: &Api, args: InvokeArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-pub async fn remove(api: &Api, name: &str) -> Result<(), CliError> {
-    api.send(api.request(Method::DELETE, &format!("/v1/functions/{name}")))
-        .await?;
-    println!("removed {name}");
+pub async fn remove(api: &Api, name: &str, keep_state: bool) -> Result<(), CliError> {
+    let mut request = api.request(Method::DELETE, &format!("/v1/functions/{name}"));
+    if keep_state {
+        request = request.query(&[("keep_state", "true")]);
+    }
+    api.send(request).await?;
+    match keep_state {
+        true => println!("removed {name}; its key-value stores are kept"),
+        false => println!("removed {name}"),
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@ mod admin;
 mod bench;
 mod client;
 mod cluster;
+mod kv;
 mod policy_args;
 mod run;
 mod serve;
@@ -59,6 +60,16 @@ enum Command {
         node: client::NodeArg,
         /// The function's name
         name: String,
+        /// Keep its key-value stores (a function deployed again under the name finds them)
+        #[arg(long)]
+        keep_state: bool,
+    },
+    /// Read and write a function's key-value stores.
+    Kv {
+        #[command(flatten)]
+        node: client::NodeArg,
+        #[command(subcommand)]
+        command: kv::KvCommand,
     },
     /// Make another version of a function active.
     Rollback {
@@ -156,7 +167,12 @@ fn main() -> ExitCode {
             Command::Deploy { node, args } => client::deploy(&Api::new(&node)?, args).await,
             Command::Ls { node } => client::list(&Api::new(&node)?).await,
             Command::Invoke { node, args } => client::invoke(&Api::new(&node)?, args).await,
-            Command::Rm { node, name } => client::remove(&Api::new(&node)?, &name).await,
+            Command::Rm {
+                node,
+                name,
+                keep_state,
+            } => client::remove(&Api::new(&node)?, &name, keep_state).await,
+            Command::Kv { node, command } => kv::kv(&Api::new(&node)?, command).await,
             Command::Rollback { node, args } => client::rollback(&Api::new(&node)?, args).await,
             Command::Cluster { node, command } => {
                 cluster::cluster(&Api::new(&node)?, command).await

@@ -30,6 +30,12 @@ pub struct PolicyArgs {
     /// Allow connecting to an IP or CIDR; repeatable [default: none]
     #[arg(long = "allow-connect", value_name = "IP/CIDR", value_parser = NetworkPolicy::parse_entry)]
     pub allow_connect: Vec<ipnet::IpNet>,
+    /// A key-value store of its own the function may open; repeatable [default: none]
+    #[arg(long = "kv", value_name = "STORE")]
+    pub kv: Vec<String>,
+    /// A store shared with other functions, which the node's operator allows; repeatable
+    #[arg(long = "kv-shared", value_name = "STORE")]
+    pub kv_shared: Vec<String>,
 }
 
 impl PolicyArgs {
@@ -46,6 +52,13 @@ impl PolicyArgs {
                 bind: self.allow_bind.clone(),
                 connect: self.allow_connect.clone(),
             },
+            // `limes run` keeps stores in memory, for the process's life.
+            kv: limes_runtime::KvPolicy::new(
+                "local",
+                &self.kv,
+                &self.kv_shared,
+                limes_runtime::KvLimits::default(),
+            ),
             ..defaults
         }
     }
@@ -75,6 +88,12 @@ impl PolicyArgs {
         }
         for a in &self.allow_connect {
             push("allow_connect", a.to_string());
+        }
+        for s in &self.kv {
+            push("kv", s.clone());
+        }
+        for s in &self.kv_shared {
+            push("kv_shared", s.clone());
         }
         q
     }

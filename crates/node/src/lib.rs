@@ -28,6 +28,7 @@ pub mod grants;
 pub mod guest_headers;
 pub mod guests;
 mod http_fn;
+pub mod kv;
 mod lifecycle;
 pub mod manifest;
 mod metrics;

@@ -18,6 +18,7 @@ use crate::grants::PRIVATE_DIR;
 use crate::manifest::Manifest;
 use crate::node::{Live, Node, blocking, validate_name};
 use crate::registry::{FunctionRecord, Version};
+use limes_runtime::kv::KvBackend as _;
 
 /// A deploy as the API receives it.
 pub struct Deploy {
@@ -73,13 +74,18 @@ impl Node {
         digest: &str,
         signature: Option<&str>,
     ) -> Result<Option<String>, NodeError> {
-        let verdict = self.config().grants.check(manifest).and_then(|()| {
-            self.config()
-                .trusted_keys
-                .as_ref()
-                .map(|keys| keys.verify(digest, signature))
-                .transpose()
-        });
+        let config = self.config();
+        let verdict = config
+            .grants
+            .check(manifest)
+            .and_then(|()| config.kv.check(manifest))
+            .and_then(|()| {
+                self.config()
+                    .trusted_keys
+                    .as_ref()
+                    .map(|keys| keys.verify(digest, signature))
+                    .transpose()
+            });
         if let Err(e) = &verdict {
             self.metrics.refused_version(e.kind());
         }
@@ -163,7 +169,7 @@ impl Node {
                 .map_err(|e| NodeError::Storage(format!("creating {}: {e}", private.display())))?;
         }
         let grants = &self.config().grants;
-        manifest
+        let mut policy = manifest
             .to_policy(|mount| {
                 if mount.host.as_os_str() == PRIVATE_DIR {
                     Ok(DirMount {
@@ -175,7 +181,14 @@ impl Node {
                     grants.anchor(&mount).map_err(|e| e.to_string())
                 }
             })
-            .map_err(NodeError::NotPermitted)
+            .map_err(NodeError::NotPermitted)?;
+        policy.kv = limes_runtime::KvPolicy::new(
+            name,
+            &manifest.kv,
+            &manifest.kv_shared,
+            self.config().kv.limits,
+        );
+        Ok(policy)
     }
 
     fn remove_private_dir(&self, name: &str) {
@@ -467,7 +480,7 @@ impl Node {
 
     /// Removes `name`, its versions and its private directory (everywhere, in a cluster).
     /// Invocations already running finish.
-    pub async fn remove(&self, name: &str) -> Result<(), NodeError> {
+    pub async fn remove(&self, name: &str, keep_state: bool) -> Result<(), NodeError> {
         validate_name(name)?;
         let _writing = self.writes.lock().await;
         let existed = match self.cluster() {
@@ -482,6 +495,12 @@ impl Node {
         }
         self.set_live(name, None);
         self.remove_private_dir(name);
+        if !keep_state {
+            self.kv
+                .drop_namespace(name)
+                .await
+                .map_err(|e| NodeError::Storage(format!("removing the stores of {name}: {e}")))?;
+        }
         self.metrics.stats().forget(name);
         tracing::info!(function = name, "removed");
         Ok(())

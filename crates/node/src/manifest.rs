@@ -29,6 +29,8 @@ pub const KEYS: &[&str] = &[
     "public",
     "priority",
     "pass_headers",
+    "kv",
+    "kv_shared",
 ];
 
 /// A validated manifest, in the normalized form the registry stores.
@@ -60,6 +62,12 @@ pub struct Manifest {
     /// `cookie`, …), lowercase; none by default (see [`crate::guest_headers`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pass_headers: Vec<String>,
+    /// Key-value stores of its own it may open (see [`crate::kv`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kv: Vec<String>,
+    /// Shared key-value stores it may open, each allowed by the operator.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kv_shared: Vec<String>,
 }
 
 impl Default for Manifest {
@@ -77,6 +85,8 @@ impl Default for Manifest {
             public: false,
             priority: crate::admission::Priority::Regular,
             pass_headers: Vec::new(),
+            kv: Vec::new(),
+            kv_shared: Vec::new(),
         }
     }
 }
@@ -123,6 +133,18 @@ impl Manifest {
                             .push(crate::guest_headers::check_pass_header(name)?);
                     }
                 }
+                "kv" | "kv_shared" => {
+                    let list = if key == "kv" {
+                        &mut m.kv
+                    } else {
+                        &mut m.kv_shared
+                    };
+                    for name in crate::kv::parse_store_names(value)? {
+                        if !list.contains(&name) {
+                            list.push(name);
+                        }
+                    }
+                }
                 "public" => {
                     m.public = match value {
                         "true" | "1" => true,
@@ -140,6 +162,11 @@ impl Manifest {
         }
         if m.timeout_ms == 0 {
             return Err("timeout must be longer than 0 ms".into());
+        }
+        if let Some(both) = m.kv.iter().find(|s| m.kv_shared.contains(s)) {
+            return Err(format!(
+                "store {both:?} is in both kv and kv_shared: a store is the function's own or shared"
+            ));
         }
         Ok(m)
     }
@@ -209,6 +236,12 @@ impl Manifest {
             self.pass_headers
                 .iter()
                 .map(|h| ("pass_headers".into(), h.clone())),
+        );
+        pairs.extend(self.kv.iter().map(|s| ("kv".into(), s.clone())));
+        pairs.extend(
+            self.kv_shared
+                .iter()
+                .map(|s| ("kv_shared".into(), s.clone())),
         );
         pairs.extend(
             self.allow_bind

@@ -60,6 +60,8 @@ pub struct NodeConfig {
     pub admission: AdmissionConfig,
     /// Bounds on HTTP connections: see [`crate::server`].
     pub connections: crate::server::ConnectionLimits,
+    /// Key-value stores: the shared ones allowed and the limits (see [`crate::kv`]).
+    pub kv: crate::kv::KvConfig,
 }
 
 impl NodeConfig {
@@ -76,6 +78,7 @@ impl NodeConfig {
             trusted_keys: None,
             admission: AdmissionConfig::default(),
             connections: Default::default(),
+            kv: Default::default(),
         }
     }
 }
@@ -169,6 +172,8 @@ pub struct Node {
     peak: std::sync::atomic::AtomicU32,
     /// The node's metrics.
     pub metrics: Metrics,
+    /// Where its functions' key-value stores live.
+    pub(crate) kv: crate::kv::NodeKv,
     config: NodeConfig,
 }
 
@@ -188,11 +193,19 @@ impl Node {
         let functions = dir.join("functions");
         crate::files::create_private_dir(&functions).map_err(|e| storage(&functions, e))?;
         let functions_dir = Anchor::open(&functions).map_err(|e| storage(&functions, e))?;
-        let runtime = Runtime::new(RuntimeConfig {
-            cache_dir: Some(dir.join("aot")),
-            pool: config.pool.clone(),
-            ..RuntimeConfig::default()
-        })?;
+        let kv_path = dir.join("kv.redb");
+        let kv = crate::kv::NodeKv::new(Arc::new(
+            crate::kv::RedbKv::open(&kv_path).map_err(NodeError::Storage)?,
+        ));
+        crate::files::restrict_file(&kv_path).map_err(|e| storage(&kv_path, e))?;
+        let runtime = Runtime::with_kv(
+            RuntimeConfig {
+                cache_dir: Some(dir.join("aot")),
+                pool: config.pool.clone(),
+                ..RuntimeConfig::default()
+            },
+            Arc::new(kv.clone()),
+        )?;
         let artifacts = ArtifactStore::open(dir.join("artifacts"))
             .map_err(|e| NodeError::Storage(format!("opening the artifact store: {e}")))?;
         let registry_path = dir.join("registry.redb");
@@ -211,6 +224,7 @@ impl Node {
             guests: GuestThreads::new(config.admission.run_slots)
                 .map_err(|e| NodeError::Storage(format!("starting the guest threads: {e}")))?,
             runtime,
+            kv,
             registry,
             artifacts,
             live: RwLock::default(),

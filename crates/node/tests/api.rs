@@ -7,6 +7,8 @@ use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
 mod common;
+#[path = "capabilities/kv.rs"]
+mod kv;
 
 use common::{TestNode, config, error_kind, guest};
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, FromRequest, Multipart, Path, RawQuery, Request, State};
+use axum::extract::{Extension, FromRequest, Multipart, Path, Query, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt as _;
@@ -259,20 +259,28 @@ fn too_large_or_bad(response: Response) -> NodeError {
     }
 }
 
+/// `DELETE /v1/functions/{name}?keep_state=true` keeps its key-value stores.
+#[derive(serde::Deserialize)]
+pub(super) struct RemoveQuery {
+    #[serde(default)]
+    keep_state: bool,
+}
+
 pub(super) async fn remove(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Path(name): Path<String>,
+    Query(query): Query<RemoveQuery>,
 ) -> Result<StatusCode, NodeError> {
-    node.remove(&name).await?;
+    node.remove(&name, query.keep_state).await?;
     node.audit(Change {
         actor: &caller.name,
         action: "remove",
         target: &name,
         request_id: request_id(&headers),
         client_request_id: client_request_id(&headers),
-        detail: json!({}),
+        detail: json!({"keep_state": query.keep_state}),
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)

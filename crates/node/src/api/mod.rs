@@ -5,6 +5,7 @@
 
 mod admin;
 mod functions;
+mod kv;
 mod operations;
 mod progress;
 
@@ -34,6 +35,14 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("put", "/v1/functions/{name}", Need::Deploy),
     ("delete", "/v1/functions/{name}", Need::Deploy),
     ("post", "/v1/functions/{name}/rollback", Need::Deploy),
+    ("get", "/v1/functions/{name}/kv/{store}", Need::Deploy),
+    ("get", "/v1/functions/{name}/kv/{store}/{key}", Need::Deploy),
+    ("put", "/v1/functions/{name}/kv/{store}/{key}", Need::Deploy),
+    (
+        "delete",
+        "/v1/functions/{name}/kv/{store}/{key}",
+        Need::Deploy,
+    ),
     ("get", "/v1/deploys/{id}", Need::Deploy),
     ("post", "/v1/functions/{name}/invoke", Need::Function),
     ("get", "/v1/cluster", Need::Emergency),
@@ -67,6 +76,11 @@ pub fn routes(node: Arc<Node>) -> Router {
             get(describe).put(deploy).delete(remove),
         )
         .route("/v1/functions/{name}/rollback", post(rollback))
+        .route("/v1/functions/{name}/kv/{store}", get(kv::list))
+        .route(
+            "/v1/functions/{name}/kv/{store}/{key}",
+            get(kv::get).put(kv::put).delete(kv::delete),
+        )
         .route("/v1/deploys/{id}", get(deploy_status))
         .route("/v1/functions/{name}/invoke", post(invoke))
         .route("/v1/cluster", get(cluster_status))
