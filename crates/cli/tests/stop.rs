@@ -2,6 +2,8 @@
 //! even when NATS went away first, and at once on a second signal.
 
 mod common;
+// In this binary, not one of its own: each test binary links Wasmtime again.
+mod state;
 
 use std::time::Duration;
 
