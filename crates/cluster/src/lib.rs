@@ -12,6 +12,7 @@
 mod connect;
 mod emergency;
 pub mod forward;
+pub mod kv;
 pub mod plan;
 mod seam;
 pub mod server;
@@ -137,6 +138,8 @@ pub async fn join(node: &Arc<Node>, config: ClusterConfig) -> Result<Arc<NatsClu
         own_token_changes: Mutex::default(),
     });
     node.join(cluster.clone())?;
+    // From now on the node's functions keep their state in the cluster, not on this node.
+    node.use_kv_backend(Arc::new(kv::NatsKv::new(cluster.js.clone())));
     let weak = Arc::downgrade(&cluster);
     tokio::spawn(heartbeats(weak.clone()));
     tokio::spawn(supervise(weak.clone(), "membership", |c| {

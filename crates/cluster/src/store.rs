@@ -46,7 +46,7 @@ pub struct Buckets {
 /// The stream is created directly, with the settings async-nats gives a KV bucket, because
 /// `create_key_value` first asks for the account's limits, a reply that Debian's nats-server
 /// 2.9 words in a way async-nats 0.51 cannot read.
-async fn key_value(
+pub(crate) async fn key_value(
     js: &jetstream::Context,
     bucket: &str,
     history: i64,

@@ -5,6 +5,8 @@
 //! `LIMES_REQUIRE_NATS` set (as in `scripts/test`) they fail instead.
 
 mod common;
+#[path = "capabilities/kv.rs"]
+mod kv;
 
 use std::time::{Duration, Instant};
 

@@ -247,6 +247,11 @@ impl Node {
         &self.config
     }
 
+    /// Moves its functions' key-value stores to `backend` (a cluster's, once joined).
+    pub fn use_kv_backend(&self, backend: Arc<dyn limes_runtime::kv::KvBackend>) {
+        self.kv.replace(backend);
+    }
+
     /// The runtime the node runs functions on.
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
