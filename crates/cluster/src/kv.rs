@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt as _;
 use limes_runtime::kv::{
-    Entry, Expect, KvBackend, KvError, KvFuture, Quota, SHARED_NAMESPACE, StoreId, add,
+    Entry, Expect, KvBackend, KvError, KvFuture, Quota, SHARED_NAMESPACE, StoreId, Usage, add,
     check_quota, parse_integer,
 };
 
@@ -46,6 +46,17 @@ fn bucket_name(store: &StoreId) -> String {
         &store.namespace
     };
     format!("{PREFIX}{owner}X{}", store.name)
+}
+
+/// The store whose bucket is `bucket`, if it is one.
+fn store_of_bucket(bucket: &str) -> Option<StoreId> {
+    let (owner, name) = bucket.strip_prefix(PREFIX)?.split_once('X')?;
+    let namespace = if owner == "SHARED" {
+        SHARED_NAMESPACE
+    } else {
+        owner
+    };
+    Some(StoreId::new(namespace, name))
 }
 
 /// `key` in NATS' key alphabet.
@@ -242,6 +253,27 @@ impl KvBackend for NatsKv {
         })
     }
 
+    fn usage(&self) -> KvFuture<'_, Vec<Usage>> {
+        Box::pin(async move {
+            let mut names = self.js.stream_names();
+            let mut all = Vec::new();
+            while let Some(name) = names.next().await {
+                let name = name.map_err(unavailable)?;
+                let Some(store) = name.strip_prefix("KV_").and_then(store_of_bucket) else {
+                    continue;
+                };
+                let mut stream = self.js.get_stream(&name).await.map_err(unavailable)?;
+                let state = stream.info().await.map_err(unavailable)?.state.clone();
+                all.push(Usage {
+                    store,
+                    keys: state.messages,
+                    bytes: state.bytes,
+                });
+            }
+            Ok(all)
+        })
+    }
+
     fn increment<'a>(
         &'a self,
         store: &'a StoreId,
@@ -303,5 +335,11 @@ mod tests {
             bucket_name(&StoreId::new(SHARED_NAMESPACE, "alarms")),
             bucket_name(&StoreId::new("shared", "alarms"))
         );
+        for store in [
+            StoreId::new("x-a", "b"),
+            StoreId::new(SHARED_NAMESPACE, "alarms"),
+        ] {
+            assert_eq!(store_of_bucket(&bucket_name(&store)), Some(store));
+        }
     }
 }

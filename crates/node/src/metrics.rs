@@ -345,8 +345,9 @@ impl Metrics {
         self.loaded.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
-    /// The metrics in Prometheus text format, with the AOT cache counters brought up to date.
-    pub fn render(&self, cache: CacheStats) -> String {
+    /// The metrics in Prometheus text format, with the AOT cache counters brought up to date,
+    /// followed by those of `also` (another part's registry).
+    pub fn render(&self, cache: CacheStats, also: &Registry) -> String {
         {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             self.compiles.inc_by(cache.compiles - seen.compiles);
@@ -361,9 +362,12 @@ impl Metrics {
             tier("disk").inc_by(cache.disk_hits - seen.disk_hits);
             *seen = cache;
         }
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, also);
+        let _ = encode_eof(&mut out);
         out
     }
 }

@@ -104,7 +104,13 @@ pub(super) async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse 
         Ok(n) => node.metrics.set_functions(n),
         Err(e) => tracing::warn!(error = %e, "cannot count the deployed functions"),
     }
-    let text = node.metrics.render(node.runtime().cache_stats());
+    match limes_runtime::kv::KvBackend::usage(&node.kv).await {
+        Ok(usage) => node.kv.metrics.set_usage(&usage),
+        Err(e) => tracing::warn!(error = %e, "cannot measure the key-value stores"),
+    }
+    let text = node
+        .metrics
+        .render(node.runtime().cache_stats(), node.kv.metrics.registry());
     (
         [(
             header::CONTENT_TYPE,

@@ -6,16 +6,18 @@
 //! one store of that name, which the operator must allow (`limes serve --allow-kv-shared NAME`).
 //! On one node the stores live in `<data-dir>/kv.redb` ([`RedbKv`]).
 
+mod metrics;
 mod redb;
 
 use std::sync::{Arc, RwLock};
 
 use limes_runtime::KvLimits;
-use limes_runtime::kv::{Entry, Expect, KvBackend, KvFuture, Quota, StoreId};
+use limes_runtime::kv::{Entry, Expect, KvBackend, KvError, KvFuture, Quota, StoreId, Usage};
 
 use crate::error::NodeError;
 use crate::manifest::Manifest;
 
+pub use self::metrics::KvMetrics;
 pub use self::redb::RedbKv;
 
 /// The operator's settings of the capability.
@@ -75,10 +77,12 @@ pub fn store_of(name: &str, manifest: &Manifest, store: &str) -> Option<StoreId>
 }
 
 /// The node's backend, which a cluster may replace once joined (its stores then live in NATS
-/// JetStream KV). The runtime holds this one handle for the node's whole life.
+/// JetStream KV), and its metrics. The runtime holds this one handle for the node's whole life.
 #[derive(Clone)]
 pub struct NodeKv {
     current: Arc<RwLock<Arc<dyn KvBackend>>>,
+    /// Operations and conflicts of every call that passes through.
+    pub metrics: Arc<KvMetrics>,
 }
 
 impl NodeKv {
@@ -86,6 +90,7 @@ impl NodeKv {
     pub fn new(backend: Arc<dyn KvBackend>) -> Self {
         Self {
             current: Arc::new(RwLock::new(backend)),
+            metrics: Default::default(),
         }
     }
 
@@ -103,10 +108,11 @@ impl NodeKv {
     }
 }
 
-/// Each call goes to the backend in use when it starts.
+/// Each call goes to the backend in use when it starts, and is counted.
 impl KvBackend for NodeKv {
     fn get<'a>(&'a self, store: &'a StoreId, key: &'a str) -> KvFuture<'a, Option<Entry>> {
         let backend = self.backend();
+        self.metrics.operation(store, "get");
         Box::pin(async move { backend.get(store, key).await })
     }
 
@@ -119,11 +125,20 @@ impl KvBackend for NodeKv {
         quota: Quota,
     ) -> KvFuture<'a, u64> {
         let backend = self.backend();
-        Box::pin(async move { backend.set(store, key, value, expect, quota).await })
+        self.metrics.operation(store, "set");
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let written = backend.set(store, key, value, expect, quota).await;
+            if written == Err(KvError::Conflict) {
+                metrics.conflict(store);
+            }
+            written
+        })
     }
 
     fn delete<'a>(&'a self, store: &'a StoreId, key: &'a str) -> KvFuture<'a, ()> {
         let backend = self.backend();
+        self.metrics.operation(store, "delete");
         Box::pin(async move { backend.delete(store, key).await })
     }
 
@@ -134,12 +149,18 @@ impl KvBackend for NodeKv {
         limit: usize,
     ) -> KvFuture<'a, (Vec<String>, bool)> {
         let backend = self.backend();
+        self.metrics.operation(store, "list");
         Box::pin(async move { backend.list(store, after, limit).await })
     }
 
     fn drop_namespace<'a>(&'a self, namespace: &'a str) -> KvFuture<'a, ()> {
         let backend = self.backend();
         Box::pin(async move { backend.drop_namespace(namespace).await })
+    }
+
+    fn usage(&self) -> KvFuture<'_, Vec<Usage>> {
+        let backend = self.backend();
+        Box::pin(async move { backend.usage().await })
     }
 
     fn increment<'a>(
@@ -150,6 +171,7 @@ impl KvBackend for NodeKv {
         quota: Quota,
     ) -> KvFuture<'a, i64> {
         let backend = self.backend();
+        self.metrics.operation(store, "increment");
         Box::pin(async move { backend.increment(store, key, delta, quota).await })
     }
 }

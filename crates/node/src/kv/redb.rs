@@ -9,7 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use limes_runtime::kv::{
-    Entry, Expect, KvBackend, KvError, KvFuture, Quota, StoreId, add, check_quota, parse_integer,
+    Entry, Expect, KvBackend, KvError, KvFuture, Quota, StoreId, Usage, add, check_quota,
+    parse_integer,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -248,6 +249,25 @@ impl KvBackend for RedbKv {
                 .map_err(unavailable)?;
             Ok(())
         })
+    }
+
+    fn usage(&self) -> KvFuture<'_, Vec<Usage>> {
+        let read = || -> Result<Vec<Usage>, KvError> {
+            let tx = self.db.begin_read().map_err(unavailable)?;
+            let table = tx.open_table(USAGE).map_err(unavailable)?;
+            let mut all = Vec::new();
+            for row in table.iter().map_err(unavailable)? {
+                let (k, v) = row.map_err(unavailable)?;
+                let ((namespace, name), (keys, bytes)) = (k.value(), v.value());
+                all.push(Usage {
+                    store: StoreId::new(namespace, name),
+                    keys,
+                    bytes,
+                });
+            }
+            Ok(all)
+        };
+        Box::pin(std::future::ready(read()))
     }
 
     fn increment<'a>(

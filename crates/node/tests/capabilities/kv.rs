@@ -242,3 +242,44 @@ async fn the_operators_limits_bind_guests_and_the_api_alike() {
     assert_eq!(put.status(), StatusCode::BAD_REQUEST);
     node.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_count_each_store_its_operations_and_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    assert!(
+        node.deploy("m", "kv-script", &[("kv", "default")])
+            .await
+            .status()
+            .is_success()
+    );
+    run(
+        &node,
+        "m",
+        "open default; set a 1; set b 22; get a; race a x y",
+    )
+    .await;
+    let metrics = node.metrics().await;
+    let line = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(line(r#"limes_kv_keys{function="m",store="default"}"#), "2");
+    assert_eq!(line(r#"limes_kv_bytes{function="m",store="default"}"#), "5");
+    assert_eq!(
+        line(r#"limes_kv_conflicts_total{function="m",store="default"}"#),
+        "1"
+    );
+    assert_eq!(
+        line(r#"limes_kv_operations_total{function="m",store="default",operation="set"}"#),
+        "4"
+    );
+    assert_eq!(metrics.matches("# EOF").count(), 1);
+    node.stop().await;
+}

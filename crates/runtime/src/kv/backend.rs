@@ -71,6 +71,17 @@ pub struct Quota {
     pub max_bytes: u64,
 }
 
+/// How much one store holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    /// The store.
+    pub store: StoreId,
+    /// Its keys.
+    pub keys: u64,
+    /// Bytes of its keys and values.
+    pub bytes: u64,
+}
+
 /// Why a backend call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KvError {
@@ -125,6 +136,10 @@ pub trait KvBackend: Send + Sync + 'static {
 
     /// Removes every store of `namespace` (a function's state, when it is removed).
     fn drop_namespace<'a>(&'a self, namespace: &'a str) -> KvFuture<'a, ()>;
+
+    /// Every store with its key count and bytes, for metrics. As exact as the backend can
+    /// afford: JetStream counts its own per-message overhead in the bytes.
+    fn usage(&self) -> KvFuture<'_, Vec<Usage>>;
 
     /// Adds `delta` to the decimal integer at `key` (0 if absent) and returns the sum.
     ///
@@ -307,5 +322,21 @@ impl KvBackend for MemoryKv {
         let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
         stores.retain(|id, _| id.namespace != namespace);
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn usage(&self) -> KvFuture<'_, Vec<Usage>> {
+        let stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
+        let usage = stores
+            .iter()
+            .map(|(id, keys)| Usage {
+                store: id.clone(),
+                keys: keys.len() as u64,
+                bytes: keys
+                    .iter()
+                    .map(|(k, e)| (k.len() + e.value.len()) as u64)
+                    .sum(),
+            })
+            .collect();
+        Box::pin(std::future::ready(Ok(usage)))
     }
 }

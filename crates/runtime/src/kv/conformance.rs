@@ -162,6 +162,14 @@ pub async fn check(backend: Arc<dyn KvBackend>, namespace: &str) -> Result<(), S
         (vec!["k3".to_string(), "k4".to_string()], false),
     )?;
 
+    // What metrics read.
+    let usage = b.usage().await.map_err(|e| fail("usage", e))?;
+    let of_listed = usage
+        .iter()
+        .find(|u| u.store == listed)
+        .ok_or("usage omits a store")?;
+    expect_eq("keys of the listed store", of_listed.keys, 5)?;
+
     // Quotas.
     let tight = Quota {
         max_keys: 2,

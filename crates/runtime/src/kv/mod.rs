@@ -22,7 +22,7 @@ use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 pub use backend::{
     Entry, Expect, KvBackend, KvError, KvFuture, MemoryKv, PAGE, Quota, SHARED_NAMESPACE, StoreId,
-    add, check_quota, parse_integer,
+    Usage, add, check_quota, parse_integer,
 };
 
 /// The stores a function may open and the limits of its state.
