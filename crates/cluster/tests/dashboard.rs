@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestNode, free_port, json_with, nats, workloads_dir};
+use common::{TestNode, free_port, guest, json_with, nats, workloads_dir};
 use fantoccini::{Client, ClientBuilder, Locator};
 
 /// How long the page may take to show what an action should change (it polls every second).
@@ -226,10 +226,33 @@ async fn an_operator_deploys_invokes_watches_the_map_and_runs_an_emergency_in_a_
         "{timings}"
     );
 
+    // A function with state shows what its store holds.
+    let http = reqwest::Client::new();
+    let deployed = http
+        .put(nodes[0].url("/v1/functions/tally?kv=default"))
+        .bearer_auth(&admin)
+        .body(guest("kv-script"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deployed.status(), 201);
+    let invoked = http
+        .post(nodes[0].url("/v1/functions/tally/invoke"))
+        .bearer_auth(&admin)
+        .body("open default; set alarms 3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invoked.text().await.unwrap(), "ok;ok");
+
     // The counter moved.
     click(&client, "#tab-functions").await;
     text_of(&client, "tr[data-function=echo] td.invocations", |t| {
         t == "1"
+    })
+    .await;
+    text_of(&client, "tr[data-function=tally] td.state", |t| {
+        t.starts_with("default: 1 key")
     })
     .await;
     std::fs::write(

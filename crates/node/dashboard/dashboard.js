@@ -118,6 +118,13 @@ async function refreshFunctions() {
     api("GET", "/v1/stats"),
   ]);
   const figures = new Map(stats.functions.map((f) => [f.name, f]));
+  // Each store a function declares, with what it holds ("@shared" owns the shared ones).
+  const usage = new Map((stats.kv || []).map((u) => [u.function + "/" + u.store, u]));
+  const stores = (f) => [
+    ...(f.kv || []).map((s) => [s, usage.get(f.name + "/" + s)]),
+    ...(f.kv_shared || []).map((s) => [s + " (shared)", usage.get("@shared/" + s)]),
+  ].map(([s, u]) => s + ": " + (u ? u.keys + (u.keys === 1 ? " key, " : " keys, ") + u.bytes + " B" : "empty"))
+    .join("; ") || "–";
   const body = $("functions").querySelector("tbody");
   body.replaceChildren();
   for (const f of listed.functions) {
@@ -145,6 +152,7 @@ async function refreshFunctions() {
       el("td", { class: "number errors" }, String(s.errors)),
       el("td", { class: "number" }, pair(s.cold_start_us)),
       el("td", { class: "number" }, pair(s.execution_us)),
+      el("td", { class: "state" }, stores(f)),
       el("td", {}, rollback, " ", remove)));
   }
   $("functions-empty").hidden = listed.functions.length > 0;

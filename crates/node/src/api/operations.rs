@@ -89,12 +89,20 @@ pub(super) async fn end_emergency(
 /// `GET /v1/stats`: the live figures the dashboard draws (see [`crate::stats`]).
 pub(super) async fn stats(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
     let stats = node.metrics.stats();
+    // What the stores hold; a backend that cannot say now leaves the list empty.
+    let kv: Vec<_> = limes_runtime::kv::KvBackend::usage(&node.kv)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|u| json!({"function": u.store.namespace, "store": u.store.name, "keys": u.keys, "bytes": u.bytes}))
+        .collect();
     Json(json!({
         "node": node.config().node_id,
         "in_flight": node.in_flight(),
         "capacity": node.config().capacity,
         "functions": stats.functions(),
         "seconds": stats.seconds(),
+        "kv": kv,
     }))
 }
 
