@@ -12,6 +12,14 @@ fn name_param() -> Value {
     json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"}})
 }
 
+fn store_param() -> Value {
+    json!({"name": "store", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"}})
+}
+
+fn key_param() -> Value {
+    json!({"name": "key", "in": "path", "required": true, "schema": {"type": "string"}, "description": "Any UTF-8 key, percent-encoded"})
+}
+
 /// Adds to every operation what it needs of the caller, from [`crate::api::ROUTES`]: the
 /// security requirement, the roles (`x-limes-roles`) and the 401 and 403 answers.
 fn annotate_security(doc: &mut Value) {
@@ -63,7 +71,7 @@ fn paths() -> Value {
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Text exposition format"}}}},
             "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3"}}}},
             "/v1/stats": {"get": {"summary": "Live figures for the dashboard: per function invocations, errors and cold-start and execution p50/p99 (µs) since the node started; for the node, in flight, capacity and one sample per second over the last five minutes (requests, errors, calls turned away, most in flight, p50/p99 function time)",
-                "responses": {"200": {"description": "`{node, in_flight, capacity, functions: [{name, invocations, errors, cold_start_us: {p50, p99}, execution_us: {p50, p99}}], seconds: [{at, requests, errors, shed, in_flight, latency_us: {p50, p99}}]}`; poll it (the dashboard does, every second)"}}}},
+                "responses": {"200": {"description": "`{node, in_flight, capacity, functions: [{name, invocations, errors, cold_start_us: {p50, p99}, execution_us: {p50, p99}}], seconds: [{at, requests, errors, shed, in_flight, latency_us: {p50, p99}}], kv: [{function, store, keys, bytes}]}`; poll it (the dashboard does, every second)"}}}},
             "/ui": {"get": {"summary": "The operators' dashboard (HTML; its assets are in the binary, nothing is fetched from elsewhere). It asks for a token and sends it in the Authorization header only",
                 "responses": {"200": {"description": "The page"}}}},
             "/ui/{asset}": {"get": {"summary": "The dashboard's script and style", "parameters": [{"name": "asset", "in": "path", "required": true, "schema": {"type": "string", "enum": ["dashboard.js", "dashboard.css"]}}],
@@ -85,8 +93,24 @@ fn paths() -> Value {
                                       "400": error_response("Invalid name, manifest or component; `unsigned` or `bad-signature` on a node that requires signatures"),
                                       "403": error_response("`not-permitted`: the manifest asks for host directories or networks beyond the node's --allow-host-dir / --allow-egress (or `forbidden`: the token's role)"),
                                       "413": {"description": "Body too large"}}},
-                "delete": {"summary": "Remove a function and its versions", "parameters": [name_param()],
+                "delete": {"summary": "Remove a function and its versions, and its key-value stores unless `keep_state=true`",
+                           "parameters": [name_param(), {"name": "keep_state", "in": "query", "required": false, "schema": {"type": "boolean"}}],
                            "responses": {"204": {"description": "Removed"}, "404": error_response("No such function")}}
+            },
+            "/v1/functions/{name}/kv/{store}": {"get": {"summary": "List the keys of a store the function declares (manifest keys `kv`, `kv_shared`), 1 000 a page in order",
+                "parameters": [name_param(), store_param(), {"name": "cursor", "in": "query", "required": false, "schema": {"type": "string"}, "description": "The `cursor` of the previous page"}],
+                "responses": {"200": {"description": "`{keys: [string], cursor: string|null}`; `cursor` is null on the last page"},
+                              "404": error_response("No such function, or it declares no such store")}}},
+            "/v1/functions/{name}/kv/{store}/{key}": {
+                "get": {"summary": "A key's value, as bytes; its revision in `x-limes-revision`", "parameters": [name_param(), store_param(), key_param()],
+                        "responses": {"200": {"description": "The value", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                                      "404": error_response("No such function, store or key")}},
+                "put": {"summary": "Set a key to the request body, durably, within the node's limits", "parameters": [name_param(), store_param(), key_param()],
+                        "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                        "responses": {"204": {"description": "Written"}, "400": error_response("A key or value over the node's limits, or a store full"),
+                                      "404": error_response("No such function or store"), "500": error_response("`storage`: the store is unavailable")}},
+                "delete": {"summary": "Remove a key (removing a missing key succeeds)", "parameters": [name_param(), store_param(), key_param()],
+                           "responses": {"204": {"description": "Removed"}, "404": error_response("No such function or store")}}
             },
             "/v1/deploys/{id}": {"get": {"summary": "A deploy's stages and outcome, by the id in a deploy's `x-limes-deploy` header; this node's deploys in progress and its last 64 finished",
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],

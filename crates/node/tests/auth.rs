@@ -182,6 +182,19 @@ async fn a_revoked_token_fails_on_the_next_request_and_an_expired_one_fails() {
             .status(),
         StatusCode::OK
     );
+    // Reading a function's state is the deploy role's, not every caller's.
+    assert_eq!(
+        send(
+            &node,
+            Method::GET,
+            "/v1/functions/f/kv/default/k",
+            Some(&invoke),
+            vec![]
+        )
+        .await
+        .status(),
+        StatusCode::FORBIDDEN
+    );
     let revoked = send(
         &node,
         Method::DELETE,
@@ -315,6 +328,17 @@ async fn public_functions_need_no_token_and_others_do() {
         (Method::GET, "/healthz", StatusCode::OK),
         (Method::GET, "/v1/openapi.json", StatusCode::OK),
         (Method::GET, "/metrics", StatusCode::UNAUTHORIZED),
+        // A public function's state is not public.
+        (
+            Method::GET,
+            "/v1/functions/open/kv/default",
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Method::PUT,
+            "/v1/functions/open/kv/default/k",
+            StatusCode::UNAUTHORIZED,
+        ),
     ] {
         let status = send(&node, method.clone(), path, None, vec![])
             .await
