@@ -39,20 +39,30 @@ pub struct FunctionsBench {
 }
 
 /// A `limes serve` child on a loopback port with its data dir.
-struct Node {
+pub(crate) struct Node {
     child: Child,
-    port: u16,
+    pub port: u16,
 }
 
 impl Node {
     /// Starts the node and returns it with the time until `/healthz` answered 200.
     async fn start(limes: &PathBuf, data: &std::path::Path) -> Result<(Self, Duration), String> {
+        Self::start_with(limes, data, &[]).await
+    }
+
+    /// [`Node::start`] with `extra` arguments to `limes serve`.
+    pub(crate) async fn start_with(
+        limes: &PathBuf,
+        data: &std::path::Path,
+        extra: &[&str],
+    ) -> Result<(Self, Duration), String> {
         let port = free_port()?;
         let started = Instant::now();
         let child = Command::new(limes)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--capacity", "256", "--data-dir"])
             .arg(data)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -78,7 +88,7 @@ impl Node {
         Err("the node did not answer /healthz within 120 s".into())
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
@@ -94,7 +104,7 @@ impl Node {
     }
 
     /// Asks the node to stop (SIGTERM) and waits for it.
-    fn stop(mut self) -> Result<(), String> {
+    pub(crate) fn stop(mut self) -> Result<(), String> {
         // SAFETY: a signal to our own child, which has not been reaped yet.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         self.child

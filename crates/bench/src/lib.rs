@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod functions;
+pub mod kv;
 pub mod languages;
 pub mod load;
 pub mod node;

@@ -130,6 +130,25 @@ enum BenchMode {
         #[arg(long, default_value = "bench-out/functions")]
         out: PathBuf,
     },
+    /// Key-value operations from a guest (get, set, increment) on redb and on NATS JetStream KV,
+    /// each beside the no-op invoke, and a counter's throughput under 8 callers.
+    Kv {
+        /// Requests per row and round
+        #[arg(long, default_value_t = 2_000)]
+        requests: usize,
+        /// Rounds, the rows in a new random order each
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Increments by the 8 concurrent callers (and no-op calls to compare)
+        #[arg(long, default_value_t = 4_000)]
+        increments: usize,
+        /// Directory of the built guests
+        #[arg(long, default_value = "target/guests")]
+        guests: PathBuf,
+        /// Where to write report.md
+        #[arg(long, default_value = "bench-out/kv")]
+        out: PathBuf,
+    },
     /// Cold start of the same small function in Rust, C and Python (componentize-py), next to
     /// the no-op's, same run.
     Languages {
@@ -256,6 +275,33 @@ pub async fn bench(args: BenchArgs) -> Result<(), CliError> {
             let report = bench.run().await.map(|r| {
                 format!(
                     "# Limes: many functions on one node\n\nCommand: `{}`\n\n{r}",
+                    command_line()
+                )
+            });
+            if let Ok(report) = &report {
+                std::fs::create_dir_all(&out)
+                    .and_then(|()| std::fs::write(out.join("report.md"), report))
+                    .map_err(|e| CliError::new("io", format!("{}: {e}", out.display())))?;
+            }
+            written(report, &out)
+        }
+        BenchMode::Kv {
+            requests,
+            rounds,
+            increments,
+            guests,
+            out,
+        } => {
+            let bench = limes_bench::kv::KvBench {
+                limes: std::env::current_exe().map_err(|e| CliError::new("io", e.to_string()))?,
+                guests,
+                requests,
+                rounds,
+                increments,
+            };
+            let report = bench.run().await.map(|r| {
+                format!(
+                    "# Limes: key-value state\n\nCommand: `{}`\n\n{r}",
                     command_line()
                 )
             });
