@@ -26,8 +26,6 @@ const PACKAGES: &[&str] = &[
     "wasi-libc",
     "libclang-rt-22-dev-wasm32",
 ];
-/// The world the guests implement, as the Rust ones do.
-const WORLD: &str = "runnable";
 
 /// Builds every C guest that is older than its sources; returns the names built or kept.
 pub fn build(root: &Path, out: &Path) -> Result<Vec<String>> {
@@ -57,7 +55,7 @@ pub fn build(root: &Path, out: &Path) -> Result<Vec<String>> {
         eprintln!("building {name} with clang 22 and wasi-libc");
         let work = root.join("target/c-build").join(&name);
         std::fs::create_dir_all(&work)?;
-        let bindings = bindings(&wit, &work)?;
+        let bindings = bindings(&wit, &super::guest_world(&dir)?, &work)?;
         sources.extend(bindings);
         let core = work.join("core.wasm");
         super::run(
@@ -105,10 +103,10 @@ fn c_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
 }
 
 /// Writes the C bindings of the world into `work`; returns the files to compile and link.
-fn bindings(wit: &Path, work: &Path) -> Result<Vec<std::path::PathBuf>> {
+fn bindings(wit: &Path, world: &str, work: &Path) -> Result<Vec<std::path::PathBuf>> {
     let mut resolve = Resolve::default();
     let (package, _) = resolve.push_dir(wit)?;
-    let world = resolve.select_world(&[package], Some(WORLD))?;
+    let world = resolve.select_world(&[package], Some(world))?;
     let mut files = wit_bindgen_core::Files::default();
     wit_bindgen_c::Opts::default()
         .build()

@@ -90,6 +90,16 @@ fn build_guests() -> Result<()> {
     build_native(&root)
 }
 
+/// The WIT world a guest in another language implements: the name in its directory's `world`
+/// file, or `runnable` (the Rust guests' world) without one.
+fn guest_world(dir: &Path) -> Result<String> {
+    match std::fs::read_to_string(dir.join("world")) {
+        Ok(name) => Ok(name.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok("runnable".into()),
+        Err(e) => Err(e).with_context(|| format!("reading {}/world", dir.display())),
+    }
+}
+
 /// The guests written in another language: each directory `guests/PREFIX*` holding `file`, by
 /// name (the directory's), sorted.
 fn guest_dirs(root: &Path, prefix: &str, file: &str) -> Result<Vec<(String, PathBuf)>> {

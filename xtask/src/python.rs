@@ -1,6 +1,7 @@
 //! Python guests: each `guests/python-NAME/app.py` becomes `target/guests/python-NAME.wasm`
 //! through componentize-py, which bundles CPython (compiled to Wasm) with the app and the
-//! bindings of `guests/wit/run.wit`, and pre-initializes the interpreter at build time.
+//! bindings of `guests/wit/run.wit` (world `runnable`, or the one named in the guest's `world`
+//! file), and pre-initializes the interpreter at build time.
 //!
 //! componentize-py comes from PyPI, pinned, into a virtualenv under `target/python/`. Where PyPI
 //! cannot be reached the Python guests are skipped with the reason, and so are their tests
@@ -35,6 +36,7 @@ pub fn build(root: &Path, out: &Path) -> Result<Vec<String>> {
             built.push(name);
             continue;
         }
+        let world = super::guest_world(&dir)?;
         eprintln!("building {name} with componentize-py {COMPONENTIZE_PY}");
         super::run(
             Command::new(&tool)
@@ -42,7 +44,7 @@ pub fn build(root: &Path, out: &Path) -> Result<Vec<String>> {
                 .env("PYTHONDONTWRITEBYTECODE", "1")
                 .arg("-d")
                 .arg(&wit)
-                .args(["-w", "runnable", "componentize", "app", "-p"])
+                .args(["-w", &world, "componentize", "app", "-p"])
                 .arg(&dir)
                 .arg("-o")
                 .arg(&dest),

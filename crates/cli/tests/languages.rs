@@ -93,3 +93,48 @@ fn a_c_function_runs_locally_and_on_a_node() {
         runs_locally_and_on_a_node(&file, "C", &["--progress"]);
     }
 }
+
+/// Deploys `file` as `name` with `flags` and invokes it twice for district north.
+fn tally_twice(
+    served: &Served,
+    node_data: &Path,
+    name: &str,
+    file: &Path,
+    flags: &[&str],
+) -> [String; 2] {
+    let mut deploy = vec!["deploy", name, file.to_str().unwrap()];
+    deploy.extend(flags);
+    let deployed = client(served, node_data, &deploy);
+    assert!(deployed.status.success(), "{}", text(&deployed.stderr));
+    [0, 1].map(|_| {
+        let invoked = client(
+            served,
+            node_data,
+            &["invoke", name, "--args", "district=north"],
+        );
+        assert!(invoked.status.success(), "{}", text(&invoked.stderr));
+        text(&invoked.stdout).trim().to_owned()
+    })
+}
+
+#[test]
+fn python_and_c_functions_keep_state_in_their_stores() {
+    let python = optional_guest("python-tally", "LIMES_REQUIRE_PYTHON");
+    let c = optional_guest("c-tally", "LIMES_REQUIRE_C");
+    let data = tempfile::tempdir().unwrap();
+    let node_data = data.path().join("node");
+    let served = Served::start(&node_data, &data.path().join("serve.log"), "http", &[]);
+    for (name, file) in [("py", python), ("c", c.clone())] {
+        let Some(file) = file else { continue };
+        assert_eq!(
+            tally_twice(&served, &node_data, name, &file, &["--kv", "default"]),
+            ["north: 1 alarms", "north: 2 alarms"],
+            "{name}"
+        );
+    }
+    // Without the manifest's store the function is told, not trapped.
+    if let Some(file) = c {
+        let [first, _] = tally_twice(&served, &node_data, "c-nostate", &file, &[]);
+        assert!(first.starts_with("cannot count: access denied"), "{first}");
+    }
+}

@@ -78,7 +78,7 @@ impl Node {
         let verdict = config
             .grants
             .check(manifest)
-            .and_then(|()| config.kv.check(manifest))
+            .and_then(|()| config.kv.check(&manifest.kv_shared))
             .and_then(|()| {
                 self.config()
                     .trusted_keys

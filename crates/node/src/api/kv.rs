@@ -25,7 +25,8 @@ fn failed(e: KvError) -> NodeError {
 /// The store `store` of function `name`, if its active manifest declares it.
 async fn resolve(node: &Arc<Node>, name: &str, store: &str) -> Result<StoreId, NodeError> {
     let record = node.get(name).await?;
-    crate::kv::store_of(name, &record.active_version().manifest, store).ok_or_else(|| {
+    let manifest = &record.active_version().manifest;
+    crate::kv::store_of(name, &manifest.kv, &manifest.kv_shared, store).ok_or_else(|| {
         NodeError::NotFound(format!(
             "{name} declares no key-value store {store:?} (manifest keys kv and kv_shared)"
         ))

@@ -15,7 +15,6 @@ use limes_runtime::KvLimits;
 use limes_runtime::kv::{Entry, Expect, KvBackend, KvError, KvFuture, Quota, StoreId, Usage};
 
 use crate::error::NodeError;
-use crate::manifest::Manifest;
 
 pub use self::metrics::KvMetrics;
 pub use self::redb::RedbKv;
@@ -30,10 +29,10 @@ pub struct KvConfig {
 }
 
 impl KvConfig {
-    /// Whether `manifest` asks only for shared stores the operator allows;
+    /// Whether a manifest's `kv_shared` names only shared stores the operator allows;
     /// [`NodeError::NotPermitted`] names the first it does not.
-    pub fn check(&self, manifest: &Manifest) -> Result<(), NodeError> {
-        match manifest.kv_shared.iter().find(|s| !self.shared.contains(s)) {
+    pub fn check(&self, kv_shared: &[String]) -> Result<(), NodeError> {
+        match kv_shared.iter().find(|s| !self.shared.contains(s)) {
             Some(store) => Err(NodeError::NotPermitted(format!(
                 "kv_shared {store:?}: this node shares no store of that name \
                  (the operator allows one with `limes serve --allow-kv-shared {store}`)"
@@ -65,11 +64,11 @@ pub fn parse_store_names(value: &str) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-/// The stores of function `name` by the name it opens them with, as its manifest declares.
-pub fn store_of(name: &str, manifest: &Manifest, store: &str) -> Option<StoreId> {
-    if manifest.kv_shared.iter().any(|s| s == store) {
+/// The store function `name` opens as `store`, if its manifest declares it (`kv`, `kv_shared`).
+pub fn store_of(name: &str, kv: &[String], kv_shared: &[String], store: &str) -> Option<StoreId> {
+    if kv_shared.iter().any(|s| s == store) {
         Some(StoreId::new(limes_runtime::kv::SHARED_NAMESPACE, store))
-    } else if manifest.kv.iter().any(|s| s == store) {
+    } else if kv.iter().any(|s| s == store) {
         Some(StoreId::new(name, store))
     } else {
         None
