@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use limes_cluster::ClusterConfig;
+use limes_node::cluster::plan::Declaration;
 use limes_node::{Deploy, Node, NodeConfig};
 use plotters::prelude::*;
 
@@ -187,24 +188,25 @@ impl ClusterBench {
         let cluster = nodes[0].cluster().ok_or("node 0 is not clustered")?;
         for (i, &bound) in self.bounds.iter().enumerate() {
             clock.pause();
-            let declaration = serde_json::json!({"urgent": ["alert"], "max_added_ms": bound});
-            let plan = cluster
-                .declare(declaration, "limes-bench".into())
+            let declaration = Declaration {
+                urgent: vec!["alert".into()],
+                area: None,
+                max_added_ms: bound,
+                declared_by: Some("limes-bench".into()),
+            };
+            let released = cluster
+                .declare(declaration)
                 .await
-                .map_err(|e| e.to_string())?;
-            let released: Vec<String> = plan["plan"]["released"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect();
+                .map_err(|e| e.to_string())?
+                .released;
             wait_for(
                 Duration::from_secs(10),
                 "the plan to reach every node",
                 || {
                     nodes.iter().all(|n| {
                         n.cluster().is_some_and(|c| {
-                            c.emergency()["plan"]["declaration"]["max_added_ms"] == bound
+                            c.emergency()
+                                .is_some_and(|p| p.declaration.max_added_ms == bound)
                         })
                     })
                 },
@@ -219,10 +221,9 @@ impl ClusterBench {
                 Duration::from_secs(10),
                 "the end to reach every node",
                 || {
-                    nodes.iter().all(|n| {
-                        n.cluster()
-                            .is_some_and(|c| c.emergency()["active"] == false)
-                    })
+                    nodes
+                        .iter()
+                        .all(|n| n.cluster().is_some_and(|c| c.emergency().is_none()))
                 },
             )
             .await?;
@@ -373,9 +374,8 @@ async fn caller(
         if let Some(pause) = pause {
             tokio::time::sleep(pause).await;
             let released = node.cluster().is_some_and(|c| {
-                c.emergency()["plan"]["released"]
-                    .as_array()
-                    .is_some_and(|r| r.iter().any(|id| id == node.config().node_id.as_str()))
+                c.emergency()
+                    .is_some_and(|p| p.releases(&node.config().node_id))
             });
             if !released {
                 continue;

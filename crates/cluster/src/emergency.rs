@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use limes_node::NodeError;
-use serde_json::json;
 
 use crate::plan::{self, Declaration, Plan};
 use crate::{NatsCluster, now_ms, store, unavailable};
@@ -83,15 +82,8 @@ impl NatsCluster {
 
     /// Decides a plan for `request` (a [`Declaration`], recorded as made by `declared_by`) from the members alive now, stores it
     /// for every node and returns it.
-    pub(crate) async fn declare_plan(
-        &self,
-        request: serde_json::Value,
-        declared_by: String,
-    ) -> Result<serde_json::Value, NodeError> {
-        let mut declaration: Declaration = serde_json::from_value(request)
-            .map_err(|e| NodeError::BadRequest(format!("emergency: {e}")))?;
-        declaration.declared_by = Some(declared_by);
-        declaration.validate().map_err(NodeError::BadRequest)?;
+    pub(crate) async fn declare_plan(&self, declaration: Declaration) -> Result<Plan, NodeError> {
+        plan::validate(&declaration).map_err(NodeError::BadRequest)?;
         self.with_lease(|| async {
             let members = self.members();
             if members.is_empty() {
@@ -113,13 +105,13 @@ impl NatsCluster {
                 .map_err(|e| unavailable("storing the plan", e))?;
             *self.plan.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(plan.clone()));
             self.publish_metrics();
-            Ok(plan_json(Some(&plan)))
+            Ok(plan)
         })
         .await
     }
 
     /// Removes the plan in force: normal placement everywhere.
-    pub(crate) async fn end_plan(&self) -> Result<serde_json::Value, NodeError> {
+    pub(crate) async fn end_plan(&self) -> Result<(), NodeError> {
         self.with_lease(|| async {
             self.buckets()
                 .await?
@@ -129,7 +121,7 @@ impl NatsCluster {
                 .map_err(|e| unavailable("ending the plan", e))?;
             *self.plan.write().unwrap_or_else(|p| p.into_inner()) = None;
             self.publish_metrics();
-            Ok(json!({"active": false, "ended_by": self.id}))
+            Ok(())
         })
         .await
     }
@@ -137,10 +129,10 @@ impl NatsCluster {
     /// Runs `decide` holding the decision lease, so that no two nodes decide at once. The lease
     /// is a KV create (which fails if the key exists), released by a delete, and expires by
     /// itself should this node die holding it.
-    async fn with_lease<F, Fut>(&self, decide: F) -> Result<serde_json::Value, NodeError>
+    async fn with_lease<T, F, Fut>(&self, decide: F) -> Result<T, NodeError>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<serde_json::Value, NodeError>>,
+        Fut: std::future::Future<Output = Result<T, NodeError>>,
     {
         let lease = self.buckets().await?.lease;
         match lease.create(store::LEASE_KEY, self.id.clone().into()).await {
@@ -164,13 +156,5 @@ impl NatsCluster {
             tracing::warn!(error = %e, "could not release the decision lease; it expires by itself");
         }
         outcome
-    }
-}
-
-/// The plan in force as the API shows it.
-pub(crate) fn plan_json(plan: Option<&Plan>) -> serde_json::Value {
-    match plan {
-        Some(p) => json!({"active": true, "plan": p}),
-        None => json!({"active": false}),
     }
 }

@@ -5,94 +5,37 @@
 //! capacity for the regular load. The other nodes in the area are released: they take only
 //! urgent functions.
 
-use serde::{Deserialize, Serialize};
+pub use limes_node::cluster::plan::{DEFAULT_MAX_ADDED_MS, Declaration, Plan};
 
 use crate::view::{LatencyMatrix, Member, distance};
-
-/// Added latency allowed for regular work by default: 10 ms, a round trip across a metro-area
-/// edge network, small next to a cold microVM and far below what a user notices.
-pub const DEFAULT_MAX_ADDED_MS: f64 = 10.0;
 
 /// Fraction of a keeper's capacity regular work may fill; the rest stays free for urgent
 /// functions, which have priority everywhere.
 pub const REGULAR_SHARE: f64 = 0.75;
 
-/// What `limes emergency declare` asks for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Declaration {
-    /// Functions with priority everywhere.
-    pub urgent: Vec<String>,
-    /// `[x, y, radius]`: only nodes inside may be released. Everywhere when absent.
-    #[serde(default)]
-    pub area: Option<[f64; 3]>,
-    /// Bound on the round-trip latency forwarding may add to regular work, in ms.
-    #[serde(default = "default_bound")]
-    pub max_added_ms: f64,
-    /// The token that declared it; set by the node that took the request, whatever the
-    /// request said.
-    #[serde(default)]
-    pub declared_by: Option<String>,
-}
-
-fn default_bound() -> f64 {
-    DEFAULT_MAX_ADDED_MS
-}
-
-impl Declaration {
-    /// Checks the request; the error names what is wrong.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.urgent.is_empty() {
-            return Err("an emergency needs at least one urgent function (`urgent`)".into());
-        }
-        if let Some(bad) = self
-            .urgent
-            .iter()
-            .find(|n| limes_node::validate_name(n).is_err())
-        {
-            return Err(format!(
-                "urgent function {bad:?} is not a valid function name"
-            ));
-        }
-        if !(self.max_added_ms.is_finite() && self.max_added_ms >= 0.0) {
-            return Err("max_added_ms must be a number ≥ 0".into());
-        }
-        if let Some([x, y, r]) = self.area
-            && !(x.is_finite() && y.is_finite() && r.is_finite() && r >= 0.0)
-        {
-            return Err("area must be [x, y, radius] with radius ≥ 0".into());
-        }
-        Ok(())
+/// Checks a declaration; the error names what is wrong.
+pub fn validate(declaration: &Declaration) -> Result<(), String> {
+    if declaration.urgent.is_empty() {
+        return Err("an emergency needs at least one urgent function (`urgent`)".into());
     }
-}
-
-/// A decided emergency plan, as stored in the cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Plan {
-    /// What was declared.
-    pub declaration: Declaration,
-    /// Nodes that take only urgent work.
-    pub released: Vec<String>,
-    /// Nodes that keep taking regular work.
-    pub keepers: Vec<String>,
-    /// The worst round trip, in ms, from a node to its nearest keeper.
-    pub worst_added_ms: f64,
-    /// The node that decided, holding the lease.
-    pub decided_by: String,
-    /// When, in ms since the Unix epoch.
-    pub decided_at_ms: u64,
-}
-
-impl Plan {
-    /// Whether `name` is urgent under this plan.
-    pub fn is_urgent(&self, name: &str) -> bool {
-        self.declaration.urgent.iter().any(|u| u == name)
+    if let Some(bad) = declaration
+        .urgent
+        .iter()
+        .find(|n| limes_node::validate_name(n).is_err())
+    {
+        return Err(format!(
+            "urgent function {bad:?} is not a valid function name"
+        ));
     }
-
-    /// Whether node `id` is released.
-    pub fn releases(&self, id: &str) -> bool {
-        self.released.iter().any(|r| r == id)
+    if !(declaration.max_added_ms.is_finite() && declaration.max_added_ms >= 0.0) {
+        return Err("max_added_ms must be a number ≥ 0".into());
     }
+    if let Some([x, y, r]) = declaration.area
+        && !(x.is_finite() && y.is_finite() && r.is_finite() && r >= 0.0)
+    {
+        return Err("area must be [x, y, radius] with radius ≥ 0".into());
+    }
+    Ok(())
 }
 
 /// Decides which of `members` to release. Distances come from `matrix` (one-way ms) or the
@@ -254,13 +197,13 @@ mod tests {
     fn bad_declarations_are_named() {
         let mut d = declaration(1.0, None);
         d.urgent.clear();
-        assert!(d.validate().unwrap_err().contains("urgent"));
+        assert!(validate(&d).unwrap_err().contains("urgent"));
         let d = declaration(-1.0, None);
-        assert!(d.validate().unwrap_err().contains("max_added_ms"));
+        assert!(validate(&d).unwrap_err().contains("max_added_ms"));
         let d = Declaration {
             urgent: vec!["Bad Name".into()],
             ..declaration(1.0, None)
         };
-        assert!(d.validate().unwrap_err().contains("Bad Name"));
+        assert!(validate(&d).unwrap_err().contains("Bad Name"));
     }
 }

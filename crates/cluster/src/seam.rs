@@ -4,15 +4,16 @@
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use limes_node::auth::tokens::TokenRecord;
+use limes_node::cluster::plan::{Declaration, Plan, plan_json};
+use limes_node::cluster::{Emergencies, Forwarding, Replication, TokenSharing};
 use limes_node::{
     Call, Cluster, FunctionRecord, HttpCall, HttpRan, NewVersion, NodeError, Placement, Ran,
 };
 use serde_json::json;
 
-use crate::emergency::plan_json;
 use crate::{NatsCluster, plan, unavailable};
 
-impl Cluster for NatsCluster {
+impl Replication for NatsCluster {
     fn publish(
         &self,
         name: String,
@@ -122,7 +123,9 @@ impl Cluster for NatsCluster {
             Ok(bytes.into())
         })
     }
+}
 
+impl Forwarding for NatsCluster {
     fn placement(&self, name: &str) -> Placement {
         let Some(plan) = self.plan_now() else {
             return Placement::default();
@@ -148,7 +151,9 @@ impl Cluster for NatsCluster {
     fn forward_http(&self, call: HttpCall) -> BoxFuture<'_, Result<HttpRan, NodeError>> {
         Box::pin(self.forward_http_call(call))
     }
+}
 
+impl Cluster for NatsCluster {
     fn status(&self) -> serde_json::Value {
         let state = match self.client.connection_state() {
             async_nats::connection::State::Connected => "connected",
@@ -172,23 +177,23 @@ impl Cluster for NatsCluster {
             "last_error": last_error,
         })
     }
+}
 
-    fn declare(
-        &self,
-        request: serde_json::Value,
-        declared_by: String,
-    ) -> BoxFuture<'_, Result<serde_json::Value, NodeError>> {
-        Box::pin(self.declare_plan(request, declared_by))
+impl Emergencies for NatsCluster {
+    fn declare(&self, declaration: Declaration) -> BoxFuture<'_, Result<Plan, NodeError>> {
+        Box::pin(self.declare_plan(declaration))
     }
 
-    fn emergency(&self) -> serde_json::Value {
-        plan_json(self.plan_now().as_deref())
+    fn emergency(&self) -> Option<Plan> {
+        self.plan_now().as_deref().cloned()
     }
 
-    fn end(&self) -> BoxFuture<'_, Result<serde_json::Value, NodeError>> {
+    fn end(&self) -> BoxFuture<'_, Result<(), NodeError>> {
         Box::pin(self.end_plan())
     }
+}
 
+impl TokenSharing for NatsCluster {
     fn share_token(
         &self,
         record: TokenRecord,

@@ -12,6 +12,7 @@ use serde_json::json;
 use super::{client_request_id, request_id};
 use crate::audit::Change;
 use crate::auth::Caller;
+use crate::cluster::plan::{Declaration, plan_json};
 use crate::error::NodeError;
 use crate::node::Node;
 
@@ -43,7 +44,8 @@ fn not_clustered() -> NodeError {
 pub(super) async fn emergency(
     State(node): State<Arc<Node>>,
 ) -> Result<Json<serde_json::Value>, NodeError> {
-    Ok(Json(node.cluster().ok_or_else(not_clustered)?.emergency()))
+    let plan = node.cluster().ok_or_else(not_clustered)?.emergency();
+    Ok(Json(plan_json(plan.as_ref())))
 }
 
 pub(super) async fn declare(
@@ -52,10 +54,12 @@ pub(super) async fn declare(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, NodeError> {
-    let request: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| NodeError::BadRequest(format!("the emergency must be JSON: {e}")))?;
     let cluster = node.cluster().ok_or_else(not_clustered)?;
-    let plan = cluster.declare(request, caller.name.clone()).await?;
+    let mut declaration: Declaration = serde_json::from_slice(&body)
+        .map_err(|e| NodeError::BadRequest(format!("emergency: {e}")))?;
+    // Whoever the request says declared it, the caller did.
+    declaration.declared_by = Some(caller.name.clone());
+    let plan = plan_json(Some(&cluster.declare(declaration).await?));
     node.audit(Change {
         actor: &caller.name,
         action: "emergency.declare",
@@ -73,7 +77,8 @@ pub(super) async fn end_emergency(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, NodeError> {
-    let ended = node.cluster().ok_or_else(not_clustered)?.end().await?;
+    node.cluster().ok_or_else(not_clustered)?.end().await?;
+    let ended = json!({"active": false, "ended_by": node.config().node_id});
     node.audit(Change {
         actor: &caller.name,
         action: "emergency.end",

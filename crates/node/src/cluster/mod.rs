@@ -2,8 +2,12 @@
 //!
 //! The node knows nothing of NATS: `limes-cluster`, a layer above, implements [`Cluster`] and
 //! hands it to [`Node::join`](crate::Node::join). A node without one runs alone, exactly as
-//! before. Every method that talks to other machines returns a boxed future so the trait stays
+//! before. The seam is split by job: [`Replication`] of functions and their components,
+//! [`Forwarding`] of calls, [`Emergencies`] with a typed [`plan::Plan`], and [`TokenSharing`].
+//! Every method that talks to other machines returns a boxed future so the traits stay
 //! object-safe.
+
+pub mod plan;
 
 use std::time::Duration;
 
@@ -109,8 +113,16 @@ pub struct HttpRan {
     pub remote: Duration,
 }
 
-/// What a node needs from the cluster it has joined.
-pub trait Cluster: Send + Sync + 'static {
+/// What a node needs from the cluster it has joined, by job; and how the cluster looks from
+/// here.
+pub trait Cluster: Replication + Forwarding + Emergencies + TokenSharing + 'static {
+    /// The cluster as this node sees it: connection, members, emergency (for `/healthz` and
+    /// `GET /v1/cluster`).
+    fn status(&self) -> serde_json::Value;
+}
+
+/// Functions and their components, the same on every node.
+pub trait Replication: Send + Sync {
     /// Stores a new version of `name` in the cluster (artifact first, then the function's
     /// record) and returns the record with it active. The deploy is acknowledged only once this
     /// returns.
@@ -140,7 +152,10 @@ pub trait Cluster: Send + Sync + 'static {
     /// Stores a component under its digest unless the store has it; a record that names an
     /// artifact is published only after this returns.
     fn put_artifact(&self, digest: String, bytes: Bytes) -> BoxFuture<'_, Result<(), NodeError>>;
+}
 
+/// Where calls run.
+pub trait Forwarding: Send + Sync {
     /// Where an invocation of `name` that arrives here may run.
     fn placement(&self, name: &str) -> Placement;
 
@@ -149,25 +164,26 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Runs a buffered `wasi:http` call on the nearest other node with room.
     fn forward_http(&self, call: HttpCall) -> BoxFuture<'_, Result<HttpRan, NodeError>>;
+}
 
-    /// The cluster as this node sees it: connection, members, emergency (for `/healthz` and
-    /// `GET /v1/cluster`).
-    fn status(&self) -> serde_json::Value;
-
-    /// Declares an emergency (`POST /v1/emergency`); the request is the cluster's to parse.
-    /// `declared_by` (the caller's token name) is recorded in the plan.
+/// Emergencies: one plan for the whole cluster.
+pub trait Emergencies: Send + Sync {
+    /// Decides and stores the plan for `declaration` (`POST /v1/emergency`), whose
+    /// `declared_by` the node has set to the caller's token name.
     fn declare(
         &self,
-        request: serde_json::Value,
-        declared_by: String,
-    ) -> BoxFuture<'_, Result<serde_json::Value, NodeError>>;
+        declaration: plan::Declaration,
+    ) -> BoxFuture<'_, Result<plan::Plan, NodeError>>;
 
     /// The emergency plan in force, if any (`GET /v1/emergency`).
-    fn emergency(&self) -> serde_json::Value;
+    fn emergency(&self) -> Option<plan::Plan>;
 
     /// Ends the emergency (`DELETE /v1/emergency`).
-    fn end(&self) -> BoxFuture<'_, Result<serde_json::Value, NodeError>>;
+    fn end(&self) -> BoxFuture<'_, Result<(), NodeError>>;
+}
 
+/// API tokens, the same on every node.
+pub trait TokenSharing: Send + Sync {
     /// Shares a token record with every node: a new token (`create`: refused with
     /// [`NodeError::Conflict`] if the cluster has one of that name) or a revocation. Tokens are
     /// never deleted from the cluster: a revoked record stays, so that no node brings it back.
