@@ -116,7 +116,7 @@ impl AdmissionConfig {
             .split_once('=')
             .ok_or_else(|| format!("{spec:?}: expected CLASS=DURATION, such as regular=20ms"))?;
         let class: Priority = class.parse()?;
-        self.deadlines[class.index()] = crate::manifest::parse_duration(duration)?;
+        self.deadlines[class.index()] = crate::parse::parse_duration(duration)?;
         Ok(())
     }
 }

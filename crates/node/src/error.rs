@@ -147,9 +147,3 @@ impl NodeError {
         self.status() == StatusCode::TOO_MANY_REQUESTS
     }
 }
-
-impl From<crate::registry::RegistryError> for NodeError {
-    fn from(e: crate::registry::RegistryError) -> Self {
-        NodeError::Storage(e.to_string())
-    }
-}

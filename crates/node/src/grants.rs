@@ -15,10 +15,7 @@ use limes_runtime::{Anchor, DirMount, NetworkPolicy};
 use crate::error::NodeError;
 use crate::manifest::Manifest;
 
-/// The host side of a `dir` entry that names the function's private directory:
-/// `dir=@data::/data` preopens it at `/data`. It is the only spelling: the manifest refuses
-/// any other host path that is not absolute.
-pub const PRIVATE_DIR: &str = "@data";
+pub use crate::files::PRIVATE_DIR;
 
 /// The most a manifest may ask for on this node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

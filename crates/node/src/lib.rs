@@ -29,11 +29,13 @@ pub mod guest_headers;
 pub mod guests;
 mod http_fn;
 pub mod kv;
+#[cfg(test)]
+mod layering;
 mod lifecycle;
 pub mod manifest;
 mod metrics;
 mod node;
-mod openapi;
+mod parse;
 mod registry;
 pub mod server;
 pub mod signing;
@@ -51,6 +53,7 @@ use tower_http::trace::TraceLayer;
 
 pub use admission::{AdmissionConfig, Priority};
 pub use api::ROUTES;
+pub use api::openapi::document as openapi_document;
 pub use auth::{AuthMode, Caller, Need, Role};
 pub use cluster::{
     Call, Cluster, HttpCall, HttpRan, MAX_FORWARDED_BODY, MAX_HOPS, NewVersion, Placement, Ran,
@@ -59,10 +62,9 @@ pub use error::NodeError;
 pub use http_fn::buffer as buffer_response;
 pub use lifecycle::Deploy;
 pub use manifest::Manifest;
+pub use node::ConnectionLimits;
 pub use node::{Node, NodeConfig, validate_name};
-pub use openapi::document as openapi_document;
 pub use registry::{FunctionRecord, Version};
-pub use server::ConnectionLimits;
 
 /// Where the node keeps the `x-request-id` a client sent: see [`app`].
 pub const CLIENT_REQUEST_ID: &str = "x-client-request-id";

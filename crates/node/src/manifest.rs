@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+pub use crate::parse::{parse_duration, parse_size};
 use limes_runtime::{DirMount, NetworkPolicy, Policy};
 use serde::{Deserialize, Serialize};
 
@@ -257,11 +258,11 @@ impl Manifest {
     }
 
     /// Whether a `dir` entry preopens the function's private directory
-    /// ([`PRIVATE_DIR`](crate::grants::PRIVATE_DIR)).
+    /// ([`PRIVATE_DIR`](crate::files::PRIVATE_DIR)).
     pub fn uses_private_dir(&self) -> bool {
         self.dirs.iter().any(|d| {
             d.parse::<DirMount>()
-                .is_ok_and(|m| m.host.as_os_str() == crate::grants::PRIVATE_DIR)
+                .is_ok_and(|m| m.host.as_os_str() == crate::files::PRIVATE_DIR)
         })
     }
 
@@ -295,33 +296,21 @@ impl Manifest {
     }
 }
 
-/// A node's `dir` host is an absolute path or exactly [`PRIVATE_DIR`](crate::grants::PRIVATE_DIR):
+/// A node's `dir` host is an absolute path or exactly [`PRIVATE_DIR`](crate::files::PRIVATE_DIR):
 /// `@data/`, `@data/.` and other spellings would be taken for the private directory by one
 /// reader and for a path relative to the node's working directory by another.
 fn check_dir_host(mount: &DirMount) -> Result<(), String> {
     let host = mount.host.as_os_str();
-    if host == crate::grants::PRIVATE_DIR || mount.host.is_absolute() {
+    if host == crate::files::PRIVATE_DIR || mount.host.is_absolute() {
         Ok(())
     } else {
         Err(format!(
             "dir {}: the host side must be an absolute path or exactly {} (the function's own \
              directory)",
             mount.host.display(),
-            crate::grants::PRIVATE_DIR
+            crate::files::PRIVATE_DIR
         ))
     }
-}
-
-/// Parses a size such as `64MiB`, `1GiB` or a plain number of bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    s.parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
-        .map_err(|e| format!("size {s:?}: {e}"))
-}
-
-/// Parses a duration such as `500ms` or `10s`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("duration {s:?}: {e}"))
 }
 
 /// Parses `K=V`.

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
 use std::time::Instant;
 
 use limes_runtime::{Anchor, Function, PoolConfig, Runtime, RuntimeConfig};
@@ -59,7 +60,7 @@ pub struct NodeConfig {
     /// Run slots and queue deadlines: see [`crate::admission`].
     pub admission: AdmissionConfig,
     /// Bounds on HTTP connections: see [`crate::server`].
-    pub connections: crate::server::ConnectionLimits,
+    pub connections: ConnectionLimits,
     /// Key-value stores: the shared ones allowed and the limits (see [`crate::kv`]).
     pub kv: crate::kv::KvConfig,
 }
@@ -79,6 +80,41 @@ impl NodeConfig {
             admission: AdmissionConfig::default(),
             connections: Default::default(),
             kv: Default::default(),
+        }
+    }
+}
+
+/// Limits on the node's connections; see the [`crate::server`] documentation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Most connections open at once, TLS handshakes included; past it new ones are closed.
+    ///
+    /// Default 1024: the usual soft limit on a process's file descriptors is 1024 and the node
+    /// needs some for its files, so this is meant to be raised together with `LimitNOFILE`.
+    pub max_connections: usize,
+    /// Of [`Self::max_connections`], how many are kept for `GET /healthz` and admin requests.
+    ///
+    /// Default 16.
+    pub reserved: usize,
+    /// How long a connection may take to send a request's headers, and how long an idle
+    /// keep-alive connection stays open.
+    ///
+    /// Default 10 s: a client on a slow field link still sends a few hundred bytes of headers
+    /// well within it.
+    pub header_read_timeout: Duration,
+    /// How long a TLS handshake may take.
+    ///
+    /// Default 10 s.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            reserved: 16,
+            header_read_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -11,8 +11,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::NewVersion;
-#[cfg(test)]
 use crate::manifest::Manifest;
 
 const FUNCTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("functions");
@@ -20,6 +18,25 @@ const FUNCTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("functions"
 /// form this node derived from it. Never replicated: it is what a node that requires signatures
 /// trusts instead of a record's `preinit` (see `Node::serving`).
 const DERIVED: TableDefinition<&str, &str> = TableDefinition::new("derived");
+
+/// A version to add: what the node learned by compiling the component, and who sent it.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    /// SHA-256 of the component, hex.
+    pub digest: String,
+    /// `run` or `http`.
+    pub kind: String,
+    /// Its policy and limits.
+    pub manifest: Manifest,
+    /// Its detached signature, hex, if it came with one.
+    pub signature: Option<String>,
+    /// The trusted key the signature verified with, on a node that checks signatures.
+    pub signed_by: Option<String>,
+    /// The name of the token that deployed it.
+    pub deployed_by: Option<String>,
+    /// SHA-256 of the pre-initialized component, when the function has an initialization step.
+    pub preinit: Option<String>,
+}
 
 /// A failure of the registry's storage.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +107,7 @@ pub struct Version {
     /// `run` or `http`.
     pub kind: String,
     /// The policy and limits.
-    pub manifest: crate::manifest::Manifest,
+    pub manifest: Manifest,
     /// The detached Ed25519 signature of the component, hex, if it came with one; see
     /// [`crate::signing`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -244,6 +261,12 @@ impl Registry {
         };
         tx.commit().map_err(storage)?;
         Ok(out)
+    }
+}
+
+impl From<RegistryError> for crate::error::NodeError {
+    fn from(e: RegistryError) -> Self {
+        crate::error::NodeError::Storage(e.to_string())
     }
 }
 

@@ -7,16 +7,16 @@
 //!   byte: HTTP/2's detection would wait for a preface, and an HTTP/2 connection answers pings
 //!   forever, with no timer of hyper's to end either. (TLS offers only `http/1.1` too.)
 //! - **Header-read timeout.** A request's headers must arrive within
-//!   [`ConnectionLimits::header_read_timeout`] of the connection's wait for them starting (its
+//!   [`ConnectionLimits::header_read_timeout`](crate::ConnectionLimits::header_read_timeout) of the connection's wait for them starting (its
 //!   opening, or the end of the previous response), or the connection is closed. A silent
 //!   connection and an idle keep-alive one are both waiting for headers, so the same timer
 //!   closes them: this is the idle timeout too.
-//! - **TLS handshakes** must finish within [`ConnectionLimits::handshake_timeout`]; they run in
+//! - **TLS handshakes** must finish within [`ConnectionLimits::handshake_timeout`](crate::ConnectionLimits::handshake_timeout); they run in
 //!   the connection's own task, so a slow one holds up nobody else, and after it the same
 //!   header-read timeout applies inside TLS.
-//! - **A cap on open connections** ([`ConnectionLimits::max_connections`], TLS handshakes
+//! - **A cap on open connections** ([`ConnectionLimits::max_connections`](crate::ConnectionLimits::max_connections), TLS handshakes
 //!   included). Past it a new connection is closed at once, freeing its descriptor. The last
-//!   [`ConnectionLimits::reserved`] of them are headroom: a request on such a connection is served
+//!   [`ConnectionLimits::reserved`](crate::ConnectionLimits::reserved) of them are headroom: a request on such a connection is served
 //!   only if it is `GET /healthz` or made with an admin token (others get 503
 //!   `too-many-connections`), and the connection closes after that one request (no keep-alive),
 //!   so that nobody can sit on the headroom: an operator and the load balancer still get in
@@ -37,41 +37,6 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 use crate::node::Node;
-
-/// Limits on the node's connections; see the [module](self) documentation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionLimits {
-    /// Most connections open at once, TLS handshakes included; past it new ones are closed.
-    ///
-    /// Default 1024: the usual soft limit on a process's file descriptors is 1024 and the node
-    /// needs some for its files, so this is meant to be raised together with `LimitNOFILE`.
-    pub max_connections: usize,
-    /// Of [`Self::max_connections`], how many are kept for `GET /healthz` and admin requests.
-    ///
-    /// Default 16.
-    pub reserved: usize,
-    /// How long a connection may take to send a request's headers, and how long an idle
-    /// keep-alive connection stays open.
-    ///
-    /// Default 10 s: a client on a slow field link still sends a few hundred bytes of headers
-    /// well within it.
-    pub header_read_timeout: Duration,
-    /// How long a TLS handshake may take.
-    ///
-    /// Default 10 s.
-    pub handshake_timeout: Duration,
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        Self {
-            max_connections: 1024,
-            reserved: 16,
-            header_read_timeout: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(10),
-        }
-    }
-}
 
 /// Marks a request that arrived on a connection inside the reserved headroom.
 #[derive(Debug, Clone, Copy)]

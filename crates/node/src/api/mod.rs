@@ -5,7 +5,9 @@
 
 mod admin;
 mod functions;
+mod guard;
 mod kv;
+pub(crate) mod openapi;
 mod operations;
 mod progress;
 
@@ -65,7 +67,7 @@ pub fn routes(node: Arc<Node>) -> Router {
         .route("/metrics", get(metrics))
         .route(
             "/v1/openapi.json",
-            get(|| async { Json(crate::openapi::document()) }),
+            get(|| async { Json(openapi::document()) }),
         )
         .route("/v1/stats", get(stats))
         .route("/ui", get(crate::dashboard::page))
@@ -96,7 +98,7 @@ pub fn routes(node: Arc<Node>) -> Router {
         .route("/fn/{name}/{*path}", any(serve_http))
         .route_layer(axum::middleware::from_fn_with_state(
             node.clone(),
-            crate::auth::middleware,
+            guard::middleware,
         ))
         .fallback(|| async {
             NodeError::BadRequest("no such route; see /v1/openapi.json".into())

@@ -16,31 +16,12 @@ use futures::future::BoxFuture;
 
 use crate::auth::tokens::TokenRecord;
 use crate::error::NodeError;
-use crate::manifest::Manifest;
 use crate::registry::FunctionRecord;
+pub use crate::registry::NewVersion;
 
 /// How many times one invocation may be forwarded. Two lets a call that raced into a node that
 /// just filled up move on once more, and bounds any loop.
 pub const MAX_HOPS: u32 = 2;
-
-/// A version to add: what the node learned by compiling the component, and who sent it.
-#[derive(Debug, Clone)]
-pub struct NewVersion {
-    /// SHA-256 of the component, hex.
-    pub digest: String,
-    /// `run` or `http`.
-    pub kind: String,
-    /// Its policy and limits.
-    pub manifest: Manifest,
-    /// Its detached signature, hex, if it came with one.
-    pub signature: Option<String>,
-    /// The trusted key the signature verified with, on a node that checks signatures.
-    pub signed_by: Option<String>,
-    /// The name of the token that deployed it.
-    pub deployed_by: Option<String>,
-    /// SHA-256 of the pre-initialized component, when the function has an initialization step.
-    pub preinit: Option<String>,
-}
 
 /// Where an invocation of a function may run, as the cluster sees it now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -20,10 +20,10 @@ fn key_param() -> Value {
     json!({"name": "key", "in": "path", "required": true, "schema": {"type": "string"}, "description": "Any UTF-8 key, percent-encoded"})
 }
 
-/// Adds to every operation what it needs of the caller, from [`crate::api::ROUTES`]: the
+/// Adds to every operation what it needs of the caller, from [`super::ROUTES`]: the
 /// security requirement, the roles (`x-limes-roles`) and the 401 and 403 answers.
 fn annotate_security(doc: &mut Value) {
-    for (method, path, need) in crate::api::ROUTES {
+    for (method, path, need) in super::ROUTES {
         let Some(op) = doc["paths"][path].get_mut(*method) else {
             continue;
         };
@@ -47,7 +47,7 @@ fn annotate_security(doc: &mut Value) {
     }
 }
 
-/// The document. Every route in [`crate::api::ROUTES`] is described; a test holds it to that.
+/// The document. Every route in [`super::ROUTES`] is described; a test holds it to that.
 pub fn document() -> Value {
     let mut doc = paths();
     annotate_security(&mut doc);
