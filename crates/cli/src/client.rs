@@ -238,10 +238,6 @@ pub struct DeployArgs {
     /// Its class when the node is busy: urgent, regular or batch [default: regular]
     #[arg(long, value_name = "CLASS")]
     priority: Option<String>,
-    /// A credential header a wasi:http function receives from its callers (authorization,
-    /// cookie, …); repeatable [default: none: they are removed]
-    #[arg(long = "pass-header", value_name = "NAME")]
-    pass_headers: Vec<String>,
     /// Its detached signature (`limes sign`) [default: FILE.sig, if it exists]
     #[arg(long, value_name = "FILE")]
     signature: Option<PathBuf>,
@@ -305,9 +301,6 @@ pub async fn deploy(api: &Api, args: DeployArgs) -> Result<(), CliError> {
     }
     if args.public {
         query.push(("public".into(), "true".into()));
-    }
-    for name in &args.pass_headers {
-        query.push(("pass_headers".into(), name.clone()));
     }
     if let Some(priority) = &args.priority {
         query.push(("priority".into(), priority.clone()));

@@ -3,10 +3,12 @@
 use std::time::Duration;
 
 use clap::Args;
+use limes_node::capabilities::DeployArgs as CapabilityArgs;
 use limes_node::manifest::{parse_duration, parse_env, parse_size};
-use limes_runtime::{DirMount, NetworkPolicy, Policy};
+use limes_runtime::Policy;
 
-/// A function's limits and grants, as command-line flags.
+/// A function's limits and grants, as command-line flags: its own limits here, each host
+/// capability's flags from its module (`limes_node::capabilities`).
 #[derive(Args, Debug, Clone)]
 pub struct PolicyArgs {
     /// Memory limit, such as 64MiB or 1GiB [default: 128MiB]
@@ -18,49 +20,27 @@ pub struct PolicyArgs {
     /// CPU budget in fuel units (about one per Wasm instruction) [default: unmetered]
     #[arg(long, value_name = "N")]
     pub fuel: Option<u64>,
-    /// Preopen a host directory: HOST::GUEST, or HOST::GUEST:ro for read-only
-    #[arg(long = "dir", value_name = "HOST::GUEST[:ro]", value_parser = str::parse::<DirMount>)]
-    pub dirs: Vec<DirMount>,
     /// Set an environment variable in the guest
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
-    /// Allow binding (TCP, UDP) to an IP or CIDR; repeatable [default: none]
-    #[arg(long = "allow-bind", value_name = "IP/CIDR", value_parser = NetworkPolicy::parse_entry)]
-    pub allow_bind: Vec<ipnet::IpNet>,
-    /// Allow connecting to an IP or CIDR; repeatable [default: none]
-    #[arg(long = "allow-connect", value_name = "IP/CIDR", value_parser = NetworkPolicy::parse_entry)]
-    pub allow_connect: Vec<ipnet::IpNet>,
-    /// A key-value store of its own the function may open; repeatable [default: none]
-    #[arg(long = "kv", value_name = "STORE")]
-    pub kv: Vec<String>,
-    /// A store shared with other functions, which the node's operator allows; repeatable
-    #[arg(long = "kv-shared", value_name = "STORE")]
-    pub kv_shared: Vec<String>,
+    #[command(flatten)]
+    pub capabilities: CapabilityArgs,
 }
 
 impl PolicyArgs {
-    /// The policy these flags describe, with [`Policy::default`] for every flag not given.
+    /// The policy these flags describe, with [`Policy::default`] for every flag not given: what
+    /// `limes run` grants on its user's own machine, unbounded by any node's grants.
     pub fn to_policy(&self) -> Policy {
         let defaults = Policy::default();
-        Policy {
+        let mut policy = Policy {
             memory_limit: self.mem.unwrap_or(defaults.memory_limit),
             timeout: self.timeout.unwrap_or(defaults.timeout),
             fuel: self.fuel,
-            dirs: self.dirs.clone(),
             env: self.env.clone(),
-            network: NetworkPolicy {
-                bind: self.allow_bind.clone(),
-                connect: self.allow_connect.clone(),
-            },
-            // `limes run` keeps stores in memory, for the process's life.
-            kv: limes_runtime::KvPolicy::new(
-                "local",
-                &self.kv,
-                &self.kv_shared,
-                limes_runtime::KvLimits::default(),
-            ),
             ..defaults
-        }
+        };
+        self.capabilities.apply_locally(&mut policy);
+        policy
     }
 
     /// The flags given, as the node API's manifest query parameters.
@@ -76,24 +56,11 @@ impl PolicyArgs {
         if let Some(f) = self.fuel {
             push("fuel", f.to_string());
         }
-        for d in &self.dirs {
-            let ro = if d.writable { "" } else { ":ro" };
-            push("dir", format!("{}::{}{ro}", d.host.display(), d.guest));
-        }
         for (k, v) in &self.env {
             push("env", format!("{k}={v}"));
         }
-        for a in &self.allow_bind {
-            push("allow_bind", a.to_string());
-        }
-        for a in &self.allow_connect {
-            push("allow_connect", a.to_string());
-        }
-        for s in &self.kv {
-            push("kv", s.clone());
-        }
-        for s in &self.kv_shared {
-            push("kv_shared", s.clone());
+        for (k, v) in self.capabilities.pairs() {
+            push(k, v);
         }
         q
     }

@@ -55,27 +55,8 @@ pub struct ServeArgs {
     /// bearer token; `none`: no checks, allowed only on a loopback --listen address
     #[arg(long, value_name = "MODE", default_value = "tokens", value_parser = str::parse::<AuthMode>)]
     auth: AuthMode,
-    /// A host directory that manifests may preopen (it or below it); repeatable [default: none]
-    #[arg(long = "allow-host-dir", value_name = "DIR")]
-    allow_host_dirs: Vec<PathBuf>,
-    /// A network that manifests' allow_bind/allow_connect may name; repeatable [default: none]
-    #[arg(long = "allow-egress", value_name = "CIDR", value_parser = limes_runtime::NetworkPolicy::parse_entry)]
-    allow_egress: Vec<ipnet::IpNet>,
-    /// A key-value store that manifests may share (kv_shared=NAME); repeatable [default: none]
-    #[arg(long = "allow-kv-shared", value_name = "NAME", value_parser = parse_store_name)]
-    allow_kv_shared: Vec<String>,
-    /// Longest key of a function's key-value store, in bytes [default: 256]
-    #[arg(long, value_name = "BYTES")]
-    kv_max_key: Option<usize>,
-    /// Largest value, such as 64KiB [default: 512KiB]
-    #[arg(long, value_name = "SIZE", value_parser = limes_node::manifest::parse_size)]
-    kv_max_value: Option<u64>,
-    /// Most keys in one store [default: 10000]
-    #[arg(long, value_name = "N")]
-    kv_max_keys: Option<u64>,
-    /// Most bytes of keys and values over all of one function's stores [default: 64MiB]
-    #[arg(long, value_name = "SIZE", value_parser = limes_node::manifest::parse_size)]
-    kv_max_bytes: Option<u64>,
+    #[command(flatten)]
+    grants: limes_node::capabilities::GrantArgs,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -165,17 +146,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
             .set_deadline(spec)
             .map_err(|e| CliError::new("bad-request", format!("--queue-deadline {e}")))?;
     }
-    config.grants =
-        limes_node::grants::Grants::new(&args.allow_host_dirs, args.allow_egress.clone())
-            .map_err(|e| CliError::new("bad-request", e))?;
-    config.kv.shared = args.allow_kv_shared.clone();
-    let limits = &mut config.kv.limits;
-    limits.max_key_bytes = args.kv_max_key.unwrap_or(limits.max_key_bytes);
-    limits.max_value_bytes = args.kv_max_value.map_or(limits.max_value_bytes, |v| {
-        usize::try_from(v).unwrap_or(usize::MAX)
-    });
-    limits.max_keys = args.kv_max_keys.unwrap_or(limits.max_keys);
-    limits.max_bytes = args.kv_max_bytes.unwrap_or(limits.max_bytes);
+    config.grants = args
+        .grants
+        .grants()
+        .map_err(|e| CliError::new("bad-request", e))?;
     if let Some(dir) = &args.trusted_keys {
         config.trusted_keys = Some(
             limes_node::signing::TrustedKeys::load(dir)
@@ -331,12 +305,4 @@ async fn shutdown_signal() {
         }
     };
     tokio::select! { () = ctrl_c => {}, () = term => {} }
-}
-
-/// One store name, as a manifest's `kv_shared` must spell it.
-fn parse_store_name(s: &str) -> Result<String, String> {
-    match limes_node::kv::parse_store_names(s)?.as_slice() {
-        [one] => Ok(one.clone()),
-        _ => Err(format!("{s:?}: give one store name per --allow-kv-shared")),
-    }
 }

@@ -227,8 +227,8 @@ async fn a_node_never_runs_a_replicated_version_beyond_its_own_limits() {
     // a grants a host directory and signs nothing; c grants nothing and wants signatures.
     let a = TestNode::start_with(&nats.url(), "a", 0.0, 2, |node, _| {
         node.auth = limes_node::AuthMode::None;
-        node.grants =
-            limes_node::grants::Grants::new(std::slice::from_ref(&shared_dir), vec![]).unwrap();
+        node.grants.files =
+            limes_node::capabilities::files::Grant::new(std::slice::from_ref(&shared_dir)).unwrap();
     })
     .unwrap();
     let c = TestNode::start_with(&nats.url(), "c", 5.0, 2, |node, _| {

@@ -7,11 +7,6 @@
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
-/// The host side of a `dir` entry that names the function's private directory:
-/// `dir=@data::/data` preopens it at `/data`. It is the only spelling: the manifest refuses
-/// any other host path that is not absolute.
-pub const PRIVATE_DIR: &str = "@data";
-
 /// Creates `dir` (and its missing parents) with mode 0700, and narrows it to 0700 if it
 /// existed with a wider mode.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {

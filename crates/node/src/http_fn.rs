@@ -32,7 +32,14 @@ impl Node {
             Route::Elsewhere { .. } => self
                 .get(name)
                 .await
-                .map(|r| r.active_version().manifest.pass_headers.clone())
+                .map(|r| {
+                    r.active_version()
+                        .manifest
+                        .capabilities
+                        .http
+                        .pass_headers
+                        .clone()
+                })
                 .unwrap_or_default(),
         };
         crate::guest_headers::strip(request.headers_mut(), &pass);

@@ -81,7 +81,10 @@ fn circle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
 #[test]
 fn the_nodes_modules_form_no_import_circle() {
     let graph = graph();
-    assert!(graph.contains_key("api") && graph["api"].contains("node"), "{graph:?}");
+    assert!(
+        graph.contains_key("api") && graph["api"].contains("node"),
+        "{graph:?}"
+    );
     if let Some(found) = circle(&graph) {
         panic!("import circle: {} -> {}", found.join(" -> "), found[0]);
     }

@@ -19,16 +19,15 @@ mod artifacts;
 pub mod audit;
 pub mod auth;
 mod bodies;
+pub mod capabilities;
 pub mod cluster;
 mod dashboard;
 pub mod deploys;
 mod error;
 mod files;
-pub mod grants;
 pub mod guest_headers;
 pub mod guests;
 mod http_fn;
-pub mod kv;
 #[cfg(test)]
 mod layering;
 mod lifecycle;

@@ -1,7 +1,7 @@
 //! A function's life on a node: deploy, load (on first use, in a cluster), roll back, remove.
 //!
 //! Every version is vetted before it runs, wherever it came from: its manifest must stay within
-//! the node's [`Grants`](crate::grants::Grants) and, on a node with trusted keys, its component
+//! the node's [`Grants`](crate::capabilities::Grants) and, on a node with trusted keys, its component
 //! must carry a signature one of them made. A version that arrives through the cluster and fails
 //! is not run; the node says so in its log and in `limes_refused_versions_total`.
 
@@ -9,12 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use limes_runtime::DirMount;
 
 use crate::cluster::NewVersion;
 use crate::deploys::{Progress, Stage};
 use crate::error::NodeError;
-use crate::grants::PRIVATE_DIR;
 use crate::manifest::Manifest;
 use crate::node::{Live, Node, blocking, validate_name};
 use crate::registry::{FunctionRecord, Version};
@@ -74,11 +72,9 @@ impl Node {
         digest: &str,
         signature: Option<&str>,
     ) -> Result<Option<String>, NodeError> {
-        let config = self.config();
-        let verdict = config
-            .grants
-            .check(manifest)
-            .and_then(|()| config.kv.check(&manifest.kv_shared))
+        let verdict = manifest
+            .capabilities
+            .check(&self.config().grants)
             .and_then(|()| {
                 self.config()
                     .trusted_keys
@@ -158,36 +154,19 @@ impl Node {
         Ok(Live::new(function, version.version, &version.manifest))
     }
 
-    /// The runtime policy of `manifest` for function `name`, creating its private directory
-    /// (mode 0700) if the manifest preopens it. Every directory is tied to the held-open
-    /// directory it is resolved beneath at each instantiation: the private one to the node's
-    /// `functions` directory, the others to their grant.
+    /// The runtime policy of `manifest` for function `name`: its own limits, and each
+    /// capability's part within this node's grants (which may create its private directory).
     fn policy(&self, name: &str, manifest: &Manifest) -> Result<limes_runtime::Policy, NodeError> {
-        let private = self.private_dir(name);
-        if manifest.uses_private_dir() {
-            crate::files::create_private_dir(&private)
-                .map_err(|e| NodeError::Storage(format!("creating {}: {e}", private.display())))?;
-        }
-        let grants = &self.config().grants;
-        let mut policy = manifest
-            .to_policy(|mount| {
-                if mount.host.as_os_str() == PRIVATE_DIR {
-                    Ok(DirMount {
-                        host: private.clone(),
-                        anchor: Some(self.functions_dir.clone()),
-                        ..mount
-                    })
-                } else {
-                    grants.anchor(&mount).map_err(|e| e.to_string())
-                }
-            })
-            .map_err(NodeError::NotPermitted)?;
-        policy.kv = limes_runtime::KvPolicy::new(
+        let private_dir = self.private_dir(name);
+        let place = crate::capabilities::Place {
             name,
-            &manifest.kv,
-            &manifest.kv_shared,
-            self.config().kv.limits,
-        );
+            private_dir: &private_dir,
+            functions_dir: &self.functions_dir,
+        };
+        let mut policy = manifest.to_policy();
+        manifest
+            .capabilities
+            .apply(&self.config().grants, &place, &mut policy)?;
         Ok(policy)
     }
 

@@ -3,13 +3,16 @@
 //!
 //! The API takes the manifest as query parameters (`?memory=64MiB&timeout=5s&env=K=V`) or as a
 //! JSON object with the same keys in a multipart part. Both go through [`Manifest::from_pairs`],
-//! so they accept and reject exactly the same things.
+//! so they accept and reject exactly the same things. The function's own limits are here; what
+//! each host capability grants is that capability's section ([`crate::capabilities`]).
 
 use std::time::Duration;
 
 pub use crate::parse::{parse_duration, parse_size};
-use limes_runtime::{DirMount, NetworkPolicy, Policy};
+use limes_runtime::Policy;
 use serde::{Deserialize, Serialize};
+
+use crate::capabilities::Sections;
 
 /// Invocations of one function in flight at once, unless its manifest says otherwise.
 ///
@@ -17,22 +20,24 @@ use serde::{Deserialize, Serialize};
 /// node's capacity.
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 16;
 
-/// The keys a manifest may have.
-pub const KEYS: &[&str] = &[
+/// The keys of the function's own limits; each capability adds its own (see [`keys`]).
+const OWN_KEYS: &[&str] = &[
     "memory",
     "timeout",
     "fuel",
     "env",
-    "dir",
-    "allow_bind",
-    "allow_connect",
     "max_concurrency",
     "public",
     "priority",
-    "pass_headers",
-    "kv",
-    "kv_shared",
 ];
+
+/// Every key a manifest may have: its own, then each capability's.
+pub fn keys() -> impl Iterator<Item = &'static str> {
+    OWN_KEYS
+        .iter()
+        .copied()
+        .chain(Sections::keys().map(|(k, _)| k))
+}
 
 /// A validated manifest, in the normalized form the registry stores.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,12 +50,6 @@ pub struct Manifest {
     pub fuel: Option<u64>,
     /// Environment variables.
     pub env: Vec<(String, String)>,
-    /// Preopened directories, as `HOST::GUEST[:ro]`.
-    pub dirs: Vec<String>,
-    /// Bind allowlist, IPs or CIDRs.
-    pub allow_bind: Vec<String>,
-    /// Connect allowlist, IPs or CIDRs.
-    pub allow_connect: Vec<String>,
     /// Invocations of this function in flight at once; more are refused with 429.
     pub max_concurrency: u32,
     /// Whether anyone may invoke it without a token (its `invoke` and `/fn/…` routes).
@@ -59,16 +58,9 @@ pub struct Manifest {
     /// Its class when the node is busy: `urgent`, `regular` (default) or `batch`.
     #[serde(default)]
     pub priority: crate::admission::Priority,
-    /// Credential headers a `wasi:http` function receives from its callers (`authorization`,
-    /// `cookie`, …), lowercase; none by default (see [`crate::guest_headers`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pass_headers: Vec<String>,
-    /// Key-value stores of its own it may open (see [`crate::kv`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub kv: Vec<String>,
-    /// Shared key-value stores it may open, each allowed by the operator.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub kv_shared: Vec<String>,
+    /// What each host capability grants it, in its own section; the keys stay top-level.
+    #[serde(flatten)]
+    pub capabilities: Sections,
 }
 
 impl Default for Manifest {
@@ -79,15 +71,10 @@ impl Default for Manifest {
             timeout_ms: policy.timeout.as_millis() as u64,
             fuel: None,
             env: Vec::new(),
-            dirs: Vec::new(),
-            allow_bind: Vec::new(),
-            allow_connect: Vec::new(),
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             public: false,
             priority: crate::admission::Priority::Regular,
-            pass_headers: Vec::new(),
-            kv: Vec::new(),
-            kv_shared: Vec::new(),
+            capabilities: Sections::default(),
         }
     }
 }
@@ -108,19 +95,6 @@ impl Manifest {
                 "timeout" => m.timeout_ms = parse_duration(value)?.as_millis() as u64,
                 "fuel" => m.fuel = Some(parse_number(key, value)?),
                 "env" => m.env.push(parse_env(value)?),
-                "dir" => {
-                    check_dir_host(&value.parse::<DirMount>()?)?;
-                    m.dirs.push(value.to_owned());
-                }
-                "allow_bind" | "allow_connect" => {
-                    NetworkPolicy::parse_entry(value)?;
-                    let list = if key == "allow_bind" {
-                        &mut m.allow_bind
-                    } else {
-                        &mut m.allow_connect
-                    };
-                    list.push(value.to_owned());
-                }
                 "max_concurrency" => {
                     m.max_concurrency = parse_number(key, value)?;
                     if m.max_concurrency == 0 {
@@ -128,24 +102,6 @@ impl Manifest {
                     }
                 }
                 "priority" => m.priority = value.parse()?,
-                "pass_headers" => {
-                    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                        m.pass_headers
-                            .push(crate::guest_headers::check_pass_header(name)?);
-                    }
-                }
-                "kv" | "kv_shared" => {
-                    let list = if key == "kv" {
-                        &mut m.kv
-                    } else {
-                        &mut m.kv_shared
-                    };
-                    for name in crate::kv::parse_store_names(value)? {
-                        if !list.contains(&name) {
-                            list.push(name);
-                        }
-                    }
-                }
                 "public" => {
                     m.public = match value {
                         "true" | "1" => true,
@@ -153,26 +109,25 @@ impl Manifest {
                         _ => return Err(format!("public={value:?}: expected true or false")),
                     }
                 }
-                other => {
-                    return Err(format!(
-                        "unknown manifest key {other:?}; known keys: {}",
-                        KEYS.join(", ")
-                    ));
-                }
+                other => match m.capabilities.parse(other, value) {
+                    Some(parsed) => parsed?,
+                    None => {
+                        return Err(format!(
+                            "unknown manifest key {other:?}; known keys: {}",
+                            keys().collect::<Vec<_>>().join(", ")
+                        ));
+                    }
+                },
             }
         }
         if m.timeout_ms == 0 {
             return Err("timeout must be longer than 0 ms".into());
         }
-        if let Some(both) = m.kv.iter().find(|s| m.kv_shared.contains(s)) {
-            return Err(format!(
-                "store {both:?} is in both kv and kv_shared: a store is the function's own or shared"
-            ));
-        }
+        m.capabilities.finish()?;
         Ok(m)
     }
 
-    /// Builds a manifest from a JSON object with the keys of [`KEYS`]. Lists may be arrays;
+    /// Builds a manifest from a JSON object with the keys of [`keys`]. Lists may be arrays;
     /// `env` may also be an object.
     pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
         use serde_json::Value;
@@ -232,84 +187,25 @@ impl Manifest {
                 .iter()
                 .map(|(k, v)| ("env".into(), format!("{k}={v}"))),
         );
-        pairs.extend(self.dirs.iter().map(|d| ("dir".into(), d.clone())));
         pairs.extend(
-            self.pass_headers
-                .iter()
-                .map(|h| ("pass_headers".into(), h.clone())),
-        );
-        pairs.extend(self.kv.iter().map(|s| ("kv".into(), s.clone())));
-        pairs.extend(
-            self.kv_shared
-                .iter()
-                .map(|s| ("kv_shared".into(), s.clone())),
-        );
-        pairs.extend(
-            self.allow_bind
-                .iter()
-                .map(|a| ("allow_bind".into(), a.clone())),
-        );
-        pairs.extend(
-            self.allow_connect
-                .iter()
-                .map(|a| ("allow_connect".into(), a.clone())),
+            self.capabilities
+                .pairs()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v)),
         );
         pairs
     }
 
-    /// Whether a `dir` entry preopens the function's private directory
-    /// ([`PRIVATE_DIR`](crate::files::PRIVATE_DIR)).
-    pub fn uses_private_dir(&self) -> bool {
-        self.dirs.iter().any(|d| {
-            d.parse::<DirMount>()
-                .is_ok_and(|m| m.host.as_os_str() == crate::files::PRIVATE_DIR)
-        })
-    }
-
-    /// The runtime policy of this manifest; `mount` turns each `dir` entry into the mount the
-    /// runtime opens (the node ties each to the directory it is resolved beneath).
-    pub fn to_policy(
-        &self,
-        mount: impl Fn(DirMount) -> Result<DirMount, String>,
-    ) -> Result<Policy, String> {
-        let nets = |list: &[String]| {
-            list.iter()
-                .map(|s| NetworkPolicy::parse_entry(s))
-                .collect::<Result<Vec<_>, _>>()
-        };
-        Ok(Policy {
+    /// The function's own limits as a runtime policy; each capability adds its part
+    /// ([`Sections::apply`]).
+    pub fn to_policy(&self) -> Policy {
+        Policy {
             memory_limit: self.memory_limit,
             timeout: Duration::from_millis(self.timeout_ms),
             fuel: self.fuel,
-            dirs: self
-                .dirs
-                .iter()
-                .map(|d| mount(d.parse()?))
-                .collect::<Result<_, _>>()?,
             env: self.env.clone(),
-            network: NetworkPolicy {
-                bind: nets(&self.allow_bind)?,
-                connect: nets(&self.allow_connect)?,
-            },
             ..Policy::default()
-        })
-    }
-}
-
-/// A node's `dir` host is an absolute path or exactly [`PRIVATE_DIR`](crate::files::PRIVATE_DIR):
-/// `@data/`, `@data/.` and other spellings would be taken for the private directory by one
-/// reader and for a path relative to the node's working directory by another.
-fn check_dir_host(mount: &DirMount) -> Result<(), String> {
-    let host = mount.host.as_os_str();
-    if host == crate::files::PRIVATE_DIR || mount.host.is_absolute() {
-        Ok(())
-    } else {
-        Err(format!(
-            "dir {}: the host side must be an absolute path or exactly {} (the function's own \
-             directory)",
-            mount.host.display(),
-            crate::files::PRIVATE_DIR
-        ))
+        }
     }
 }
 
@@ -353,12 +249,25 @@ mod tests {
             from_query
         );
         assert!(from_query.public);
-        assert_eq!(
-            from_query.to_policy(Ok).unwrap().timeout,
-            Duration::from_secs(5)
-        );
+        assert_eq!(from_query.to_policy().timeout, Duration::from_secs(5));
         let private = Manifest::from_pairs([("dir", "@data::/data")]).unwrap();
-        assert!(private.uses_private_dir());
+        assert!(private.capabilities.files.uses_private_dir());
+    }
+
+    #[test]
+    fn records_stored_before_the_capability_sections_read_the_same() {
+        // The registry and the cluster keep manifests as JSON; the sections are flattened so
+        // that the keys, and every record written before, stay as they were.
+        let stored = br#"{"memory_limit":1024,"timeout_ms":500,"fuel":null,"env":[],"dirs":["@data::/d"],"allow_bind":[],"allow_connect":["10.0.0.1"],"max_concurrency":2,"pass_headers":["cookie"],"kv":["default"]}"#;
+        let manifest: Manifest = serde_json::from_slice(stored).unwrap();
+        assert_eq!(manifest.capabilities.files.dirs, ["@data::/d"]);
+        assert_eq!(manifest.capabilities.network.allow_connect, ["10.0.0.1"]);
+        assert_eq!(manifest.capabilities.http.pass_headers, ["cookie"]);
+        assert_eq!(manifest.capabilities.kv.stores, ["default"]);
+        let again: serde_json::Value = serde_json::to_value(&manifest).unwrap();
+        assert_eq!(again["dirs"], serde_json::json!(["@data::/d"]));
+        assert_eq!(again["kv"], serde_json::json!(["default"]));
+        assert!(again.get("kv_shared").is_none());
     }
 
     #[test]

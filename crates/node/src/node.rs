@@ -15,9 +15,9 @@ use crate::artifacts::ArtifactStore;
 use crate::audit::{AuditLog, Change};
 use crate::auth::AuthMode;
 use crate::auth::tokens::TokenStore;
+use crate::capabilities::Grants;
 use crate::cluster::{Call, Cluster, MAX_HOPS, Placement, Ran};
 use crate::error::NodeError;
-use crate::grants::Grants;
 use crate::guests::{GuestThreads, RecentTime};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -61,8 +61,6 @@ pub struct NodeConfig {
     pub admission: AdmissionConfig,
     /// Bounds on HTTP connections: see [`crate::server`].
     pub connections: ConnectionLimits,
-    /// Key-value stores: the shared ones allowed and the limits (see [`crate::kv`]).
-    pub kv: crate::kv::KvConfig,
 }
 
 impl NodeConfig {
@@ -79,7 +77,6 @@ impl NodeConfig {
             trusted_keys: None,
             admission: AdmissionConfig::default(),
             connections: Default::default(),
-            kv: Default::default(),
         }
     }
 }
@@ -145,7 +142,7 @@ impl Live {
             version,
             public: manifest.public,
             priority: manifest.priority,
-            pass_headers: manifest.pass_headers.clone(),
+            pass_headers: manifest.capabilities.http.pass_headers.clone(),
             slots: Arc::new(Semaphore::new(manifest.max_concurrency as usize)),
             recent: RecentTime::default(),
         })
@@ -209,7 +206,7 @@ pub struct Node {
     /// The node's metrics.
     pub metrics: Metrics,
     /// Where its functions' key-value stores live.
-    pub(crate) kv: crate::kv::NodeKv,
+    pub(crate) kv: crate::capabilities::kv::NodeKv,
     config: NodeConfig,
 }
 
@@ -224,14 +221,15 @@ impl Node {
         let canonical = std::fs::canonicalize(dir).map_err(|e| storage(dir, e))?;
         config
             .grants
+            .files
             .check_data_dir(&canonical)
             .map_err(NodeError::NotPermitted)?;
         let functions = dir.join("functions");
         crate::files::create_private_dir(&functions).map_err(|e| storage(&functions, e))?;
         let functions_dir = Anchor::open(&functions).map_err(|e| storage(&functions, e))?;
         let kv_path = dir.join("kv.redb");
-        let kv = crate::kv::NodeKv::new(Arc::new(
-            crate::kv::RedbKv::open(&kv_path).map_err(NodeError::Storage)?,
+        let kv = crate::capabilities::kv::NodeKv::new(Arc::new(
+            crate::capabilities::kv::RedbKv::open(&kv_path).map_err(NodeError::Storage)?,
         ));
         crate::files::restrict_file(&kv_path).map_err(|e| storage(&kv_path, e))?;
         let runtime = Runtime::with_kv(

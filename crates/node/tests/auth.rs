@@ -363,11 +363,9 @@ async fn manifests_get_host_dirs_and_egress_only_inside_the_nodes_grants() {
     let allowed = tempfile::tempdir().unwrap();
     let mut config = NodeConfig::new(dir.path());
     config.auth = limes_node::AuthMode::None;
-    config.grants = limes_node::grants::Grants::new(
-        &[allowed.path().to_owned()],
-        vec!["10.1.0.0/16".parse().unwrap()],
-    )
-    .unwrap();
+    config.grants.files =
+        limes_node::capabilities::files::Grant::new(&[allowed.path().to_owned()]).unwrap();
+    config.grants.network.egress = vec!["10.1.0.0/16".parse().unwrap()];
     let node = TestNode::start(config).await;
     let refused = [
         ("dir", "/etc::/host:ro".to_owned()),

@@ -35,8 +35,8 @@ fn summary(record: &FunctionRecord) -> serde_json::Value {
         "priority": active.manifest.priority,
         "signed_by": active.signed_by,
         "preinitialized": active.preinit.is_some(),
-        "kv": active.manifest.kv,
-        "kv_shared": active.manifest.kv_shared,
+        "kv": active.manifest.capabilities.kv.stores,
+        "kv_shared": active.manifest.capabilities.kv.shared,
     })
 }
 

@@ -25,8 +25,8 @@ fn failed(e: KvError) -> NodeError {
 /// The store `store` of function `name`, if its active manifest declares it.
 async fn resolve(node: &Arc<Node>, name: &str, store: &str) -> Result<StoreId, NodeError> {
     let record = node.get(name).await?;
-    let manifest = &record.active_version().manifest;
-    crate::kv::store_of(name, &manifest.kv, &manifest.kv_shared, store).ok_or_else(|| {
+    let kv = &record.active_version().manifest.capabilities.kv;
+    kv.store(name, store).ok_or_else(|| {
         NodeError::NotFound(format!(
             "{name} declares no key-value store {store:?} (manifest keys kv and kv_shared)"
         ))
@@ -34,7 +34,7 @@ async fn resolve(node: &Arc<Node>, name: &str, store: &str) -> Result<StoreId, N
 }
 
 fn check_key(node: &Node, key: &str) -> Result<(), NodeError> {
-    let max = node.config().kv.limits.max_key_bytes;
+    let max = node.config().grants.kv.limits.max_key_bytes;
     if key.is_empty() || key.len() > max {
         return Err(NodeError::BadRequest(format!(
             "a key is 1 to {max} bytes; this one is {}",
@@ -78,7 +78,7 @@ pub(super) async fn put(
 ) -> Result<StatusCode, NodeError> {
     let id = resolve(&node, &name, &store).await?;
     check_key(&node, &key)?;
-    let limits = node.config().kv.limits;
+    let limits = node.config().grants.kv.limits;
     if value.len() > limits.max_value_bytes {
         return Err(NodeError::BadRequest(format!(
             "the value is {} bytes, over this node's limit of {}",

@@ -55,9 +55,18 @@ pub fn document() -> Value {
 }
 
 fn paths() -> Value {
-    let manifest_params: Vec<Value> = crate::manifest::KEYS
-        .iter()
-        .map(|k| json!({"name": k, "in": "query", "required": false, "schema": {"type": "string"}}))
+    // Each capability describes its own keys.
+    let described: std::collections::HashMap<_, _> =
+        crate::capabilities::Sections::keys().collect();
+    let manifest_params: Vec<Value> = crate::manifest::keys()
+        .map(|k| {
+            let mut param =
+                json!({"name": k, "in": "query", "required": false, "schema": {"type": "string"}});
+            if let Some(text) = described.get(k) {
+                param["description"] = json!(text);
+            }
+            param
+        })
         .collect();
     let mut deploy_params = vec![name_param()];
     deploy_params.extend(manifest_params);

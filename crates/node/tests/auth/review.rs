@@ -1,6 +1,7 @@
 //! The findings of the second trust review, each written as the attack: what a deploy token
 //! or a caller could reach through preopens, headers and the API, and what the record keeps.
 
+use limes_node::capabilities::files::Grant;
 use std::os::unix::fs::PermissionsExt;
 
 use super::*;
@@ -8,7 +9,7 @@ use super::*;
 /// A node with tokens whose operator grants `granted`.
 async fn granting(data: &Path, granted: &Path) -> TestNode {
     let mut config = NodeConfig::new(data);
-    config.grants = limes_node::grants::Grants::new(&[granted.to_owned()], vec![]).unwrap();
+    config.grants.files = Grant::new(&[granted.to_owned()]).unwrap();
     TestNode::start(config).await
 }
 
@@ -98,8 +99,7 @@ async fn a_grant_over_the_data_dir_is_refused_at_start() {
     std::fs::create_dir_all(data.join("artifacts")).unwrap();
     for grant in [root.path().to_owned(), data.clone(), data.join("artifacts")] {
         let mut config = NodeConfig::new(&data);
-        config.grants =
-            limes_node::grants::Grants::new(std::slice::from_ref(&grant), vec![]).unwrap();
+        config.grants.files = Grant::new(std::slice::from_ref(&grant)).unwrap();
         let refused = limes_node::Node::open(config)
             .err()
             .unwrap_or_else(|| panic!("a node granting {} started", grant.display()));

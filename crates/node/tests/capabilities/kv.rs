@@ -82,7 +82,7 @@ async fn guests_and_the_operator_api_see_the_same_store() {
 async fn a_shared_store_needs_the_operators_grant() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
-    cfg.kv.shared = vec!["alarms".into()];
+    cfg.grants.kv.shared = vec!["alarms".into()];
     let node = TestNode::start(cfg).await;
 
     let refused = node
@@ -221,7 +221,7 @@ async fn state_survives_a_restart_and_goes_with_its_function() {
 async fn the_operators_limits_bind_guests_and_the_api_alike() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
-    cfg.kv.limits.max_value_bytes = 16;
+    cfg.grants.kv.limits.max_value_bytes = 16;
     let node = TestNode::start(cfg).await;
     assert!(
         node.deploy("small", "kv-script", &[("kv", "default")])

@@ -1,34 +1,108 @@
-//! The key-value capability on a node: the manifest's `kv` and `kv_shared` keys, the
-//! operator's grant and limits, the backend the node's guests use, and the stores' removal.
+//! Key-value stores (`wasi:keyvalue`, linked by `limes_runtime::kv`): the manifest's `kv` and
+//! `kv_shared` keys, the operator's grant and limits, and the backend the node's guests use.
 //!
 //! A function declares the stores it opens (`kv=default,alarms`). Each is its own, kept under
 //! its name, unless it is listed in `kv_shared` instead: then it is the node's (or cluster's)
 //! one store of that name, which the operator must allow (`limes serve --allow-kv-shared NAME`).
-//! On one node the stores live in `<data-dir>/kv.redb` ([`RedbKv`]).
+//! On one node the stores live in `<data-dir>/kv.redb` ([`RedbKv`]); a node in a cluster moves
+//! them to NATS JetStream KV (`limes_cluster::kv`).
 
 mod metrics;
 mod redb;
 
 use std::sync::{Arc, RwLock};
 
-use limes_runtime::KvLimits;
+use clap::Args;
 use limes_runtime::kv::{Entry, Expect, KvBackend, KvError, KvFuture, Quota, StoreId, Usage};
+use limes_runtime::{KvLimits, KvPolicy, Policy};
+use serde::{Deserialize, Serialize};
 
+use super::{Capability, Place};
 use crate::error::NodeError;
 
 pub use self::metrics::KvMetrics;
 pub use self::redb::RedbKv;
 
+/// The manifest's section: the stores the function may open.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kv {
+    /// Its own stores (`kv`).
+    #[serde(rename = "kv", default, skip_serializing_if = "Vec::is_empty")]
+    pub stores: Vec<String>,
+    /// Shared stores (`kv_shared`), each allowed by the operator.
+    #[serde(rename = "kv_shared", default, skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<String>,
+}
+
+impl Capability for Kv {
+    const KEYS: &'static [(&'static str, &'static str)] = &[
+        (
+            "kv",
+            "Key-value stores of its own the function may open, comma-separated (1-64 of a-z, 0-9, - and _)",
+        ),
+        (
+            "kv_shared",
+            "Stores shared with other functions, each allowed by --allow-kv-shared, comma-separated",
+        ),
+    ];
+    type Grant = Grant;
+
+    fn parse(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let list = if key == "kv" {
+            &mut self.stores
+        } else {
+            &mut self.shared
+        };
+        for name in parse_store_names(value)? {
+            if !list.contains(&name) {
+                list.push(name);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<(), String> {
+        match self.stores.iter().find(|s| self.shared.contains(s)) {
+            Some(both) => Err(format!(
+                "store {both:?} is in both kv and kv_shared: a store is the function's own or shared"
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let own = self.stores.iter().map(|s| ("kv", s.clone()));
+        let shared = self.shared.iter().map(|s| ("kv_shared", s.clone()));
+        own.chain(shared).collect()
+    }
+
+    fn check(&self, grant: &Grant) -> Result<(), NodeError> {
+        grant.check(&self.shared)
+    }
+
+    fn apply(&self, grant: &Grant, place: &Place, policy: &mut Policy) -> Result<(), NodeError> {
+        policy.kv = KvPolicy::new(place.name, &self.stores, &self.shared, grant.limits);
+        Ok(())
+    }
+}
+
+impl Kv {
+    /// The store this function opens as `store`, if it declares it.
+    pub fn store(&self, function: &str, store: &str) -> Option<StoreId> {
+        store_of(function, &self.stores, &self.shared, store)
+    }
+}
+
 /// The operator's settings of the capability.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KvConfig {
+pub struct Grant {
     /// Shared stores a manifest may name in `kv_shared`. Default none.
     pub shared: Vec<String>,
     /// Limits of every function's state (see [`KvLimits`] for the defaults).
     pub limits: KvLimits,
 }
 
-impl KvConfig {
+impl Grant {
     /// Whether a manifest's `kv_shared` names only shared stores the operator allows;
     /// [`NodeError::NotPermitted`] names the first it does not.
     pub fn check(&self, kv_shared: &[String]) -> Result<(), NodeError> {
@@ -65,7 +139,7 @@ pub fn parse_store_names(value: &str) -> Result<Vec<String>, String> {
 }
 
 /// The store function `name` opens as `store`, if its manifest declares it (`kv`, `kv_shared`).
-pub fn store_of(name: &str, kv: &[String], kv_shared: &[String], store: &str) -> Option<StoreId> {
+fn store_of(name: &str, kv: &[String], kv_shared: &[String], store: &str) -> Option<StoreId> {
     if kv_shared.iter().any(|s| s == store) {
         Some(StoreId::new(limes_runtime::kv::SHARED_NAMESPACE, store))
     } else if kv.iter().any(|s| s == store) {
@@ -172,6 +246,82 @@ impl KvBackend for NodeKv {
         let backend = self.backend();
         self.metrics.operation(store, "increment");
         Box::pin(async move { backend.increment(store, key, delta, quota).await })
+    }
+}
+
+/// `limes deploy` and `limes run`: `--kv`, `--kv-shared`. (`limes run` keeps the stores in
+/// memory, for as long as it runs.)
+#[derive(Args, Debug, Clone, Default)]
+// No argument group of its own: every capability's struct has this name.
+#[group(skip)]
+pub struct DeployArgs {
+    /// A key-value store of its own the function may open; repeatable [default: none]
+    #[arg(long = "kv", value_name = "STORE")]
+    pub stores: Vec<String>,
+    /// A store shared with other functions, which the node's operator allows; repeatable
+    #[arg(long = "kv-shared", value_name = "STORE")]
+    pub shared: Vec<String>,
+}
+
+impl DeployArgs {
+    /// The flags as manifest pairs.
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        let own = self.stores.iter().map(|s| ("kv", s.clone()));
+        let shared = self.shared.iter().map(|s| ("kv_shared", s.clone()));
+        own.chain(shared).collect()
+    }
+
+    /// `limes run` opens them in memory under the name `local`.
+    pub fn apply_locally(&self, policy: &mut Policy) {
+        policy.kv = KvPolicy::new("local", &self.stores, &self.shared, KvLimits::default());
+    }
+}
+
+/// `limes serve`: the shared stores allowed and the limits.
+#[derive(Args, Debug, Clone, Default)]
+// No argument group of its own: every capability's struct has this name.
+#[group(skip)]
+pub struct GrantArgs {
+    /// A key-value store that manifests may share (kv_shared=NAME); repeatable [default: none]
+    #[arg(long = "allow-kv-shared", value_name = "NAME", value_parser = parse_store_name)]
+    pub allow_kv_shared: Vec<String>,
+    /// Longest key of a function's key-value store, in bytes [default: 256]
+    #[arg(long, value_name = "BYTES")]
+    pub kv_max_key: Option<usize>,
+    /// Largest value, such as 64KiB [default: 512KiB]
+    #[arg(long, value_name = "SIZE", value_parser = crate::parse::parse_size)]
+    pub kv_max_value: Option<u64>,
+    /// Most keys in one store [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub kv_max_keys: Option<u64>,
+    /// Most bytes of keys and values over all of one function's stores [default: 64MiB]
+    #[arg(long, value_name = "SIZE", value_parser = crate::parse::parse_size)]
+    pub kv_max_bytes: Option<u64>,
+}
+
+impl GrantArgs {
+    /// The grant, with the defaults of [`KvLimits`] for each limit not given.
+    pub fn grant(&self) -> Result<Grant, String> {
+        let d = KvLimits::default();
+        Ok(Grant {
+            shared: self.allow_kv_shared.clone(),
+            limits: KvLimits {
+                max_key_bytes: self.kv_max_key.unwrap_or(d.max_key_bytes),
+                max_value_bytes: self.kv_max_value.map_or(d.max_value_bytes, |v| {
+                    usize::try_from(v).unwrap_or(usize::MAX)
+                }),
+                max_keys: self.kv_max_keys.unwrap_or(d.max_keys),
+                max_bytes: self.kv_max_bytes.unwrap_or(d.max_bytes),
+            },
+        })
+    }
+}
+
+/// One store name, as `--allow-kv-shared` takes it.
+fn parse_store_name(s: &str) -> Result<String, String> {
+    match parse_store_names(s)?.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(format!("{s:?}: give one store name per --allow-kv-shared")),
     }
 }
 
