@@ -9,8 +9,9 @@
 //! Consistency: every call is a request to the JetStream leader of the bucket's stream and
 //! waits for its answer, so an invocation reads its own writes and, since the stream is the
 //! one copy, a write acknowledged on one node is read by any later call on any node.
-//! Compare-and-swap is JetStream's revision-checked update; `increment` is a compare-and-swap
-//! loop, bounded, with a short random pause after each lost race.
+//! Compare-and-swap is JetStream's revision-checked update; `increment` is the backend
+//! interface's own compare-and-swap loop, bounded, with a short random pause after each lost
+//! race.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,15 +19,12 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt as _;
 use limes_runtime::kv::{
-    Entry, Expect, KvBackend, KvError, KvFuture, Quota, SHARED_NAMESPACE, StoreId, Usage, add,
-    check_quota, parse_integer,
+    Entry, Expect, KvBackend, KvError, KvFuture, Quota, SHARED_NAMESPACE, StoreId, Usage,
+    check_quota,
 };
 
 /// What every store's bucket name starts with.
 const PREFIX: &str = "limes-kv-";
-
-/// Most attempts of an `increment` before it reports the contention.
-const INCREMENT_ATTEMPTS: usize = 200;
 
 /// Stores in NATS JetStream KV buckets.
 pub struct NatsKv {
@@ -271,39 +269,6 @@ impl KvBackend for NatsKv {
                 });
             }
             Ok(all)
-        })
-    }
-
-    fn increment<'a>(
-        &'a self,
-        store: &'a StoreId,
-        key: &'a str,
-        delta: i64,
-        quota: Quota,
-    ) -> KvFuture<'a, i64> {
-        Box::pin(async move {
-            for _ in 0..INCREMENT_ATTEMPTS {
-                let current = self.get(store, key).await?;
-                let (now, expect) = match &current {
-                    Some(e) => (parse_integer(&e.value)?, Expect::Revision(e.revision)),
-                    None => (0, Expect::Absent),
-                };
-                let sum = add(now, delta)?;
-                match self
-                    .set(store, key, sum.to_string().into_bytes(), expect, quota)
-                    .await
-                {
-                    Ok(_) => return Ok(sum),
-                    // Another writer won; a random pause spreads the next round of writers.
-                    Err(KvError::Conflict) => {
-                        tokio::time::sleep(Duration::from_micros(fastrand::u64(100..2_000))).await
-                    }
-                    Err(other) => return Err(other),
-                }
-            }
-            Err(KvError::Unavailable(format!(
-                "increment of {key:?} lost the race {INCREMENT_ATTEMPTS} times in a row"
-            )))
         })
     }
 }

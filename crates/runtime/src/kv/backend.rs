@@ -103,7 +103,7 @@ pub enum KvError {
 pub const PAGE: usize = 1000;
 
 /// Most attempts of the compare-and-swap loop behind [`KvBackend::increment`]'s default.
-const INCREMENT_ATTEMPTS: usize = 64;
+const INCREMENT_ATTEMPTS: usize = 200;
 
 /// A place where stores live. Every method is one atomic step: a write is durable (as far as
 /// the backend promises durability) when its future resolves.
@@ -143,8 +143,9 @@ pub trait KvBackend: Send + Sync + 'static {
 
     /// Adds `delta` to the decimal integer at `key` (0 if absent) and returns the sum.
     ///
-    /// The default is a bounded compare-and-swap loop; a backend with transactions does it in
-    /// one.
+    /// The default is a bounded compare-and-swap loop with a short random pause after each
+    /// lost race, which spreads the next round of writers; a backend with transactions does it
+    /// in one.
     fn increment<'a>(
         &'a self,
         store: &'a StoreId,
@@ -168,7 +169,10 @@ pub trait KvBackend: Send + Sync + 'static {
                     .await
                 {
                     Ok(_) => return Ok(sum),
-                    Err(KvError::Conflict) => continue,
+                    Err(KvError::Conflict) => {
+                        let pause = std::time::Duration::from_micros(fastrand::u64(100..2_000));
+                        tokio::time::sleep(pause).await;
+                    }
                     Err(other) => return Err(other),
                 }
             }

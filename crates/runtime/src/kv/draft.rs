@@ -27,52 +27,7 @@ pub(super) fn add_to_linker<T: Send + 'static>(
     batch::add_to_linker::<T, HasKv>(linker, get)
 }
 
-impl From<Failure> for store::Error {
-    fn from(f: Failure) -> Self {
-        match f {
-            Failure::AccessDenied => store::Error::AccessDenied,
-            Failure::Other(text) => store::Error::Other(text),
-        }
-    }
-}
-
-type Result<T> = wasmtime::Result<std::result::Result<T, store::Error>>;
-
-fn spell<T>(outcome: wasmtime::Result<std::result::Result<T, Failure>>) -> Result<T> {
-    outcome.map(|r| r.map_err(Into::into))
-}
-
-impl store::Host for KvCtxView<'_> {
-    async fn open(&mut self, identifier: String) -> Result<Resource<Bucket>> {
-        spell(KvCtxView::open(self, &identifier))
-    }
-}
-
-impl store::HostBucket for KvCtxView<'_> {
-    async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Option<Vec<u8>>> {
-        spell(
-            KvCtxView::get(self, &bucket, &key)
-                .await
-                .map(|r| r.map(|e| e.map(|e| e.value))),
-        )
-    }
-
-    async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Result<()> {
-        spell(KvCtxView::set(self, &bucket, &key, value).await)
-    }
-
-    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<()> {
-        spell(KvCtxView::delete(self, &bucket, &key).await)
-    }
-
-    async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool> {
-        spell(
-            KvCtxView::get(self, &bucket, &key)
-                .await
-                .map(|r| r.map(|e| e.is_some())),
-        )
-    }
-
+draft_host! {
     /// This draft's cursor counts the keys already returned; the pages before it are walked
     /// again, which draft2's key cursor avoids.
     async fn list_keys(
@@ -100,11 +55,6 @@ impl store::HostBucket for KvCtxView<'_> {
             }));
         }
     }
-
-    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
-        self.table.delete(bucket)?;
-        Ok(())
-    }
 }
 
 impl atomics::Host for KvCtxView<'_> {
@@ -129,27 +79,5 @@ impl atomics::Host for KvCtxView<'_> {
                 Err(e) => Err(e.into()),
             },
         )
-    }
-}
-
-impl batch::Host for KvCtxView<'_> {
-    async fn get_many(
-        &mut self,
-        bucket: Resource<Bucket>,
-        keys: Vec<String>,
-    ) -> Result<Vec<Option<(String, Vec<u8>)>>> {
-        spell(KvCtxView::get_many(self, &bucket, keys).await)
-    }
-
-    async fn set_many(
-        &mut self,
-        bucket: Resource<Bucket>,
-        key_values: Vec<(String, Vec<u8>)>,
-    ) -> Result<()> {
-        spell(KvCtxView::set_many(self, &bucket, key_values).await)
-    }
-
-    async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Result<()> {
-        spell(KvCtxView::delete_many(self, &bucket, keys).await)
     }
 }

@@ -26,52 +26,7 @@ pub(super) fn add_to_linker<T: Send + 'static>(
     batch::add_to_linker::<T, HasKv>(linker, get)
 }
 
-impl From<Failure> for store::Error {
-    fn from(f: Failure) -> Self {
-        match f {
-            Failure::AccessDenied => store::Error::AccessDenied,
-            Failure::Other(text) => store::Error::Other(text),
-        }
-    }
-}
-
-type Result<T> = wasmtime::Result<std::result::Result<T, store::Error>>;
-
-fn spell<T>(outcome: wasmtime::Result<std::result::Result<T, Failure>>) -> Result<T> {
-    outcome.map(|r| r.map_err(Into::into))
-}
-
-impl store::Host for KvCtxView<'_> {
-    async fn open(&mut self, identifier: String) -> Result<Resource<Bucket>> {
-        spell(KvCtxView::open(self, &identifier))
-    }
-}
-
-impl store::HostBucket for KvCtxView<'_> {
-    async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Option<Vec<u8>>> {
-        spell(
-            KvCtxView::get(self, &bucket, &key)
-                .await
-                .map(|r| r.map(|e| e.map(|e| e.value))),
-        )
-    }
-
-    async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Result<()> {
-        spell(KvCtxView::set(self, &bucket, &key, value).await)
-    }
-
-    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<()> {
-        spell(KvCtxView::delete(self, &bucket, &key).await)
-    }
-
-    async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool> {
-        spell(
-            KvCtxView::get(self, &bucket, &key)
-                .await
-                .map(|r| r.map(|e| e.is_some())),
-        )
-    }
-
+draft_host! {
     async fn list_keys(
         &mut self,
         bucket: Resource<Bucket>,
@@ -82,11 +37,6 @@ impl store::HostBucket for KvCtxView<'_> {
                 .await
                 .map(|r| r.map(|(keys, cursor)| store::KeyResponse { keys, cursor })),
         )
-    }
-
-    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
-        self.table.delete(bucket)?;
-        Ok(())
     }
 }
 
@@ -126,27 +76,5 @@ impl atomics::HostCas for KvCtxView<'_> {
     async fn drop(&mut self, cas: Resource<Cas>) -> wasmtime::Result<()> {
         self.table.delete(cas)?;
         Ok(())
-    }
-}
-
-impl batch::Host for KvCtxView<'_> {
-    async fn get_many(
-        &mut self,
-        bucket: Resource<Bucket>,
-        keys: Vec<String>,
-    ) -> Result<Vec<Option<(String, Vec<u8>)>>> {
-        spell(KvCtxView::get_many(self, &bucket, keys).await)
-    }
-
-    async fn set_many(
-        &mut self,
-        bucket: Resource<Bucket>,
-        key_values: Vec<(String, Vec<u8>)>,
-    ) -> Result<()> {
-        spell(KvCtxView::set_many(self, &bucket, key_values).await)
-    }
-
-    async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Result<()> {
-        spell(KvCtxView::delete_many(self, &bucket, keys).await)
     }
 }

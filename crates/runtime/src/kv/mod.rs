@@ -11,6 +11,89 @@
 //! manifest does not declare, `other(...)` with a sentence for a limit or an unavailable
 //! backend). Only a guest's misuse of its own handles traps.
 
+/// The host of one draft, for what both drafts share: the error, `open`, the bucket's calls
+/// but `list-keys` (whose cursor differs), and `batch`. Expanded in each draft's module, after
+/// its `bindgen!`, with that draft's `list-keys` as the argument.
+macro_rules! draft_host {
+    ($($list_keys:tt)*) => {
+        impl From<Failure> for store::Error {
+            fn from(f: Failure) -> Self {
+                match f {
+                    Failure::AccessDenied => store::Error::AccessDenied,
+                    Failure::Other(text) => store::Error::Other(text),
+                }
+            }
+        }
+
+        type Result<T> = wasmtime::Result<std::result::Result<T, store::Error>>;
+
+        fn spell<T>(outcome: wasmtime::Result<std::result::Result<T, Failure>>) -> Result<T> {
+            outcome.map(|r| r.map_err(Into::into))
+        }
+
+        impl store::Host for KvCtxView<'_> {
+            async fn open(&mut self, identifier: String) -> Result<Resource<Bucket>> {
+                spell(KvCtxView::open(self, &identifier))
+            }
+        }
+
+        impl store::HostBucket for KvCtxView<'_> {
+            async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Option<Vec<u8>>> {
+                spell(
+                    KvCtxView::get(self, &bucket, &key)
+                        .await
+                        .map(|r| r.map(|e| e.map(|e| e.value))),
+                )
+            }
+
+            async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Result<()> {
+                spell(KvCtxView::set(self, &bucket, &key, value).await)
+            }
+
+            async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<()> {
+                spell(KvCtxView::delete(self, &bucket, &key).await)
+            }
+
+            async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool> {
+                spell(
+                    KvCtxView::get(self, &bucket, &key)
+                        .await
+                        .map(|r| r.map(|e| e.is_some())),
+                )
+            }
+
+                $($list_keys)*
+
+            async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+                self.table.delete(bucket)?;
+                Ok(())
+            }
+        }
+
+        impl batch::Host for KvCtxView<'_> {
+            async fn get_many(
+                &mut self,
+                bucket: Resource<Bucket>,
+                keys: Vec<String>,
+            ) -> Result<Vec<Option<(String, Vec<u8>)>>> {
+                spell(KvCtxView::get_many(self, &bucket, keys).await)
+            }
+
+            async fn set_many(
+                &mut self,
+                bucket: Resource<Bucket>,
+                key_values: Vec<(String, Vec<u8>)>,
+            ) -> Result<()> {
+                spell(KvCtxView::set_many(self, &bucket, key_values).await)
+            }
+
+            async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Result<()> {
+                spell(KvCtxView::delete_many(self, &bucket, keys).await)
+            }
+        }
+    };
+}
+
 mod backend;
 pub mod conformance;
 mod draft;
