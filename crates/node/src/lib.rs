@@ -21,6 +21,7 @@ pub mod auth;
 mod bodies;
 pub mod capabilities;
 pub mod cluster;
+pub mod config;
 mod dashboard;
 pub mod deploys;
 mod error;

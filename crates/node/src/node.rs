@@ -2,119 +2,25 @@
 //! removals and loading are in [`crate::lifecycle`].
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Duration;
 use std::time::Instant;
 
-use limes_runtime::{Anchor, Function, PoolConfig, Runtime, RuntimeConfig};
+use limes_runtime::{Anchor, Function, Runtime, RuntimeConfig};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::admission::{AdmissionConfig, Pool, Priority, RunSlot, Scheduler};
+use crate::admission::{Pool, Priority, RunSlot, Scheduler};
 use crate::artifacts::ArtifactStore;
 use crate::audit::{AuditLog, Change};
 use crate::auth::AuthMode;
 use crate::auth::tokens::TokenStore;
-use crate::capabilities::Grants;
 use crate::cluster::{Call, Cluster, MAX_HOPS, Placement, Ran};
 use crate::error::NodeError;
 use crate::guests::{GuestThreads, RecentTime};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::signing::TrustedKeys;
 
-/// Settings of a node.
-#[derive(Debug, Clone)]
-pub struct NodeConfig {
-    /// Where the registry, the artifacts and the AOT cache live.
-    pub data_dir: PathBuf,
-    /// Instances the node runs at once, over all functions; past it invocations get 429.
-    ///
-    /// Default 64: four times the default per-function limit, and well inside the runtime's
-    /// instance pool, so that admission refuses work before the pool would.
-    pub capacity: u32,
-    /// Largest request body accepted (components and invocation arguments); past it, 413.
-    ///
-    /// Default 32 MiB: larger than any reasonable component (an 18 MB Python component fits).
-    pub body_limit: usize,
-    /// The runtime's instance pool.
-    pub pool: PoolConfig,
-    /// The node's name in a cluster and in every response's `x-limes-node`.
-    ///
-    /// Default `local`: a node that runs alone needs no name.
-    pub node_id: String,
-    /// How requests are checked.
-    ///
-    /// Default [`AuthMode::Tokens`]: secure by default; `none` must be asked for, and only on
-    /// loopback.
-    pub auth: AuthMode,
-    /// The most a manifest may ask for (host directories, network egress).
-    ///
-    /// Default: nothing beyond each function's own directory.
-    pub grants: Grants,
-    /// Keys whose signatures this node requires on every component; `None` runs unsigned
-    /// components.
-    ///
-    /// Default `None`: signing is the operator's choice, per node.
-    pub trusted_keys: Option<TrustedKeys>,
-    /// Run slots and queue deadlines: see [`crate::admission`].
-    pub admission: AdmissionConfig,
-    /// Bounds on HTTP connections: see [`crate::server`].
-    pub connections: ConnectionLimits,
-}
-
-impl NodeConfig {
-    /// The defaults, with state under `data_dir`.
-    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            data_dir: data_dir.into(),
-            capacity: 64,
-            body_limit: 32 << 20,
-            pool: PoolConfig::default(),
-            node_id: "local".into(),
-            auth: AuthMode::Tokens,
-            grants: Grants::default(),
-            trusted_keys: None,
-            admission: AdmissionConfig::default(),
-            connections: Default::default(),
-        }
-    }
-}
-
-/// Limits on the node's connections; see the [`crate::server`] documentation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionLimits {
-    /// Most connections open at once, TLS handshakes included; past it new ones are closed.
-    ///
-    /// Default 1024: the usual soft limit on a process's file descriptors is 1024 and the node
-    /// needs some for its files, so this is meant to be raised together with `LimitNOFILE`.
-    pub max_connections: usize,
-    /// Of [`Self::max_connections`], how many are kept for `GET /healthz` and admin requests.
-    ///
-    /// Default 16.
-    pub reserved: usize,
-    /// How long a connection may take to send a request's headers, and how long an idle
-    /// keep-alive connection stays open.
-    ///
-    /// Default 10 s: a client on a slow field link still sends a few hundred bytes of headers
-    /// well within it.
-    pub header_read_timeout: Duration,
-    /// How long a TLS handshake may take.
-    ///
-    /// Default 10 s.
-    pub handshake_timeout: Duration,
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        Self {
-            max_connections: 1024,
-            reserved: 16,
-            header_read_timeout: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(10),
-        }
-    }
-}
+pub use crate::config::{ConnectionLimits, NodeConfig};
 
 /// A deployed function's active version, ready to run.
 pub struct Live {
