@@ -229,6 +229,8 @@ pub struct DeployArgs {
     file: PathBuf,
     #[command(flatten)]
     policy: PolicyArgs,
+    #[command(flatten)]
+    triggers: limes_node::triggers::DeployArgs,
     /// Invocations of this function in flight at once [default: 16]
     #[arg(long, value_name = "N")]
     max_concurrency: Option<u32>,
@@ -296,6 +298,12 @@ pub async fn deploy(api: &Api, args: DeployArgs) -> Result<(), CliError> {
     let bytes = std::fs::read(&args.file)
         .map_err(|e| CliError::new("not-found", format!("{}: {e}", args.file.display())))?;
     let mut query = args.policy.to_query();
+    query.extend(
+        args.triggers
+            .pairs()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v)),
+    );
     if let Some(n) = args.max_concurrency {
         query.push(("max_concurrency".into(), n.to_string()));
     }

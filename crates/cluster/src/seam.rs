@@ -5,7 +5,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use limes_node::auth::tokens::TokenRecord;
 use limes_node::cluster::plan::{Declaration, Plan, plan_json};
-use limes_node::cluster::{Emergencies, Forwarding, Replication, TokenSharing};
+use limes_node::cluster::{Emergencies, Forwarding, Replication, Schedules, TokenSharing};
 use limes_node::{
     Call, Cluster, FunctionRecord, HttpCall, HttpRan, NewVersion, NodeError, Placement, Ran,
 };
@@ -190,6 +190,24 @@ impl Emergencies for NatsCluster {
 
     fn end(&self) -> BoxFuture<'_, Result<(), NodeError>> {
         Box::pin(self.end_plan())
+    }
+}
+
+impl Schedules for NatsCluster {
+    fn claim_tick(&self, function: String, tick_ms: u64) -> BoxFuture<'_, Result<bool, NodeError>> {
+        Box::pin(async move {
+            let ticks = self.buckets().await?.ticks;
+            match ticks
+                .create(format!("{function}.{tick_ms}"), self.id.clone().into())
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
+                    Ok(false)
+                }
+                Err(e) => Err(unavailable("claiming a scheduled tick", e)),
+            }
+        })
     }
 }
 

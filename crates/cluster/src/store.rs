@@ -17,6 +17,11 @@ pub const LEASE: &str = "limes-lease";
 /// API tokens (hashed, never the secret), by name. Revoked tokens stay, marked, so that a node
 /// that was away cannot bring one back.
 pub const TOKENS: &str = "limes-tokens";
+/// Scheduled ticks claimed, by `function.tick_ms`; the first node to create a key runs the
+/// tick. Entries expire after [`TICK_TTL`].
+pub const TICKS: &str = "limes-ticks";
+/// How long a claimed tick is remembered: far longer than nodes' clocks disagree.
+pub const TICK_TTL: Duration = Duration::from_secs(3600);
 /// Components, named by their SHA-256.
 pub const ARTIFACTS: &str = "limes-artifacts";
 
@@ -38,6 +43,7 @@ pub struct Buckets {
     pub emergency: kv::Store,
     pub lease: kv::Store,
     pub tokens: kv::Store,
+    pub ticks: kv::Store,
     pub artifacts: object_store::ObjectStore,
 }
 
@@ -103,6 +109,7 @@ impl Buckets {
             emergency: key_value(js, EMERGENCY, 1, Duration::ZERO).await?,
             lease: key_value(js, LEASE, 1, LEASE_TTL).await?,
             tokens: key_value(js, TOKENS, 1, Duration::ZERO).await?,
+            ticks: key_value(js, TICKS, 1, TICK_TTL).await?,
             artifacts,
         })
     }

@@ -7,6 +7,8 @@
 mod common;
 #[path = "capabilities/kv.rs"]
 mod kv;
+#[path = "triggers/schedule.rs"]
+mod schedule;
 
 use std::time::{Duration, Instant};
 

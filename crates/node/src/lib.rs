@@ -37,10 +37,12 @@ mod metrics;
 mod node;
 mod parse;
 mod registry;
+mod schedules;
 pub mod server;
 pub mod signing;
 pub mod stats;
 pub mod tls;
+pub mod triggers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -127,6 +129,7 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     check_exposure(&node, &listener)?;
+    tokio::spawn(schedules::run(Arc::downgrade(&node)));
     let app = app(node.clone());
     server::run(node, app, listener, None, shutdown, grace).await
 }
@@ -140,6 +143,7 @@ pub async fn serve_tls(
     grace: Duration,
 ) -> std::io::Result<()> {
     check_exposure(&node, &listener)?;
+    tokio::spawn(schedules::run(Arc::downgrade(&node)));
     let app = app(node.clone());
     server::run(node, app, listener, Some(tls), shutdown, grace).await
 }

@@ -321,6 +321,8 @@ impl Node {
         match record {
             Some(record) => {
                 self.registry.put(&record)?;
+                // A function new to this node (or a changed one) may bring a schedule.
+                self.schedules.touch();
                 if self
                     .loaded(name)
                     .is_some_and(|live| live.version != record.active)

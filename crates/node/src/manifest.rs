@@ -13,6 +13,7 @@ use limes_runtime::Policy;
 use serde::{Deserialize, Serialize};
 
 use crate::capabilities::Sections;
+use crate::triggers::Triggers;
 
 /// Invocations of one function in flight at once, unless its manifest says otherwise.
 ///
@@ -37,6 +38,7 @@ pub fn keys() -> impl Iterator<Item = &'static str> {
         .iter()
         .copied()
         .chain(Sections::keys().map(|(k, _)| k))
+        .chain(Triggers::keys().map(|(k, _)| k))
 }
 
 /// A validated manifest, in the normalized form the registry stores.
@@ -61,6 +63,9 @@ pub struct Manifest {
     /// What each host capability grants it, in its own section; the keys stay top-level.
     #[serde(flatten)]
     pub capabilities: Sections,
+    /// What runs it besides requests (schedules), in its own section; the keys stay top-level.
+    #[serde(flatten)]
+    pub triggers: Triggers,
 }
 
 impl Default for Manifest {
@@ -75,6 +80,7 @@ impl Default for Manifest {
             public: false,
             priority: crate::admission::Priority::Regular,
             capabilities: Sections::default(),
+            triggers: Triggers::default(),
         }
     }
 }
@@ -109,7 +115,11 @@ impl Manifest {
                         _ => return Err(format!("public={value:?}: expected true or false")),
                     }
                 }
-                other => match m.capabilities.parse(other, value) {
+                other => match m
+                    .capabilities
+                    .parse(other, value)
+                    .or_else(|| m.triggers.parse(other, value))
+                {
                     Some(parsed) => parsed?,
                     None => {
                         return Err(format!(
@@ -124,6 +134,7 @@ impl Manifest {
             return Err("timeout must be longer than 0 ms".into());
         }
         m.capabilities.finish()?;
+        m.triggers.finish()?;
         Ok(m)
     }
 
@@ -191,6 +202,7 @@ impl Manifest {
             self.capabilities
                 .pairs()
                 .into_iter()
+                .chain(self.triggers.pairs())
                 .map(|(k, v)| (k.to_owned(), v)),
         );
         pairs

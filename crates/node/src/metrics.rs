@@ -346,8 +346,8 @@ impl Metrics {
     }
 
     /// The metrics in Prometheus text format, with the AOT cache counters brought up to date,
-    /// followed by those of `also` (another part's registry).
-    pub fn render(&self, cache: CacheStats, also: &Registry) -> String {
+    /// followed by those of `also` (other parts' registries).
+    pub fn render(&self, cache: CacheStats, also: &[&Registry]) -> String {
         {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             self.compiles.inc_by(cache.compiles - seen.compiles);
@@ -366,7 +366,9 @@ impl Metrics {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode_registry(&mut out, &self.registry);
-        let _ = encode_registry(&mut out, also);
+        for registry in also {
+            let _ = encode_registry(&mut out, registry);
+        }
         let _ = encode_eof(&mut out);
         out
     }

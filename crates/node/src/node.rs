@@ -113,6 +113,8 @@ pub struct Node {
     pub metrics: Metrics,
     /// Where its functions' key-value stores live.
     pub(crate) kv: crate::capabilities::kv::NodeKv,
+    /// The schedules' state (see [`crate::triggers`]).
+    pub(crate) schedules: crate::triggers::ScheduleState,
     config: NodeConfig,
 }
 
@@ -165,6 +167,7 @@ impl Node {
                 .map_err(|e| NodeError::Storage(format!("starting the guest threads: {e}")))?,
             runtime,
             kv,
+            schedules: Default::default(),
             registry,
             artifacts,
             live: RwLock::default(),
@@ -268,6 +271,9 @@ impl Node {
             None => table.remove(name),
         };
         self.metrics.set_loaded(table.len());
+        drop(table);
+        // Every deploy, rollback and removal passes here: the scheduler looks again.
+        self.schedules.touch();
     }
 
     /// Makes `live` the active version of `name` here if the registry still says it is: a

@@ -9,6 +9,8 @@ use serde_json::Value;
 mod common;
 #[path = "capabilities/kv.rs"]
 mod kv;
+#[path = "triggers/schedule.rs"]
+mod schedule;
 
 use common::{TestNode, config, error_kind, guest};
 
@@ -139,14 +141,10 @@ async fn a_restarted_node_serves_at_once_and_loads_its_functions_after() {
     node.stop().await;
 
     let opened = limes_node::Node::open(config(dir.path())).unwrap();
-    let metrics = opened
-        .metrics
-        .render(opened.runtime().cache_stats(), &Default::default());
+    let metrics = opened.metrics.render(opened.runtime().cache_stats(), &[]);
     assert!(metrics.contains("limes_functions_loaded 0\n"), "{metrics}");
     opened.warm_up().await;
-    let metrics = opened
-        .metrics
-        .render(opened.runtime().cache_stats(), &Default::default());
+    let metrics = opened.metrics.render(opened.runtime().cache_stats(), &[]);
     assert!(metrics.contains("limes_functions_loaded 3\n"), "{metrics}");
     drop(opened);
 

@@ -56,8 +56,9 @@ pub fn document() -> Value {
 
 fn paths() -> Value {
     // Each capability describes its own keys.
-    let described: std::collections::HashMap<_, _> =
-        crate::capabilities::Sections::keys().collect();
+    let described: std::collections::HashMap<_, _> = crate::capabilities::Sections::keys()
+        .chain(crate::triggers::Triggers::keys())
+        .collect();
     let manifest_params: Vec<Value> = crate::manifest::keys()
         .map(|k| {
             let mut param =

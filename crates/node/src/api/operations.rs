@@ -121,9 +121,10 @@ pub(super) async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse 
         Ok(usage) => node.kv.metrics.set_usage(&usage),
         Err(e) => tracing::warn!(error = %e, "cannot measure the key-value stores"),
     }
-    let text = node
-        .metrics
-        .render(node.runtime().cache_stats(), node.kv.metrics.registry());
+    let text = node.metrics.render(
+        node.runtime().cache_stats(),
+        &[node.kv.metrics.registry(), node.schedules.registry()],
+    );
     (
         [(
             header::CONTENT_TYPE,

@@ -96,7 +96,9 @@ pub struct HttpRan {
 
 /// What a node needs from the cluster it has joined, by job; and how the cluster looks from
 /// here.
-pub trait Cluster: Replication + Forwarding + Emergencies + TokenSharing + 'static {
+pub trait Cluster:
+    Replication + Forwarding + Emergencies + TokenSharing + Schedules + 'static
+{
     /// The cluster as this node sees it: connection, members, emergency (for `/healthz` and
     /// `GET /v1/cluster`).
     fn status(&self) -> serde_json::Value;
@@ -161,6 +163,13 @@ pub trait Emergencies: Send + Sync {
 
     /// Ends the emergency (`DELETE /v1/emergency`).
     fn end(&self) -> BoxFuture<'_, Result<(), NodeError>>;
+}
+
+/// Scheduled ticks, each run on one node only.
+pub trait Schedules: Send + Sync {
+    /// Claims tick `tick_ms` (ms since the Unix epoch) of `function`'s schedule for this node;
+    /// false when another node has. Every node asks; the first to ask gets it.
+    fn claim_tick(&self, function: String, tick_ms: u64) -> BoxFuture<'_, Result<bool, NodeError>>;
 }
 
 /// API tokens, the same on every node.

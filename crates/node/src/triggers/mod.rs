@@ -1,0 +1,117 @@
+//! Ways a function runs besides a request: triggers, declared with the function. (A capability
+//! is a way out of the sandbox; a trigger is a way in.)
+//!
+//! | trigger | manifest keys | module |
+//! | --- | --- | --- |
+//! | schedule | `schedule`, `schedule_tz`, `schedule_overlap`, `schedule_args` | [`schedule`] |
+//!
+//! The node's one scheduler (`crate::schedules`) follows the registry, sleeps until the next
+//! tick of any function and fires it through the same admission as a request, at the
+//! function's priority. In a cluster each tick is claimed through [`crate::cluster::Schedules`]
+//! first, so it runs on one node only; in an emergency, `batch` functions' ticks are skipped.
+
+pub mod schedule;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+/// Every trigger's section of a manifest. Flattened into it: the keys stay top-level.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Triggers {
+    #[serde(flatten)]
+    pub schedule: schedule::Schedule,
+}
+
+impl Triggers {
+    /// Every trigger's keys, with what each means.
+    pub fn keys() -> impl Iterator<Item = (&'static str, &'static str)> {
+        schedule::KEYS.iter().copied()
+    }
+
+    /// Takes `key=value` if a trigger owns `key`; `None` if none does.
+    pub fn parse(&mut self, key: &str, value: &str) -> Option<Result<(), String>> {
+        schedule::KEYS
+            .iter()
+            .any(|(k, _)| *k == key)
+            .then(|| self.schedule.parse(key, value))
+    }
+
+    /// Checks each section as a whole.
+    pub fn finish(&self) -> Result<(), String> {
+        self.schedule.finish()
+    }
+
+    /// Every section's pairs.
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        self.schedule.pairs()
+    }
+}
+
+/// Every trigger's flags of `limes deploy`.
+pub type DeployArgs = schedule::DeployArgs;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TickLabel {
+    function: String,
+    outcome: &'static str,
+}
+
+/// The scheduler's state on a node: what changed, what runs, what happened.
+pub struct ScheduleState {
+    /// Bumped at every change of the node's functions; the loop re-reads them when it moves.
+    pub(crate) generation: AtomicU64,
+    pub(crate) changed: Arc<Notify>,
+    /// Functions whose scheduled run is going on here (for `schedule_overlap=forbid`).
+    pub(crate) running: Mutex<HashSet<String>>,
+    ticks: Family<TickLabel, Counter>,
+    registry: Registry,
+}
+
+impl Default for ScheduleState {
+    fn default() -> Self {
+        let ticks = Family::default();
+        let mut registry = Registry::with_prefix("limes_schedule");
+        registry.register(
+            "ticks",
+            "Scheduled ticks by function and outcome: ran, failed, overlap (skipped: the previous run goes on), paused (a batch function in an emergency), elsewhere (another node claimed it)",
+            ticks.clone(),
+        );
+        Self {
+            generation: AtomicU64::new(0),
+            changed: Arc::default(),
+            running: Mutex::default(),
+            ticks,
+            registry,
+        }
+    }
+}
+
+impl ScheduleState {
+    /// Says that the node's functions changed.
+    pub fn touch(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
+    pub(crate) fn count(&self, function: &str, outcome: &'static str) {
+        self.ticks
+            .get_or_create(&TickLabel {
+                function: function.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// The scheduler's metrics, for `/metrics`.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
