@@ -322,7 +322,7 @@ impl Node {
             Some(record) => {
                 self.registry.put(&record)?;
                 // A function new to this node (or a changed one) may bring a schedule.
-                self.schedules.touch();
+                self.schedules.touch(name);
                 if self
                     .loaded(name)
                     .is_some_and(|live| live.version != record.active)

@@ -273,7 +273,7 @@ impl Node {
         self.metrics.set_loaded(table.len());
         drop(table);
         // Every deploy, rollback and removal passes here: the scheduler looks again.
-        self.schedules.touch();
+        self.schedules.touch(name);
     }
 
     /// Makes `live` the active version of `name` here if the registry still says it is: a

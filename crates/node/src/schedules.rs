@@ -1,7 +1,6 @@
 //! The node's scheduler: runs every function's schedule (see [`crate::triggers`]) for as long
 //! as the node lives.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -9,6 +8,7 @@ use jiff::Timestamp;
 
 use crate::admission::Priority;
 use crate::node::Node;
+use crate::registry::FunctionRecord;
 use crate::triggers::{ScheduleState, schedule};
 
 /// One function's schedule as the loop follows it.
@@ -25,16 +25,29 @@ const RECHECK: Duration = Duration::from_secs(1);
 
 /// Runs the node's schedules for as long as the node lives.
 pub async fn run(node: Weak<Node>) {
-    let mut seen = u64::MAX;
-    let mut due: Vec<Due> = Vec::new();
+    let mut due: Vec<Due> = match node.upgrade() {
+        Some(node) => node.list().map_or_else(
+            |e| {
+                tracing::warn!(error = %e, "the scheduler cannot read the registry");
+                Vec::new()
+            },
+            |records| records.iter().filter_map(|r| scheduled(r, None)).collect(),
+        ),
+        None => return,
+    };
     loop {
         let Some(node) = node.upgrade() else { return };
         // A change while this pass runs leaves a permit, so the wait below ends at once.
         let changed = node.schedules.changed.clone();
-        let generation = node.schedules.generation.load(Ordering::Relaxed);
-        if generation != seen {
-            seen = generation;
-            due = plan(&node, &due);
+        let names = std::mem::take(
+            &mut *node
+                .schedules
+                .changed_names
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for name in names {
+            update(&node, &mut due, &name);
         }
         let now = Timestamp::now();
         for d in &mut due {
@@ -56,16 +69,15 @@ pub async fn run(node: Weak<Node>) {
                 tick,
             ));
         }
-        let sleep = due
-            .iter()
-            .map(|d| d.next)
-            .min()
-            .and_then(|next| {
+        let sleep = match due.iter().map(|d| d.next).min() {
+            None => RECHECK,
+            Some(next) => {
                 let span = next.as_nanosecond() - Timestamp::now().as_nanosecond();
-                u64::try_from(span).ok().map(Duration::from_nanos)
-            })
-            .unwrap_or(Duration::ZERO)
-            .min(RECHECK);
+                u64::try_from(span)
+                    .map_or(Duration::ZERO, Duration::from_nanos)
+                    .min(RECHECK)
+            }
+        };
         // Only a weak reference waits: a node that stops is not kept alive by its schedules.
         drop(node);
         tokio::select! {
@@ -75,38 +87,41 @@ pub async fn run(node: Weak<Node>) {
     }
 }
 
-/// The functions with a schedule, each keeping its next tick if it had one and its schedule
-/// did not change.
-fn plan(node: &Node, before: &[Due]) -> Vec<Due> {
-    let records = match node.list() {
-        Ok(records) => records,
+/// Reads function `name` again: its schedule, if it still has one, keeps its next tick unless
+/// the schedule changed.
+fn update(node: &Node, due: &mut Vec<Due>, name: &str) {
+    let before = due
+        .iter()
+        .position(|d| d.name == name)
+        .map(|i| due.swap_remove(i));
+    match node.registry.get(name) {
+        Ok(Some(record)) => due.extend(scheduled(&record, before.as_ref())),
+        Ok(None) => {}
         Err(e) => {
-            tracing::warn!(error = %e, "the scheduler cannot read the registry");
-            return Vec::new();
+            tracing::warn!(function = name, error = %e, "the scheduler cannot read a function");
+            due.extend(before);
         }
-    };
-    let now = Timestamp::now();
-    records
-        .into_iter()
-        .filter_map(|record| {
-            let manifest = &record.active_version().manifest;
-            let section = manifest.triggers.schedule.clone();
-            section.schedule.as_ref()?;
-            let when = section.when().ok()?;
-            let next = before
-                .iter()
-                .find(|d| d.name == record.name && d.section == section)
-                .map(|d| d.next)
-                .or_else(|| when.next_after(now))?;
-            Some(Due {
-                name: record.name.clone(),
-                priority: manifest.priority,
-                when,
-                section,
-                next,
-            })
-        })
-        .collect()
+    }
+}
+
+/// The schedule of `record`'s active version, if it has one; its next tick is `before`'s when
+/// the schedule is the same.
+fn scheduled(record: &FunctionRecord, before: Option<&Due>) -> Option<Due> {
+    let manifest = &record.active_version().manifest;
+    let section = manifest.triggers.schedule.clone();
+    section.schedule.as_ref()?;
+    let when = section.when().ok()?;
+    let next = before
+        .filter(|d| d.section == section)
+        .map(|d| d.next)
+        .or_else(|| when.next_after(Timestamp::now()))?;
+    Some(Due {
+        name: record.name.clone(),
+        priority: manifest.priority,
+        when,
+        section,
+        next,
+    })
 }
 
 /// Removes a function from the running set when its run ends.

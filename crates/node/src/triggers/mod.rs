@@ -13,7 +13,6 @@
 pub mod schedule;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -66,8 +65,9 @@ struct TickLabel {
 
 /// The scheduler's state on a node: what changed, what runs, what happened.
 pub struct ScheduleState {
-    /// Bumped at every change of the node's functions; the loop re-reads them when it moves.
-    pub(crate) generation: AtomicU64,
+    /// Functions that changed since the loop last looked (deployed, rolled back, removed,
+    /// learned from the cluster); the loop re-reads only those.
+    pub(crate) changed_names: Mutex<HashSet<String>>,
     pub(crate) changed: Arc<Notify>,
     /// Functions whose scheduled run is going on here (for `schedule_overlap=forbid`).
     pub(crate) running: Mutex<HashSet<String>>,
@@ -85,7 +85,7 @@ impl Default for ScheduleState {
             ticks.clone(),
         );
         Self {
-            generation: AtomicU64::new(0),
+            changed_names: Mutex::default(),
             changed: Arc::default(),
             running: Mutex::default(),
             ticks,
@@ -95,9 +95,11 @@ impl Default for ScheduleState {
 }
 
 impl ScheduleState {
-    /// Says that the node's functions changed.
-    pub fn touch(&self) {
-        self.generation.fetch_add(1, Ordering::Relaxed);
+    /// Says that function `name` changed.
+    pub fn touch(&self, name: &str) {
+        let mut changed = self.changed_names.lock().unwrap_or_else(|p| p.into_inner());
+        changed.insert(name.to_owned());
+        drop(changed);
         self.changed.notify_one();
     }
 
