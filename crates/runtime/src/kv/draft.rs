@@ -17,16 +17,6 @@ wasmtime::component::bindgen!({
 
 use wasi::keyvalue::{atomics, batch, store};
 
-/// Links the draft's three interfaces.
-pub(super) fn add_to_linker<T: Send + 'static>(
-    linker: &mut wasmtime::component::Linker<T>,
-    get: fn(&mut T) -> KvCtxView<'_>,
-) -> wasmtime::Result<()> {
-    store::add_to_linker::<T, HasKv>(linker, get)?;
-    atomics::add_to_linker::<T, HasKv>(linker, get)?;
-    batch::add_to_linker::<T, HasKv>(linker, get)
-}
-
 draft_host! {
     /// This draft's cursor counts the keys already returned; the pages before it are walked
     /// again, which draft2's key cursor avoids.

@@ -11,11 +11,21 @@
 //! manifest does not declare, `other(...)` with a sentence for a limit or an unavailable
 //! backend). Only a guest's misuse of its own handles traps.
 
-/// The host of one draft, for what both drafts share: the error, `open`, the bucket's calls
-/// but `list-keys` (whose cursor differs), and `batch`. Expanded in each draft's module, after
-/// its `bindgen!`, with that draft's `list-keys` as the argument.
+/// The host of one draft, for what both drafts share: its `add_to_linker`, the error, `open`,
+/// the bucket's calls but `list-keys` (whose cursor differs), and `batch`. Expanded in each
+/// draft's module, after its `bindgen!`, with that draft's `list-keys` as the argument.
 macro_rules! draft_host {
     ($($list_keys:tt)*) => {
+        /// Links the draft's three interfaces.
+        pub(super) fn add_to_linker<T: Send + 'static>(
+            linker: &mut wasmtime::component::Linker<T>,
+            get: fn(&mut T) -> KvCtxView<'_>,
+        ) -> wasmtime::Result<()> {
+            store::add_to_linker::<T, HasKv>(linker, get)?;
+            atomics::add_to_linker::<T, HasKv>(linker, get)?;
+            batch::add_to_linker::<T, HasKv>(linker, get)
+        }
+
         impl From<Failure> for store::Error {
             fn from(f: Failure) -> Self {
                 match f {
