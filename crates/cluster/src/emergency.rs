@@ -84,7 +84,7 @@ impl NatsCluster {
     /// for every node and returns it.
     pub(crate) async fn declare_plan(&self, declaration: Declaration) -> Result<Plan, NodeError> {
         plan::validate(&declaration).map_err(NodeError::BadRequest)?;
-        self.with_lease(|| async {
+        self.with_lease(store::LEASE_KEY, "deciding an emergency plan", || async {
             let members = self.members();
             if members.is_empty() {
                 return Err(NodeError::Cluster("no node is alive in the view".into()));
@@ -112,7 +112,7 @@ impl NatsCluster {
 
     /// Removes the plan in force: normal placement everywhere.
     pub(crate) async fn end_plan(&self) -> Result<(), NodeError> {
-        self.with_lease(|| async {
+        self.with_lease(store::LEASE_KEY, "deciding an emergency plan", || async {
             self.buckets()
                 .await?
                 .emergency
@@ -124,37 +124,5 @@ impl NatsCluster {
             Ok(())
         })
         .await
-    }
-
-    /// Runs `decide` holding the decision lease, so that no two nodes decide at once. The lease
-    /// is a KV create (which fails if the key exists), released by a delete, and expires by
-    /// itself should this node die holding it.
-    async fn with_lease<T, F, Fut>(&self, decide: F) -> Result<T, NodeError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<T, NodeError>>,
-    {
-        let lease = self.buckets().await?.lease;
-        match lease.create(store::LEASE_KEY, self.id.clone().into()).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
-                let holder = lease
-                    .get(store::LEASE_KEY)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|v| String::from_utf8_lossy(&v).into_owned())
-                    .unwrap_or_else(|| "another node".into());
-                return Err(NodeError::Conflict(format!(
-                    "node {holder} is deciding an emergency plan now; retry in a moment"
-                )));
-            }
-            Err(e) => return Err(unavailable("taking the decision lease", e)),
-        }
-        let outcome = decide().await;
-        if let Err(e) = lease.delete(store::LEASE_KEY).await {
-            tracing::warn!(error = %e, "could not release the decision lease; it expires by itself");
-        }
-        outcome
     }
 }

@@ -13,6 +13,7 @@ mod connect;
 mod emergency;
 pub mod forward;
 pub mod kv;
+pub mod messages;
 pub mod plan;
 mod seam;
 pub mod server;
@@ -101,6 +102,8 @@ pub struct NatsCluster {
     /// Token changes this node made and shares, by (name, revoked), until the watch brings
     /// them back: this node's audit log has them already (see `watch_tokens`).
     own_token_changes: Mutex<std::collections::HashSet<(String, bool)>>,
+    /// This node's subscriptions for message triggers, by function (see [`messages`]).
+    subscriptions: Mutex<std::collections::HashMap<String, messages::Subscription>>,
 }
 
 fn now_ms() -> u64 {
@@ -136,6 +139,7 @@ pub async fn join(node: &Arc<Node>, config: ClusterConfig) -> Result<Arc<NatsClu
         last_error: Mutex::default(),
         forwarded: Mutex::default(),
         own_token_changes: Mutex::default(),
+        subscriptions: Mutex::default(),
     });
     node.join(cluster.clone())?;
     // From now on the node's functions keep their state in the cluster, not on this node.
@@ -153,6 +157,9 @@ pub async fn join(node: &Arc<Node>, config: ClusterConfig) -> Result<Arc<NatsClu
     }));
     tokio::spawn(supervise(weak.clone(), "emergency", |c| {
         Box::pin(c.watch_plan())
+    }));
+    tokio::spawn(supervise(weak.clone(), "triggers", |c| {
+        Box::pin(c.follow_triggers())
     }));
     tokio::spawn(supervise(weak.clone(), "forwarding", |c| {
         Box::pin(async move {
@@ -527,6 +534,39 @@ impl NatsCluster {
             tokio::time::sleep(Duration::from_secs_f64(one_way / 1e3)).await;
         }
         Ok(message)
+    }
+
+    /// Runs `work` holding the lease `key` of the lease bucket, so that no two nodes do it at
+    /// once; refused with [`NodeError::Conflict`] (naming the holder and `what` it does) while
+    /// another node holds it. The lease is a KV create (which fails if the key exists),
+    /// released by a delete, and expires by itself should its holder die holding it.
+    async fn with_lease<T, F, Fut>(&self, key: &str, what: &str, work: F) -> Result<T, NodeError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, NodeError>>,
+    {
+        let lease = self.buckets().await?.lease;
+        match lease.create(key, self.id.clone().into()).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == jetstream::kv::CreateErrorKind::AlreadyExists => {
+                let holder = lease
+                    .get(key)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|v| String::from_utf8_lossy(&v).into_owned())
+                    .unwrap_or_else(|| "another node".into());
+                return Err(NodeError::Conflict(format!(
+                    "node {holder} is {what} now; retry in a moment"
+                )));
+            }
+            Err(e) => return Err(unavailable(&format!("taking the lease for {what}"), e)),
+        }
+        let outcome = work().await;
+        if let Err(e) = lease.delete(key).await {
+            tracing::warn!(error = %e, key, "could not release a lease; it expires by itself");
+        }
+        outcome
     }
 
     /// Leaves the cluster on purpose: other nodes drop this one at once instead of after the

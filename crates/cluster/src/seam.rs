@@ -174,6 +174,7 @@ impl Cluster for NatsCluster {
             "location": self.config.location,
             "members": members,
             "emergency": plan_json(self.plan_now().as_deref()),
+            "triggers": self.subscribed(),
             "last_error": last_error,
         })
     }

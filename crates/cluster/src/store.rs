@@ -25,6 +25,23 @@ pub const TICK_TTL: Duration = Duration::from_secs(3600);
 /// Components, named by their SHA-256.
 pub const ARTIFACTS: &str = "limes-artifacts";
 
+/// The stream that keeps the messages of durable triggers' subjects until every function that
+/// listens has taken them (interest retention; one consumer per function). Its subjects are
+/// the fewest patterns that cover every durable trigger's subject, since a stream refuses
+/// overlapping ones (see [`limes_node::subject::cover`]).
+pub const EVENTS: &str = "LIMES_EVENTS";
+/// How long [`EVENTS`] keeps a message no function took: an edge site may be cut off for days.
+pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The most [`EVENTS`] holds; past it, publishers are refused (not old messages dropped), so
+/// they know.
+pub const EVENTS_MAX_BYTES: i64 = 1 << 30;
+/// The stream of dead letters on `limes.dead.>`, kept for an operator to read.
+pub const DEAD: &str = "LIMES_DEAD";
+/// How long [`DEAD`] keeps a dead letter.
+pub const DEAD_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Key of the lease in [`LEASE`] held while changing [`EVENTS`]' subjects.
+pub const EVENTS_LEASE_KEY: &str = "events";
+
 /// Key of the plan in [`EMERGENCY`].
 pub const PLAN_KEY: &str = "plan";
 /// Key of the lease in [`LEASE`].

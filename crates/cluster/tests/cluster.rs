@@ -7,6 +7,8 @@
 mod common;
 #[path = "capabilities/kv.rs"]
 mod kv;
+#[path = "triggers/message.rs"]
+mod message;
 #[path = "triggers/schedule.rs"]
 mod schedule;
 

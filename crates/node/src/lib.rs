@@ -41,6 +41,7 @@ mod schedules;
 pub mod server;
 pub mod signing;
 pub mod stats;
+pub mod subject;
 pub mod tls;
 pub mod triggers;
 

@@ -321,8 +321,8 @@ impl Node {
         match record {
             Some(record) => {
                 self.registry.put(&record)?;
-                // A function new to this node (or a changed one) may bring a schedule.
-                self.schedules.touch(name);
+                // A function new to this node (or a changed one) may bring a trigger.
+                self.changed(name);
                 if self
                     .loaded(name)
                     .is_some_and(|live| live.version != record.active)
@@ -367,6 +367,10 @@ impl Node {
         } = deploy;
         let digest = limes_runtime::Digest::of(&component).to_string();
         let signed_by = self.vet(&manifest, &digest, signature.as_deref())?;
+        manifest
+            .triggers
+            .check(&self.config().grants, self.cluster().is_some())
+            .inspect_err(|e| self.metrics.refused_version(e.kind()))?;
         let policy = self.policy(name, &manifest)?;
         let _writing = self.writes.lock().await;
         let (node, stored, stages) = (self.clone(), component.clone(), progress.clone());
@@ -424,7 +428,26 @@ impl Node {
                 if let Some((digest, bytes)) = initialized {
                     cluster.put_artifact(digest, bytes).await?;
                 }
-                let record = cluster.publish(name.to_owned(), new, component).await?;
+                let messages = &manifest.triggers.message;
+                let is_durable = messages.is_durable();
+                if is_durable {
+                    cluster
+                        .prepare_durable(name.to_owned(), messages.clone())
+                        .await?;
+                }
+                let record = match cluster.publish(name.to_owned(), new, component).await {
+                    Ok(record) => record,
+                    Err(e) => {
+                        // Nothing half-created: a new function's consumer goes with the deploy.
+                        if is_durable
+                            && self.registry.get(name)?.is_none()
+                            && let Err(e) = cluster.forget_durable(name.to_owned()).await
+                        {
+                            tracing::warn!(function = name, error = %e, "could not remove the consumer of a failed deploy");
+                        }
+                        return Err(e);
+                    }
+                };
                 let version = record.active_version().clone();
                 let node = self.clone();
                 // A durable write (fsync): on the blocking pool, like the artifact's.

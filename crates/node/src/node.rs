@@ -115,8 +115,15 @@ pub struct Node {
     pub(crate) kv: crate::capabilities::kv::NodeKv,
     /// The schedules' state (see [`crate::triggers`]).
     pub(crate) schedules: crate::triggers::ScheduleState,
+    /// What became of the messages triggers delivered here.
+    pub deliveries: crate::triggers::Deliveries,
+    /// Names of functions as they change (see [`Node::changes`]).
+    changes: tokio::sync::broadcast::Sender<String>,
     config: NodeConfig,
 }
+
+/// Changed names a follower of [`Node::changes`] may fall behind by.
+pub const CHANGES_BUFFER: usize = 1024;
 
 impl Node {
     /// Opens the node's state under `config.data_dir`. Deployed functions load on their first
@@ -168,6 +175,8 @@ impl Node {
             runtime,
             kv,
             schedules: Default::default(),
+            deliveries: Default::default(),
+            changes: tokio::sync::broadcast::channel(CHANGES_BUFFER).0,
             registry,
             artifacts,
             live: RwLock::default(),
@@ -272,8 +281,23 @@ impl Node {
         };
         self.metrics.set_loaded(table.len());
         drop(table);
-        // Every deploy, rollback and removal passes here: the scheduler looks again.
+        // Every deploy, rollback and removal passes here.
+        self.changed(name);
+    }
+
+    /// Says that function `name` changed (deployed, rolled back, removed, learned from the
+    /// cluster): the scheduler and [`Node::changes`]' followers look again.
+    pub(crate) fn changed(&self, name: &str) {
         self.schedules.touch(name);
+        // No receiver is fine: nobody follows.
+        let _ = self.changes.send(name.to_owned());
+    }
+
+    /// The names of functions as they change from now on, for what follows the registry
+    /// (the cluster's message triggers). A follower that falls more than [`CHANGES_BUFFER`]
+    /// names behind gets `Lagged` and should read every function again.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.changes.subscribe()
     }
 
     /// Makes `live` the active version of `name` here if the registry still says it is: a

@@ -123,7 +123,11 @@ pub(super) async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse 
     }
     let text = node.metrics.render(
         node.runtime().cache_stats(),
-        &[node.kv.metrics.registry(), node.schedules.registry()],
+        &[
+            node.kv.metrics.registry(),
+            node.schedules.registry(),
+            node.deliveries.registry(),
+        ],
     );
     (
         [(

@@ -6,6 +6,7 @@
 //! | network | `wasi:sockets`, inside allowlists | `allow_bind`, `allow_connect` | `--allow-egress` | [`network`] |
 //! | HTTP | `wasi:http` requests in; none out | `pass_headers` | — | [`http`] |
 //! | key-value | `wasi:keyvalue` (draft2 and draft) | `kv`, `kv_shared` | `--allow-kv-shared`, `--kv-max-*` | [`kv`] |
+//! | messaging | subjects its triggers read and dead letters go to | (the triggers' keys) | `--allow-subject` | [`messaging`] |
 //!
 //! Each module owns, for its capability: its section of the manifest (typed, parsed once), the
 //! operator's grant and the check of a manifest against it, its part of one function's runtime
@@ -17,6 +18,7 @@
 pub mod files;
 pub mod http;
 pub mod kv;
+pub mod messaging;
 pub mod network;
 
 use std::path::Path;
@@ -83,6 +85,7 @@ pub struct Grants {
     pub files: files::Grant,
     pub network: network::Grant,
     pub kv: kv::Grant,
+    pub messaging: messaging::Grant,
 }
 
 impl Sections {
@@ -198,6 +201,8 @@ pub struct GrantArgs {
     pub network: network::GrantArgs,
     #[command(flatten)]
     pub kv: kv::GrantArgs,
+    #[command(flatten)]
+    pub messaging: messaging::GrantArgs,
 }
 
 impl GrantArgs {
@@ -207,6 +212,7 @@ impl GrantArgs {
             files: self.files.grant()?,
             network: self.network.grant()?,
             kv: self.kv.grant()?,
+            messaging: self.messaging.grant()?,
         })
     }
 }

@@ -3,7 +3,8 @@
 //! The node knows nothing of NATS: `limes-cluster`, a layer above, implements [`Cluster`] and
 //! hands it to [`Node::join`](crate::Node::join). A node without one runs alone, exactly as
 //! before. The seam is split by job: [`Replication`] of functions and their components,
-//! [`Forwarding`] of calls, [`Emergencies`] with a typed [`plan::Plan`], and [`TokenSharing`].
+//! [`Forwarding`] of calls, [`Emergencies`] with a typed [`plan::Plan`], [`TokenSharing`],
+//! and triggers' [`Schedules`] and [`Messages`].
 //! Every method that talks to other machines returns a boxed future so the traits stay
 //! object-safe.
 
@@ -97,7 +98,7 @@ pub struct HttpRan {
 /// What a node needs from the cluster it has joined, by job; and how the cluster looks from
 /// here.
 pub trait Cluster:
-    Replication + Forwarding + Emergencies + TokenSharing + Schedules + 'static
+    Replication + Forwarding + Emergencies + TokenSharing + Schedules + Messages + 'static
 {
     /// The cluster as this node sees it: connection, members, emergency (for `/healthz` and
     /// `GET /v1/cluster`).
@@ -170,6 +171,23 @@ pub trait Schedules: Send + Sync {
     /// Claims tick `tick_ms` (ms since the Unix epoch) of `function`'s schedule for this node;
     /// false when another node has. Every node asks; the first to ask gets it.
     fn claim_tick(&self, function: String, tick_ms: u64) -> BoxFuture<'_, Result<bool, NodeError>>;
+}
+
+/// Message triggers (see [`crate::triggers::message`]). The cluster follows
+/// [`Node::changes`](crate::Node::changes) and subscribes for the node by itself; the node asks
+/// only for what must happen before a deploy is acknowledged.
+pub trait Messages: Send + Sync {
+    /// Makes ready what `name`'s durable trigger needs to keep every message published from
+    /// now on: the stream that captures its subject and the consumer that delivers them.
+    fn prepare_durable(
+        &self,
+        name: String,
+        section: crate::triggers::message::Message,
+    ) -> BoxFuture<'_, Result<(), NodeError>>;
+
+    /// Removes what [`Messages::prepare_durable`] made for `name` (a deploy that failed after
+    /// it, a function removed): its consumer, and the messages kept only for it.
+    fn forget_durable(&self, name: String) -> BoxFuture<'_, Result<(), NodeError>>;
 }
 
 /// API tokens, the same on every node.

@@ -4,17 +4,24 @@
 //! | trigger | manifest keys | module |
 //! | --- | --- | --- |
 //! | schedule | `schedule`, `schedule_tz`, `schedule_overlap`, `schedule_args` | [`schedule`] |
+//! | message | `on_message`, `on_message_delivery`, `max_deliver`, `max_in_flight`, `retry_backoff`, `dead_letter` | [`message`] |
 //!
 //! The node's one scheduler (`crate::schedules`) follows the registry, sleeps until the next
 //! tick of any function and fires it through the same admission as a request, at the
 //! function's priority. In a cluster each tick is claimed through [`crate::cluster::Schedules`]
 //! first, so it runs on one node only; in an emergency, `batch` functions' ticks are skipped.
+//!
+//! Messages come from NATS, so the cluster (`limes-cluster`) subscribes for the node: it
+//! follows [`Node::changes`](crate::Node::changes) and runs each message through
+//! [`Node::invoke`](crate::Node::invoke), counting deliveries in [`Deliveries`].
 
+pub mod message;
 pub mod schedule;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use clap::Args;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -22,40 +29,131 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::capabilities::Grants;
+use crate::error::NodeError;
+
 /// Every trigger's section of a manifest. Flattened into it: the keys stay top-level.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Triggers {
     #[serde(flatten)]
     pub schedule: schedule::Schedule,
+    #[serde(flatten)]
+    pub message: message::Message,
 }
 
 impl Triggers {
     /// Every trigger's keys, with what each means.
     pub fn keys() -> impl Iterator<Item = (&'static str, &'static str)> {
-        schedule::KEYS.iter().copied()
+        schedule::KEYS.iter().chain(message::KEYS).copied()
     }
 
     /// Takes `key=value` if a trigger owns `key`; `None` if none does.
     pub fn parse(&mut self, key: &str, value: &str) -> Option<Result<(), String>> {
-        schedule::KEYS
-            .iter()
-            .any(|(k, _)| *k == key)
-            .then(|| self.schedule.parse(key, value))
+        let owns = |keys: &[(&str, &str)]| keys.iter().any(|(k, _)| *k == key);
+        Some(if owns(schedule::KEYS) {
+            self.schedule.parse(key, value)
+        } else if owns(message::KEYS) {
+            self.message.parse(key, value)
+        } else {
+            return None;
+        })
     }
 
     /// Checks each section as a whole.
     pub fn finish(&self) -> Result<(), String> {
-        self.schedule.finish()
+        self.schedule.finish()?;
+        self.message.finish()
     }
 
     /// Every section's pairs.
     pub fn pairs(&self) -> Vec<(&'static str, String)> {
-        self.schedule.pairs()
+        let mut pairs = self.schedule.pairs();
+        pairs.extend(self.message.pairs());
+        pairs
+    }
+
+    /// Whether every trigger stays within the operator's grants and what the node can do
+    /// (`clustered`: it has NATS).
+    pub fn check(&self, grants: &Grants, clustered: bool) -> Result<(), NodeError> {
+        self.message.check(&grants.messaging, clustered)
     }
 }
 
 /// Every trigger's flags of `limes deploy`.
-pub type DeployArgs = schedule::DeployArgs;
+#[derive(Args, Debug, Clone, Default)]
+// No argument group of its own: every trigger's struct has this name.
+#[group(skip)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub schedule: schedule::DeployArgs,
+    #[command(flatten)]
+    pub message: message::DeployArgs,
+}
+
+impl DeployArgs {
+    /// The flags given, as manifest pairs.
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = self.schedule.pairs();
+        pairs.extend(self.message.pairs());
+        pairs
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabel {
+    function: String,
+    trigger: &'static str,
+    outcome: &'static str,
+}
+
+/// What became of the messages triggers delivered, for `/metrics`
+/// (`limes_trigger_deliveries_total{function,trigger,outcome}`).
+pub struct Deliveries {
+    counts: Family<DeliveryLabel, Counter>,
+    registry: Registry,
+}
+
+impl Default for Deliveries {
+    fn default() -> Self {
+        let counts = Family::default();
+        let mut registry = Registry::with_prefix("limes_trigger");
+        registry.register(
+            "deliveries",
+            "Deliveries by function, trigger (message, durable) and outcome: delivered (a run began), acked (it succeeded), failed (it did not; core delivery drops it), retried, dead_lettered",
+            counts.clone(),
+        );
+        Self { counts, registry }
+    }
+}
+
+impl Deliveries {
+    /// Counts one `outcome` of `function`'s `trigger`.
+    pub fn count(&self, function: &str, trigger: &'static str, outcome: &'static str) {
+        self.counts
+            .get_or_create(&DeliveryLabel {
+                function: function.to_owned(),
+                trigger,
+                outcome,
+            })
+            .inc();
+    }
+
+    /// How many `outcome`s of `function`'s `trigger` so far.
+    pub fn get(&self, function: &str, trigger: &'static str, outcome: &'static str) -> u64 {
+        self.counts
+            .get_or_create(&DeliveryLabel {
+                function: function.to_owned(),
+                trigger,
+                outcome,
+            })
+            .get()
+    }
+
+    /// The metrics, for `/metrics`.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TickLabel {

@@ -1,5 +1,5 @@
-//! Schedules on one node: ticks run the function, one at a time unless overlap is allowed,
-//! and stop with the schedule.
+//! Triggers on one node: schedules run their function, one at a time unless overlap is allowed,
+//! and stop with the schedule; message triggers are refused without a cluster.
 
 use std::time::Duration;
 
@@ -109,5 +109,18 @@ async fn bad_schedules_are_refused_with_what_is_wrong() {
         )
         .await;
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn message_triggers_need_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    let refused = node
+        .deploy("listener", "kv-script", &[("on_message", "sensors.>")])
+        .await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("--nats"), "{body}");
     node.stop().await;
 }

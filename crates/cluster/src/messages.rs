@@ -1,0 +1,616 @@
+//! Message triggers (see [`limes_node::triggers::message`]): the node's subscriptions, kept in
+//! step with its registry, and the stream and consumers of durable ones.
+//!
+//! - **core**: every node that holds the function subscribes in the queue group
+//!   `limes.FUNCTION`, so NATS gives each message to one of them.
+//! - **durable**: [`store::EVENTS`] captures the subject (interest retention); one durable pull
+//!   consumer per function, `fn-FUNCTION`, is shared by every node, which pulls only as many
+//!   messages as it has room to run. A message is acked once the function succeeded, negatively
+//!   acked with the trigger's backoff when it failed, and dead-lettered (then acked) once its
+//!   attempts are spent. The consumer's `max_ack_pending` is the trigger's `max_in_flight`, so
+//!   the bound holds across the cluster and 1 keeps the order.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind, consumer, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use limes_node::admission::Priority;
+use limes_node::cluster::Messages;
+use limes_node::subject::{Pattern, cover};
+use limes_node::triggers::message::Message;
+use limes_node::{Node, NodeError};
+use tokio::sync::Semaphore;
+
+use crate::{NatsCluster, store, unavailable};
+
+/// How long a durable message may go without news from the node running it before JetStream
+/// gives it to another: a node that dies mid-run (kill -9) loses its messages to others this
+/// soon. A live node reports progress every third of it for as long as the run takes.
+pub const ACK_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a pull waits for messages before asking again.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
+/// The name of `function`'s durable consumer.
+pub fn consumer_name(function: &str) -> String {
+    format!("fn-{function}")
+}
+
+/// The queue group of `function`'s core subscription.
+pub fn queue_group(function: &str) -> String {
+    format!("limes.{function}")
+}
+
+/// One running subscription of this node.
+pub(crate) struct Subscription {
+    section: Message,
+    priority: Priority,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Run ids of core deliveries, unique on this node.
+static CORE_RUNS: AtomicU64 = AtomicU64::new(0);
+
+impl Messages for NatsCluster {
+    fn prepare_durable(
+        &self,
+        name: String,
+        section: Message,
+    ) -> BoxFuture<'_, Result<(), NodeError>> {
+        Box::pin(async move { self.consumer(&name, &section).await.map(drop) })
+    }
+
+    fn forget_durable(&self, name: String) -> BoxFuture<'_, Result<(), NodeError>> {
+        Box::pin(async move {
+            let stream = self.events_stream().await?;
+            match stream.delete_consumer(&consumer_name(&name)).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.to_string().contains("not found") => Ok(()),
+                Err(e) => Err(unavailable("removing a durable trigger's consumer", e)),
+            }
+        })
+    }
+}
+
+impl NatsCluster {
+    /// The stream of durable triggers, created on first use.
+    async fn events_stream(&self) -> Result<stream::Stream, NodeError> {
+        match self.js.get_stream(store::EVENTS).await {
+            Ok(s) => Ok(s),
+            Err(_) => {
+                // No subjects yet would be refused; the dead letters' own prefix is never a
+                // function's, so it stands in until the first trigger comes.
+                self.js
+                    .get_or_create_stream(events_config(vec!["limes.none".into()]))
+                    .await
+                    .map_err(|e| unavailable("creating the stream of durable triggers", e))
+            }
+        }
+    }
+
+    /// Makes sure [`store::EVENTS`] captures `subject`, widening its subjects if need be, under
+    /// a lease: two nodes changing the subjects at once could each drop the other's.
+    async fn capture(&self, subject: &Pattern) -> Result<(), NodeError> {
+        let mut stream = self.events_stream().await?;
+        let covered = |subjects: &[String]| {
+            subjects
+                .iter()
+                .filter_map(|s| Pattern::parse(s).ok())
+                .any(|s| s.covers(subject))
+        };
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| unavailable("reading the stream of durable triggers", e))?;
+        if covered(&info.config.subjects) {
+            return Ok(());
+        }
+        for _ in 0..50 {
+            let outcome = self
+                .with_lease(
+                    store::EVENTS_LEASE_KEY,
+                    "changing the durable subjects",
+                    || async {
+                        // Read again under the lease: another node may have changed them.
+                        let info = stream
+                            .info()
+                            .await
+                            .map_err(|e| unavailable("reading the stream of durable triggers", e))?
+                            .clone();
+                        if covered(&info.config.subjects) {
+                            return Ok(());
+                        }
+                        let subjects = cover(
+                            info.config
+                                .subjects
+                                .iter()
+                                .filter(|s| *s != "limes.none")
+                                .filter_map(|s| Pattern::parse(s).ok())
+                                .chain([subject.clone()]),
+                        );
+                        let mut config = info.config;
+                        config.subjects = subjects.into_iter().map(String::from).collect();
+                        self.js.update_stream(config).await.map_err(|e| {
+                            NodeError::BadRequest(format!(
+                                "on_message={subject}: JetStream refuses to keep it ({e})"
+                            ))
+                        })?;
+                        Ok(())
+                    },
+                )
+                .await;
+            match outcome {
+                Err(NodeError::Conflict(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+                other => return other,
+            }
+        }
+        Err(NodeError::Cluster(
+            "another node kept the durable subjects' lease for 5 s".into(),
+        ))
+    }
+
+    /// `name`'s durable consumer, created or brought in line with `section`.
+    async fn consumer(
+        &self,
+        name: &str,
+        section: &Message,
+    ) -> Result<consumer::Consumer<consumer::pull::Config>, NodeError> {
+        let subject = section
+            .on_message
+            .as_ref()
+            .ok_or_else(|| NodeError::BadRequest("no on_message".into()))?;
+        self.capture(subject).await?;
+        let stream = self.events_stream().await?;
+        let config = consumer::pull::Config {
+            durable_name: Some(consumer_name(name)),
+            description: Some(format!("durable trigger of {name}")),
+            filter_subject: subject.to_string(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            // Attempts are counted here, not by the server: a message whose last attempt died
+            // with its node must come back, to be dead-lettered rather than forgotten.
+            max_deliver: -1,
+            max_ack_pending: i64::from(section.max_in_flight()),
+            // A new trigger starts with what is published from now on.
+            deliver_policy: consumer::DeliverPolicy::New,
+            ..Default::default()
+        };
+        match stream.create_consumer(config.clone()).await {
+            Ok(c) => Ok(c),
+            Err(first) => {
+                // A change the server does not take in place (its subject): start afresh.
+                tracing::warn!(function = name, error = %first, "recreating a durable trigger's consumer");
+                let _ = stream.delete_consumer(&consumer_name(name)).await;
+                stream
+                    .create_consumer(config)
+                    .await
+                    .map_err(|e| unavailable("creating a durable trigger's consumer", e))
+            }
+        }
+    }
+
+    /// Keeps this node's subscriptions in step with its registry, for as long as the cluster
+    /// lives: each change of a function looks again at that function, a lag at all of them.
+    pub(crate) async fn follow_triggers(self: Arc<Self>) -> Result<(), String> {
+        let node = self.node().map_err(|e| e.to_string())?;
+        let mut changes = node.changes();
+        let all = |node: &Node| -> Vec<String> {
+            node.list()
+                .map(|records| records.into_iter().map(|r| r.name).collect())
+                .unwrap_or_default()
+        };
+        let mut names = all(&node);
+        // Subscriptions this node holds for functions it no longer has.
+        names.extend(self.subscriptions().keys().cloned());
+        drop(node);
+        loop {
+            for name in names.drain(..) {
+                self.reconcile(&name).await;
+            }
+            match changes.recv().await {
+                Ok(name) => names.push(name),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let node = self.node().map_err(|e| e.to_string())?;
+                    names = all(&node);
+                    names.extend(self.subscriptions().keys().cloned());
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+            }
+        }
+    }
+
+    /// The functions this node subscribes for, sorted (for the status).
+    pub(crate) fn subscribed(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.subscriptions().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    fn subscriptions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Subscription>> {
+        self.subscriptions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts, changes or stops this node's subscription for `name`, as its active version says.
+    async fn reconcile(self: &Arc<Self>, name: &str) {
+        let Ok(node) = self.node() else { return };
+        let wanted = match node.get(name).await {
+            Ok(record) => {
+                let manifest = &record.active_version().manifest;
+                let section = manifest.triggers.message.clone();
+                section
+                    .on_message
+                    .is_some()
+                    .then_some((section, manifest.priority))
+            }
+            Err(NodeError::NotFound(_)) => None,
+            Err(e) => {
+                tracing::warn!(function = name, error = %e, "cannot read a function's trigger");
+                return;
+            }
+        };
+        let had = self
+            .subscriptions()
+            .get(name)
+            .map(|s| (s.section.clone(), s.priority));
+        if had == wanted {
+            return;
+        }
+        self.subscriptions().remove(name);
+        // A durable trigger that went away takes its consumer (and what only it kept) along;
+        // any node may do it, and doing it twice is harmless.
+        if had.as_ref().is_some_and(|(s, _)| s.is_durable())
+            && !wanted.as_ref().is_some_and(|(s, _)| s.is_durable())
+            && let Err(e) = self.forget_durable(name.to_owned()).await
+        {
+            tracing::warn!(function = name, error = %e, "could not remove a durable trigger's consumer");
+        }
+        let Some((section, priority)) = wanted else {
+            return;
+        };
+        if let Err(e) = section.check(&node.config().grants.messaging, true) {
+            tracing::warn!(function = name, error = %e, "not subscribing: this node does not allow the subject");
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let (function, s) = (name.to_owned(), section.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let outcome = if s.is_durable() {
+                    pull(weak.clone(), &function, &s, priority).await
+                } else {
+                    subscribe(weak.clone(), &function, &s, priority).await
+                };
+                let Some(cluster) = weak.upgrade() else {
+                    return;
+                };
+                if let Err(e) = outcome {
+                    tracing::debug!(function, error = %e, "a trigger's subscription ended; again in a moment");
+                    cluster.failed(format!("trigger of {function}: {e}")).await;
+                }
+                drop(cluster);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        self.subscriptions().insert(
+            name.to_owned(),
+            Subscription {
+                section,
+                priority,
+                task: task.abort_handle(),
+            },
+        );
+    }
+
+    /// Whether `name`'s trigger waits now: a batch function's, in an emergency that does not
+    /// name it urgent.
+    fn paused(&self, name: &str, priority: Priority) -> bool {
+        priority == Priority::Batch && self.plan_now().is_some_and(|p| !p.is_urgent(name))
+    }
+}
+
+/// What bounds the runs of one trigger on this node: its `max_in_flight`, and the node's
+/// capacity, so that a node takes only messages it can run now and leaves the rest in the
+/// queue (core) or the stream (durable) for itself later or for another node.
+fn room(cluster: &Weak<NatsCluster>, section: &Message) -> Result<Arc<Semaphore>, String> {
+    let c = cluster.upgrade().ok_or("the cluster is gone")?;
+    let capacity = c.node().map_err(|e| e.to_string())?.config().capacity;
+    let permits = section.max_in_flight().min(capacity).max(1);
+    Ok(Arc::new(Semaphore::new(permits as usize)))
+}
+
+/// The settings of [`store::EVENTS`] with `subjects`.
+fn events_config(subjects: Vec<String>) -> stream::Config {
+    stream::Config {
+        name: store::EVENTS.to_owned(),
+        subjects,
+        retention: stream::RetentionPolicy::Interest,
+        max_age: store::EVENTS_MAX_AGE,
+        max_bytes: store::EVENTS_MAX_BYTES,
+        discard: stream::DiscardPolicy::New,
+        storage: stream::StorageType::File,
+        num_replicas: 1,
+        ..Default::default()
+    }
+}
+
+/// The settings of [`store::DEAD`].
+fn dead_config() -> stream::Config {
+    stream::Config {
+        name: store::DEAD.to_owned(),
+        subjects: vec![format!("{}dead.>", limes_node::subject::RESERVED_PREFIX)],
+        max_age: store::DEAD_MAX_AGE,
+        storage: stream::StorageType::File,
+        num_replicas: 1,
+        ..Default::default()
+    }
+}
+
+/// A core subscription of `name`: runs each message on this node, at most `max_in_flight` at
+/// once, until the subscription fails or the cluster goes.
+async fn subscribe(
+    cluster: Weak<NatsCluster>,
+    name: &str,
+    section: &Message,
+    priority: Priority,
+) -> Result<(), String> {
+    let (client, subject) = {
+        let c = cluster.upgrade().ok_or("the cluster is gone")?;
+        let subject = section.on_message.clone().ok_or("no subject")?;
+        (c.client.clone(), subject)
+    };
+    let mut messages = client
+        .queue_subscribe(subject.to_string(), queue_group(name))
+        .await
+        .map_err(|e| e.to_string())?;
+    let room = room(&cluster, section)?;
+    while let Some(message) = messages.next().await {
+        let Some(c) = cluster.upgrade() else {
+            return Ok(());
+        };
+        let node = c.node().map_err(|e| e.to_string())?;
+        if c.paused(name, priority) {
+            node.deliveries.count(name, "message", "paused");
+            continue;
+        }
+        let permit = room
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        let (name, section) = (name.to_owned(), section.clone());
+        tokio::spawn(async move {
+            let run_id = format!("{}-{}", c.id, CORE_RUNS.fetch_add(1, Ordering::Relaxed) + 1);
+            node.deliveries.count(&name, "message", "delivered");
+            let Ok(args) = std::str::from_utf8(&message.payload) else {
+                let error = NodeError::BadRequest(NOT_UTF8.into());
+                let headers = dead_headers(&name, &message.subject, &error, 1, &run_id);
+                let dead = section.dead_letter_subject(&name);
+                let _ = c
+                    .client
+                    .publish_with_headers(dead, headers, message.payload.clone())
+                    .await;
+                node.deliveries.count(&name, "message", "dead_lettered");
+                return;
+            };
+            let outcome = node.invoke(&name, args, 0).await;
+            match &outcome {
+                Ok(_) => node.deliveries.count(&name, "message", "acked"),
+                Err(e) => {
+                    node.deliveries.count(&name, "message", "failed");
+                    tracing::info!(function = name, run_id, error = %e, "a message's run failed; core delivery drops it");
+                }
+            }
+            // A request gets the function's result, or its error in a header.
+            if let Some(reply) = message.reply {
+                let (headers, body) = match outcome {
+                    Ok(ran) => (HeaderMap::new(), Bytes::from(ran.result)),
+                    Err(e) => {
+                        let mut h = HeaderMap::new();
+                        h.insert("Limes-Error", header_value(&e.to_string()).as_str());
+                        (h, Bytes::new())
+                    }
+                };
+                let _ = c.client.publish_with_headers(reply, headers, body).await;
+            }
+            drop(permit);
+        });
+    }
+    Ok(())
+}
+
+const NOT_UTF8: &str = "the message's payload is not UTF-8, and a run function takes text args";
+
+/// The durable side of `name`: pulls as many messages as this node has room for and runs each.
+async fn pull(
+    cluster: Weak<NatsCluster>,
+    name: &str,
+    section: &Message,
+    priority: Priority,
+) -> Result<(), String> {
+    let consumer = {
+        let c = cluster.upgrade().ok_or("the cluster is gone")?;
+        c.js.get_or_create_stream(dead_config())
+            .await
+            .map_err(|e| format!("the dead letters' stream: {e}"))?;
+        c.consumer(name, section).await.map_err(|e| e.to_string())?
+    };
+    let room = room(&cluster, section)?;
+    loop {
+        let first = room
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        {
+            let c = cluster.upgrade().ok_or("the cluster is gone")?;
+            if c.paused(name, priority) {
+                drop(c);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+        }
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1 + room.available_permits())
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut first = Some(first);
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(|e| e.to_string())?;
+            let permit = match first.take() {
+                Some(p) => p,
+                None => room
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| e.to_string())?,
+            };
+            let c = cluster.upgrade().ok_or("the cluster is gone")?;
+            let (name, section) = (name.to_owned(), section.clone());
+            tokio::spawn(async move {
+                deliver(&c, &name, &section, message).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// Runs one durable message: ack on success, retry later on failure, dead letter when its
+/// attempts are spent. A message is acked only once its outcome is safe (the run succeeded,
+/// or its dead letter was stored); anything else leaves it to come back.
+async fn deliver(c: &NatsCluster, name: &str, section: &Message, message: jetstream::Message) {
+    let Ok(node) = c.node() else { return };
+    let (attempt, sequence) = match message.info() {
+        Ok(info) => (
+            u32::try_from(info.delivered).unwrap_or(u32::MAX),
+            info.stream_sequence,
+        ),
+        Err(e) => {
+            tracing::warn!(function = name, error = %e, "a durable message without its metadata");
+            return;
+        }
+    };
+    let run_id = format!("{name}-{sequence}");
+    node.deliveries.count(name, "durable", "delivered");
+    let outcome = if attempt > section.max_deliver() {
+        // Its last attempt's node died before it could say.
+        Err(NodeError::Cluster(format!(
+            "{} attempts were made; the last one's node stopped before it ended",
+            attempt - 1
+        )))
+    } else {
+        match std::str::from_utf8(&message.payload) {
+            Err(_) => Err(NodeError::BadRequest(NOT_UTF8.into())),
+            Ok(args) => {
+                let run = node.invoke(name, args, 0);
+                tokio::pin!(run);
+                // Tell JetStream the run goes on, so no other node gets it meanwhile.
+                let mut progress = tokio::time::interval(ACK_WAIT / 3);
+                progress.tick().await;
+                loop {
+                    tokio::select! {
+                        outcome = &mut run => break outcome.map(drop),
+                        _ = progress.tick() => { let _ = message.ack_with(AckKind::Progress).await; }
+                    }
+                }
+            }
+        }
+    };
+    let error = match outcome {
+        Ok(()) => {
+            match message.double_ack().await {
+                Ok(()) => node.deliveries.count(name, "durable", "acked"),
+                Err(e) => {
+                    tracing::warn!(function = name, run_id, error = %e, "a run succeeded but its ack was lost; it will run again")
+                }
+            }
+            return;
+        }
+        Err(e) => e,
+    };
+    let spent = attempt >= section.max_deliver()
+        || matches!(&error, NodeError::BadRequest(m) if m == NOT_UTF8);
+    if !spent {
+        node.deliveries.count(name, "durable", "retried");
+        tracing::info!(function = name, run_id, attempt, error = %error, "a durable message's run failed; retrying");
+        let _ = message
+            .ack_with(AckKind::Nak(Some(section.backoff(attempt))))
+            .await;
+        return;
+    }
+    let dead = section.dead_letter_subject(name);
+    let headers = dead_headers(name, &message.subject, &error, attempt, &run_id);
+    let stored = match c
+        .js
+        .publish_with_headers(dead.clone(), headers.clone(), message.payload.clone())
+        .await
+    {
+        Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let stored = match stored {
+        Ok(()) => Ok(()),
+        // An operator's own dead-letter subject may have no stream: then it is a plain publish.
+        Err(e)
+            if !dead.starts_with(limes_node::subject::RESERVED_PREFIX)
+                && e.contains("no responders") =>
+        {
+            c.client
+                .publish_with_headers(dead.clone(), headers, message.payload.clone())
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e),
+    };
+    match stored {
+        Ok(()) => {
+            node.deliveries.count(name, "durable", "dead_lettered");
+            tracing::warn!(function = name, run_id, attempt, error = %error, dead_letter = dead, "a durable message was dead-lettered");
+            let _ = message.double_ack().await;
+        }
+        Err(e) => {
+            tracing::warn!(function = name, run_id, error = %e, "could not store a dead letter; the message comes back");
+            let _ = message
+                .ack_with(AckKind::Nak(Some(section.backoff(attempt))))
+                .await;
+        }
+    }
+}
+
+/// What a dead letter carries besides the payload.
+fn dead_headers(
+    function: &str,
+    subject: &async_nats::Subject,
+    error: &NodeError,
+    attempts: u32,
+    run_id: &str,
+) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("Limes-Function", function);
+    h.insert("Limes-Subject", subject.as_str());
+    h.insert("Limes-Error", header_value(&error.to_string()).as_str());
+    h.insert("Limes-Attempts", attempts.to_string().as_str());
+    h.insert("Limes-Run-Id", run_id);
+    h
+}
+
+/// `text` on one line, as a header value must be.
+fn header_value(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
