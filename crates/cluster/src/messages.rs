@@ -23,7 +23,8 @@ use futures::future::BoxFuture;
 use limes_node::admission::Priority;
 use limes_node::cluster::Messages;
 use limes_node::subject::{Pattern, cover};
-use limes_node::triggers::message::Message;
+use limes_node::triggers::Triggers;
+use limes_node::triggers::policy::DeliveryPolicy;
 use limes_node::{Node, NodeError};
 use tokio::sync::Semaphore;
 
@@ -47,10 +48,16 @@ pub fn queue_group(function: &str) -> String {
     format!("limes.{function}")
 }
 
+/// What one function's message trigger asks of this node.
+#[derive(Clone, PartialEq)]
+struct Wanted {
+    triggers: Triggers,
+    priority: Priority,
+}
+
 /// One running subscription of this node.
 pub(crate) struct Subscription {
-    section: Message,
-    priority: Priority,
+    wanted: Wanted,
     task: tokio::task::AbortHandle,
 }
 
@@ -67,9 +74,9 @@ impl Messages for NatsCluster {
     fn prepare_durable(
         &self,
         name: String,
-        section: Message,
+        triggers: Triggers,
     ) -> BoxFuture<'_, Result<(), NodeError>> {
-        Box::pin(async move { self.consumer(&name, &section).await.map(drop) })
+        Box::pin(async move { self.consumer(&name, &triggers).await.map(drop) })
     }
 
     fn forget_durable(&self, name: String) -> BoxFuture<'_, Result<(), NodeError>> {
@@ -165,9 +172,10 @@ impl NatsCluster {
     async fn consumer(
         &self,
         name: &str,
-        section: &Message,
+        triggers: &Triggers,
     ) -> Result<consumer::Consumer<consumer::pull::Config>, NodeError> {
-        let subject = section
+        let subject = triggers
+            .message
             .on_message
             .as_ref()
             .ok_or_else(|| NodeError::BadRequest("no on_message".into()))?;
@@ -182,7 +190,7 @@ impl NatsCluster {
             // Attempts are counted here, not by the server: a message whose last attempt died
             // with its node must come back, to be dead-lettered rather than forgotten.
             max_deliver: -1,
-            max_ack_pending: i64::from(section.max_in_flight()),
+            max_ack_pending: i64::from(triggers.delivery.max_in_flight()),
             // A new trigger starts with what is published from now on.
             deliver_policy: consumer::DeliverPolicy::New,
             ..Default::default()
@@ -248,11 +256,15 @@ impl NatsCluster {
         let wanted = match node.get(name).await {
             Ok(record) => {
                 let manifest = &record.active_version().manifest;
-                let section = manifest.triggers.message.clone();
-                section
+                manifest
+                    .triggers
+                    .message
                     .on_message
                     .is_some()
-                    .then_some((section, manifest.priority))
+                    .then(|| Wanted {
+                        triggers: manifest.triggers.clone(),
+                        priority: manifest.priority,
+                    })
             }
             Err(NodeError::NotFound(_)) => None,
             Err(e) => {
@@ -260,37 +272,36 @@ impl NatsCluster {
                 return;
             }
         };
-        let had = self
-            .subscriptions()
-            .get(name)
-            .map(|s| (s.section.clone(), s.priority));
+        let had = self.subscriptions().get(name).map(|s| s.wanted.clone());
         if had == wanted {
             return;
         }
         self.subscriptions().remove(name);
         // A durable trigger that went away takes its consumer (and what only it kept) along;
         // any node may do it, and doing it twice is harmless.
-        if had.as_ref().is_some_and(|(s, _)| s.is_durable())
-            && !wanted.as_ref().is_some_and(|(s, _)| s.is_durable())
+        let durable =
+            |w: &Option<Wanted>| w.as_ref().is_some_and(|w| w.triggers.message.is_durable());
+        if durable(&had)
+            && !durable(&wanted)
             && let Err(e) = self.forget_durable(name.to_owned()).await
         {
             tracing::warn!(function = name, error = %e, "could not remove a durable trigger's consumer");
         }
-        let Some((section, priority)) = wanted else {
+        let Some(wanted) = wanted else {
             return;
         };
-        if let Err(e) = section.check(&node.config().grants.messaging, true) {
+        if let Err(e) = wanted.triggers.check(&node.config().grants, true) {
             tracing::warn!(function = name, error = %e, "not subscribing: this node does not allow the subject");
             return;
         }
         let weak = Arc::downgrade(self);
-        let (function, s) = (name.to_owned(), section.clone());
+        let (function, w) = (name.to_owned(), wanted.clone());
         let task = tokio::spawn(async move {
             loop {
-                let outcome = if s.is_durable() {
-                    pull(weak.clone(), &function, &s, priority).await
+                let outcome = if w.triggers.message.is_durable() {
+                    pull(weak.clone(), &function, &w.triggers, w.priority).await
                 } else {
-                    subscribe(weak.clone(), &function, &s, priority).await
+                    subscribe(weak.clone(), &function, &w.triggers, w.priority).await
                 };
                 let Some(cluster) = weak.upgrade() else {
                     return;
@@ -306,8 +317,7 @@ impl NatsCluster {
         self.subscriptions().insert(
             name.to_owned(),
             Subscription {
-                section,
-                priority,
+                wanted,
                 task: task.abort_handle(),
             },
         );
@@ -323,10 +333,10 @@ impl NatsCluster {
 /// What bounds the runs of one trigger on this node: its `max_in_flight`, and the node's
 /// capacity, so that a node takes only messages it can run now and leaves the rest in the
 /// queue (core) or the stream (durable) for itself later or for another node.
-fn room(cluster: &Weak<NatsCluster>, section: &Message) -> Result<Arc<Semaphore>, String> {
+fn room(cluster: &Weak<NatsCluster>, policy: &DeliveryPolicy) -> Result<Arc<Semaphore>, String> {
     let c = cluster.upgrade().ok_or("the cluster is gone")?;
     let capacity = c.node().map_err(|e| e.to_string())?.config().capacity;
-    let permits = section.max_in_flight().min(capacity).max(1);
+    let permits = policy.max_in_flight().min(capacity).max(1);
     Ok(Arc::new(Semaphore::new(permits as usize)))
 }
 
@@ -362,19 +372,19 @@ fn dead_config() -> stream::Config {
 async fn subscribe(
     cluster: Weak<NatsCluster>,
     name: &str,
-    section: &Message,
+    triggers: &Triggers,
     priority: Priority,
 ) -> Result<(), String> {
     let (client, subject) = {
         let c = cluster.upgrade().ok_or("the cluster is gone")?;
-        let subject = section.on_message.clone().ok_or("no subject")?;
+        let subject = triggers.message.on_message.clone().ok_or("no subject")?;
         (c.client.clone(), subject)
     };
     let mut messages = client
         .queue_subscribe(subject.to_string(), queue_group(name))
         .await
         .map_err(|e| e.to_string())?;
-    let room = room(&cluster, section)?;
+    let room = room(&cluster, &triggers.delivery)?;
     while let Some(message) = messages.next().await {
         let Some(c) = cluster.upgrade() else {
             return Ok(());
@@ -389,14 +399,14 @@ async fn subscribe(
             .acquire_owned()
             .await
             .map_err(|e| e.to_string())?;
-        let (name, section) = (name.to_owned(), section.clone());
+        let (name, policy) = (name.to_owned(), triggers.delivery.clone());
         tokio::spawn(async move {
             let run_id = format!("{}-{}", c.id, CORE_RUNS.fetch_add(1, Ordering::Relaxed) + 1);
             node.deliveries.count(&name, "message", "delivered");
             let Ok(args) = std::str::from_utf8(&message.payload) else {
                 let error = NodeError::BadRequest(NOT_UTF8.into());
                 let headers = dead_headers(&name, &message.subject, &error, 1, &run_id);
-                let dead = section.dead_letter_subject(&name);
+                let dead = policy.dead_letter_subject(&name);
                 let _ = c
                     .client
                     .publish_with_headers(dead, headers, message.payload.clone())
@@ -436,7 +446,7 @@ const NOT_UTF8: &str = "the message's payload is not UTF-8, and a run function t
 async fn pull(
     cluster: Weak<NatsCluster>,
     name: &str,
-    section: &Message,
+    triggers: &Triggers,
     priority: Priority,
 ) -> Result<(), String> {
     let consumer = {
@@ -444,9 +454,11 @@ async fn pull(
         c.js.get_or_create_stream(dead_config())
             .await
             .map_err(|e| format!("the dead letters' stream: {e}"))?;
-        c.consumer(name, section).await.map_err(|e| e.to_string())?
+        c.consumer(name, triggers)
+            .await
+            .map_err(|e| e.to_string())?
     };
-    let room = room(&cluster, section)?;
+    let room = room(&cluster, &triggers.delivery)?;
     loop {
         let first = room
             .clone()
@@ -480,9 +492,9 @@ async fn pull(
                     .map_err(|e| e.to_string())?,
             };
             let c = cluster.upgrade().ok_or("the cluster is gone")?;
-            let (name, section) = (name.to_owned(), section.clone());
+            let (name, policy) = (name.to_owned(), triggers.delivery.clone());
             tokio::spawn(async move {
-                deliver(&c, &name, &section, message).await;
+                deliver(&c, &name, &policy, message).await;
                 drop(permit);
             });
         }
@@ -492,7 +504,12 @@ async fn pull(
 /// Runs one durable message: ack on success, retry later on failure, dead letter when its
 /// attempts are spent. A message is acked only once its outcome is safe (the run succeeded,
 /// or its dead letter was stored); anything else leaves it to come back.
-async fn deliver(c: &NatsCluster, name: &str, section: &Message, message: jetstream::Message) {
+async fn deliver(
+    c: &NatsCluster,
+    name: &str,
+    policy: &DeliveryPolicy,
+    message: jetstream::Message,
+) {
     let Ok(node) = c.node() else { return };
     let (attempt, sequence) = match message.info() {
         Ok(info) => (
@@ -506,7 +523,7 @@ async fn deliver(c: &NatsCluster, name: &str, section: &Message, message: jetstr
     };
     let run_id = format!("{name}-{sequence}");
     node.deliveries.count(name, "durable", "delivered");
-    let outcome = if attempt > section.max_deliver() {
+    let outcome = if attempt > policy.max_deliver() {
         // Its last attempt's node died before it could say.
         Err(NodeError::Cluster(format!(
             "{} attempts were made; the last one's node stopped before it ended",
@@ -542,17 +559,17 @@ async fn deliver(c: &NatsCluster, name: &str, section: &Message, message: jetstr
         }
         Err(e) => e,
     };
-    let spent = attempt >= section.max_deliver()
+    let spent = attempt >= policy.max_deliver()
         || matches!(&error, NodeError::BadRequest(m) if m == NOT_UTF8);
     if !spent {
         node.deliveries.count(name, "durable", "retried");
         tracing::info!(function = name, run_id, attempt, error = %error, "a durable message's run failed; retrying");
         let _ = message
-            .ack_with(AckKind::Nak(Some(section.backoff(attempt))))
+            .ack_with(AckKind::Nak(Some(policy.backoff(attempt))))
             .await;
         return;
     }
-    let dead = section.dead_letter_subject(name);
+    let dead = policy.dead_letter_subject(name);
     let headers = dead_headers(name, &message.subject, &error, attempt, &run_id);
     let stored = match c
         .js
@@ -585,7 +602,7 @@ async fn deliver(c: &NatsCluster, name: &str, section: &Message, message: jetstr
         Err(e) => {
             tracing::warn!(function = name, run_id, error = %e, "could not store a dead letter; the message comes back");
             let _ = message
-                .ack_with(AckKind::Nak(Some(section.backoff(attempt))))
+                .ack_with(AckKind::Nak(Some(policy.backoff(attempt))))
                 .await;
         }
     }

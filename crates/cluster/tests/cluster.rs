@@ -4,6 +4,8 @@
 //! Without `nats-server` these tests print that they are skipped and return; with
 //! `LIMES_REQUIRE_NATS` set (as in `scripts/test`) they fail instead.
 
+#[path = "triggers/change.rs"]
+mod change;
 mod common;
 #[path = "capabilities/kv.rs"]
 mod kv;

@@ -23,6 +23,7 @@ pub mod capabilities;
 pub mod cluster;
 pub mod config;
 mod dashboard;
+mod delivery;
 pub mod deploys;
 mod error;
 mod files;
@@ -35,6 +36,7 @@ mod lifecycle;
 pub mod manifest;
 mod metrics;
 mod node;
+pub mod outbox;
 mod parse;
 mod registry;
 mod schedules;
@@ -130,9 +132,15 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     check_exposure(&node, &listener)?;
-    tokio::spawn(schedules::run(Arc::downgrade(&node)));
+    start_triggers(&node);
     let app = app(node.clone());
     server::run(node, app, listener, None, shutdown, grace).await
+}
+
+/// Starts what runs functions besides requests: the scheduler and the outbox's deliveries.
+fn start_triggers(node: &Arc<Node>) {
+    tokio::spawn(schedules::run(Arc::downgrade(node)));
+    tokio::spawn(delivery::run(Arc::downgrade(node)));
 }
 
 /// [`serve`] over HTTPS, with the server side of TLS in `tls` (see [`tls::server_config`]).
@@ -144,7 +152,7 @@ pub async fn serve_tls(
     grace: Duration,
 ) -> std::io::Result<()> {
     check_exposure(&node, &listener)?;
-    tokio::spawn(schedules::run(Arc::downgrade(&node)));
+    start_triggers(&node);
     let app = app(node.clone());
     server::run(node, app, listener, Some(tls), shutdown, grace).await
 }

@@ -428,11 +428,10 @@ impl Node {
                 if let Some((digest, bytes)) = initialized {
                     cluster.put_artifact(digest, bytes).await?;
                 }
-                let messages = &manifest.triggers.message;
-                let is_durable = messages.is_durable();
+                let is_durable = manifest.triggers.message.is_durable();
                 if is_durable {
                     cluster
-                        .prepare_durable(name.to_owned(), messages.clone())
+                        .prepare_durable(name.to_owned(), manifest.triggers.clone())
                         .await?;
                 }
                 let record = match cluster.publish(name.to_owned(), new, component).await {

@@ -134,7 +134,7 @@ impl Manifest {
             return Err("timeout must be longer than 0 ms".into());
         }
         m.capabilities.finish()?;
-        m.triggers.finish()?;
+        m.triggers.finish(&m.capabilities)?;
         Ok(m)
     }
 

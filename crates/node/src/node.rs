@@ -117,6 +117,10 @@ pub struct Node {
     pub(crate) schedules: crate::triggers::ScheduleState,
     /// What became of the messages triggers delivered here.
     pub deliveries: crate::triggers::Deliveries,
+    /// The runs this node owes (key changes, workflow steps), durably.
+    pub(crate) outbox: Arc<crate::outbox::Outbox>,
+    /// Which writes owe which runs (change triggers).
+    watches: Arc<crate::triggers::change::Watches>,
     /// Names of functions as they change (see [`Node::changes`]).
     changes: tokio::sync::broadcast::Sender<String>,
     config: NodeConfig,
@@ -165,6 +169,12 @@ impl Node {
             crate::auth::bootstrap(&tokens, dir, &config.node_id)?;
         }
         let audit = AuditLog::open(registry.database())?;
+        let outbox = Arc::new(crate::outbox::Outbox::open(registry.database())?);
+        let watches = Arc::new(crate::triggers::change::Watches::open(
+            registry.database(),
+            outbox.clone(),
+        )?);
+        kv.observe(watches.clone());
         let node = Arc::new(Self {
             tokens,
             audit,
@@ -176,6 +186,8 @@ impl Node {
             kv,
             schedules: Default::default(),
             deliveries: Default::default(),
+            outbox,
+            watches,
             changes: tokio::sync::broadcast::channel(CHANGES_BUFFER).0,
             registry,
             artifacts,
@@ -289,6 +301,24 @@ impl Node {
     /// cluster): the scheduler and [`Node::changes`]' followers look again.
     pub(crate) fn changed(&self, name: &str) {
         self.schedules.touch(name);
+        let watch = match self.registry.get(name) {
+            Ok(record) => record.and_then(|r| {
+                let m = &r.active_version().manifest;
+                crate::triggers::change::Watch::of(
+                    name,
+                    &m.triggers.change,
+                    &m.capabilities.kv,
+                    &m.triggers.delivery,
+                )
+            }),
+            Err(e) => {
+                tracing::warn!(function = name, error = %e, "cannot read a function's watch");
+                None
+            }
+        };
+        if let Err(e) = self.watches.set(name, watch) {
+            tracing::error!(function = name, error = %e, "cannot keep a function's watch");
+        }
         // No receiver is fine: nobody follows.
         let _ = self.changes.send(name.to_owned());
     }

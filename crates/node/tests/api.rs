@@ -6,6 +6,8 @@ use limes_node::NodeConfig;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
+#[path = "triggers/change.rs"]
+mod change;
 mod common;
 #[path = "capabilities/kv.rs"]
 mod kv;

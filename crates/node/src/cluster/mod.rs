@@ -182,7 +182,7 @@ pub trait Messages: Send + Sync {
     fn prepare_durable(
         &self,
         name: String,
-        section: crate::triggers::message::Message,
+        triggers: crate::triggers::Triggers,
     ) -> BoxFuture<'_, Result<(), NodeError>>;
 
     /// Removes what [`Messages::prepare_durable`] made for `name` (a deploy that failed after

@@ -4,7 +4,9 @@
 //! | trigger | manifest keys | module |
 //! | --- | --- | --- |
 //! | schedule | `schedule`, `schedule_tz`, `schedule_overlap`, `schedule_args` | [`schedule`] |
-//! | message | `on_message`, `on_message_delivery`, `max_deliver`, `max_in_flight`, `retry_backoff`, `dead_letter` | [`message`] |
+//! | message | `on_message`, `on_message_delivery` | [`message`] |
+//! | change | `on_change`, `on_change_prefix` | [`change`] |
+//! | (how runs are delivered) | `max_in_flight`, `max_deliver`, `retry_backoff`, `dead_letter` | [`policy`] |
 //!
 //! The node's one scheduler (`crate::schedules`) follows the registry, sleeps until the next
 //! tick of any function and fires it through the same admission as a request, at the
@@ -15,7 +17,9 @@
 //! follows [`Node::changes`](crate::Node::changes) and runs each message through
 //! [`Node::invoke`](crate::Node::invoke), counting deliveries in [`Deliveries`].
 
+pub mod change;
 pub mod message;
+pub mod policy;
 pub mod schedule;
 
 use std::collections::HashSet;
@@ -29,7 +33,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::capabilities::Grants;
+use crate::capabilities::{Grants, Sections};
 use crate::error::NodeError;
 
 /// Every trigger's section of a manifest. Flattened into it: the keys stay top-level.
@@ -39,12 +43,19 @@ pub struct Triggers {
     pub schedule: schedule::Schedule,
     #[serde(flatten)]
     pub message: message::Message,
+    #[serde(flatten)]
+    pub change: change::Change,
+    #[serde(flatten)]
+    pub delivery: policy::DeliveryPolicy,
 }
 
 impl Triggers {
     /// Every trigger's keys, with what each means.
     pub fn keys() -> impl Iterator<Item = (&'static str, &'static str)> {
-        schedule::KEYS.iter().chain(message::KEYS).copied()
+        [schedule::KEYS, message::KEYS, change::KEYS, policy::KEYS]
+            .into_iter()
+            .flatten()
+            .copied()
     }
 
     /// Takes `key=value` if a trigger owns `key`; `None` if none does.
@@ -54,28 +65,51 @@ impl Triggers {
             self.schedule.parse(key, value)
         } else if owns(message::KEYS) {
             self.message.parse(key, value)
+        } else if owns(change::KEYS) {
+            self.change.parse(key, value)
+        } else if owns(policy::KEYS) {
+            self.delivery.parse(key, value)
         } else {
             return None;
         })
     }
 
-    /// Checks each section as a whole.
-    pub fn finish(&self) -> Result<(), String> {
+    /// Checks each section as a whole, and against the function's capabilities.
+    pub fn finish(&self, capabilities: &Sections) -> Result<(), String> {
         self.schedule.finish()?;
-        self.message.finish()
+        self.message.finish(&self.delivery)?;
+        self.change.finish(&capabilities.kv)?;
+        let durable = self.message.is_durable() || self.change.on_change.is_some();
+        let triggered = durable || self.message.on_message.is_some();
+        match (self.delivery.durable_key(), self.delivery.max_in_flight) {
+            (Some(key), _) if !durable => Err(format!(
+                "{key} needs a durable trigger (on_message_delivery=durable, or on_change): core messages are never retried"
+            )),
+            (_, Some(_)) if !triggered => Err("max_in_flight needs on_message or on_change".into()),
+            _ => Ok(()),
+        }
     }
 
     /// Every section's pairs.
     pub fn pairs(&self) -> Vec<(&'static str, String)> {
         let mut pairs = self.schedule.pairs();
         pairs.extend(self.message.pairs());
+        pairs.extend(self.change.pairs());
+        pairs.extend(self.delivery.pairs());
         pairs
     }
 
     /// Whether every trigger stays within the operator's grants and what the node can do
     /// (`clustered`: it has NATS).
     pub fn check(&self, grants: &Grants, clustered: bool) -> Result<(), NodeError> {
-        self.message.check(&grants.messaging, clustered)
+        self.message.check(&grants.messaging, clustered)?;
+        match &self.delivery.dead_letter {
+            Some(dead) if clustered => grants.messaging.check("dead_letter", dead),
+            Some(dead) => Err(NodeError::BadRequest(format!(
+                "dead_letter={dead}: dead-letter subjects need a cluster (limes serve --nats URL); alone, a node keeps its dead letters itself"
+            ))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -88,6 +122,10 @@ pub struct DeployArgs {
     pub schedule: schedule::DeployArgs,
     #[command(flatten)]
     pub message: message::DeployArgs,
+    #[command(flatten)]
+    pub change: change::DeployArgs,
+    #[command(flatten)]
+    pub delivery: policy::DeployArgs,
 }
 
 impl DeployArgs {
@@ -95,6 +133,8 @@ impl DeployArgs {
     pub fn pairs(&self) -> Vec<(&'static str, String)> {
         let mut pairs = self.schedule.pairs();
         pairs.extend(self.message.pairs());
+        pairs.extend(self.change.pairs());
+        pairs.extend(self.delivery.pairs());
         pairs
     }
 }

@@ -35,7 +35,22 @@ pub struct TestNode {
 
 impl TestNode {
     pub async fn start(config: NodeConfig) -> Self {
-        let node = Node::open(config).unwrap();
+        Self::serve(Node::open(config).unwrap()).await
+    }
+
+    /// Starts again on the data of a node just stopped, once its last tasks let go of it
+    /// (a delivery that was ending, say), as a restarted process would.
+    pub async fn restart(config: NodeConfig) -> Self {
+        for _ in 0..50 {
+            match Node::open(config.clone()) {
+                Ok(node) => return Self::serve(node).await,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        panic!("the stopped node's data stayed in use for 5 s");
+    }
+
+    async fn serve(node: std::sync::Arc<Node>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

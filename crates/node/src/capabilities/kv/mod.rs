@@ -10,7 +10,7 @@
 mod metrics;
 mod redb;
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use clap::Args;
 use limes_runtime::kv::{Entry, Expect, KvBackend, KvError, KvFuture, Quota, StoreId, Usage};
@@ -139,7 +139,12 @@ pub fn parse_store_names(value: &str) -> Result<Vec<String>, String> {
 }
 
 /// The store function `name` opens as `store`, if its manifest declares it (`kv`, `kv_shared`).
-fn store_of(name: &str, kv: &[String], kv_shared: &[String], store: &str) -> Option<StoreId> {
+pub(crate) fn store_of(
+    name: &str,
+    kv: &[String],
+    kv_shared: &[String],
+    store: &str,
+) -> Option<StoreId> {
     if kv_shared.iter().any(|s| s == store) {
         Some(StoreId::new(limes_runtime::kv::SHARED_NAMESPACE, store))
     } else if kv.iter().any(|s| s == store) {
@@ -156,6 +161,66 @@ pub struct NodeKv {
     current: Arc<RwLock<Arc<dyn KvBackend>>>,
     /// Operations and conflicts of every call that passes through.
     pub metrics: Arc<KvMetrics>,
+    /// What hears of writes (the change triggers), once set.
+    observer: Arc<OnceLock<Arc<dyn WriteObserver>>>,
+}
+
+/// A write to a store, as a [`WriteObserver`] hears of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    /// A set, or else a delete.
+    pub set: bool,
+    /// The revision the store gave it, once known.
+    pub revision: Option<u64>,
+    /// The value set, once known.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Hears of the writes that pass through [`NodeKv`]: the change triggers
+/// (`crate::triggers::change`). `writing` and `written` may block (they write durably); the
+/// node calls them off the async workers.
+pub trait WriteObserver: Send + Sync {
+    /// Whether a write of `key` in `store` concerns it; cheap, no I/O.
+    fn watched(&self, store: &StoreId, key: &str) -> bool;
+    /// Before the write: records, pending, what it owes; an error refuses the write.
+    fn writing(&self, store: &StoreId, key: &str, write: &Write) -> Result<Vec<u64>, String>;
+    /// After it: with what the store returned, or `None` when it failed.
+    fn written(&self, store: &StoreId, key: &str, ids: &[u64], write: Option<Write>);
+}
+
+/// Runs `op`, a write of `key` in `store`, between the observer's `writing` and `written` when
+/// it watches that key; `known` is what is known of the write before it, `done` completes it
+/// from what `op` returned.
+async fn observed<T>(
+    observer: Option<Arc<dyn WriteObserver>>,
+    store: &StoreId,
+    key: &str,
+    known: Write,
+    op: impl Future<Output = Result<T, KvError>>,
+    done: impl FnOnce(&T, Write) -> Write,
+) -> Result<T, KvError> {
+    let Some(observer) = observer.filter(|o| o.watched(store, key)) else {
+        return op.await;
+    };
+    let ids = {
+        let (o, s, k, w) = (
+            observer.clone(),
+            store.clone(),
+            key.to_owned(),
+            known.clone(),
+        );
+        tokio::task::spawn_blocking(move || o.writing(&s, &k, &w))
+            .await
+            .map_err(|e| KvError::Unavailable(e.to_string()))?
+            .map_err(|e| {
+                KvError::Unavailable(format!("recording the change for its watchers: {e}"))
+            })?
+    };
+    let outcome = op.await;
+    let write = outcome.as_ref().ok().map(|t| done(t, known));
+    let (s, k) = (store.clone(), key.to_owned());
+    let _ = tokio::task::spawn_blocking(move || observer.written(&s, &k, &ids, write)).await;
+    outcome
 }
 
 impl NodeKv {
@@ -164,7 +229,17 @@ impl NodeKv {
         Self {
             current: Arc::new(RwLock::new(backend)),
             metrics: Default::default(),
+            observer: Default::default(),
         }
+    }
+
+    /// Lets `observer` hear of every later write (once).
+    pub fn observe(&self, observer: Arc<dyn WriteObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    fn observer(&self) -> Option<Arc<dyn WriteObserver>> {
+        self.observer.get().cloned()
     }
 
     /// Moves every later call to `backend`.
@@ -200,8 +275,19 @@ impl KvBackend for NodeKv {
         let backend = self.backend();
         self.metrics.operation(store, "set");
         let metrics = self.metrics.clone();
+        let known = Write {
+            set: true,
+            revision: None,
+            value: Some(value.clone()),
+        };
+        let observer = self.observer();
         Box::pin(async move {
-            let written = backend.set(store, key, value, expect, quota).await;
+            let write = backend.set(store, key, value, expect, quota);
+            let written = observed(observer, store, key, known, write, |revision, w| Write {
+                revision: Some(*revision),
+                ..w
+            })
+            .await;
             if written == Err(KvError::Conflict) {
                 metrics.conflict(store);
             }
@@ -212,7 +298,16 @@ impl KvBackend for NodeKv {
     fn delete<'a>(&'a self, store: &'a StoreId, key: &'a str) -> KvFuture<'a, ()> {
         let backend = self.backend();
         self.metrics.operation(store, "delete");
-        Box::pin(async move { backend.delete(store, key).await })
+        let known = Write {
+            set: false,
+            revision: None,
+            value: None,
+        };
+        let observer = self.observer();
+        Box::pin(async move {
+            let delete = backend.delete(store, key);
+            observed(observer, store, key, known, delete, |(), w| w).await
+        })
     }
 
     fn list<'a>(
@@ -245,7 +340,20 @@ impl KvBackend for NodeKv {
     ) -> KvFuture<'a, i64> {
         let backend = self.backend();
         self.metrics.operation(store, "increment");
-        Box::pin(async move { backend.increment(store, key, delta, quota).await })
+        let known = Write {
+            set: true,
+            revision: None,
+            value: None,
+        };
+        let observer = self.observer();
+        Box::pin(async move {
+            let increment = backend.increment(store, key, delta, quota);
+            observed(observer, store, key, known, increment, |sum, w| Write {
+                value: Some(sum.to_string().into_bytes()),
+                ..w
+            })
+            .await
+        })
     }
 }
 

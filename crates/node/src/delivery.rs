@@ -1,0 +1,127 @@
+//! The node's delivery loop: runs what its outbox owes (see [`crate::outbox`]) for as long as
+//! the node lives, each item through the same admission as a request, at most the node's
+//! capacity at once; a failed run is retried after its backoff, and given up to the dead
+//! letters once its attempts are spent.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::admission::Priority;
+use crate::error::NodeError;
+use crate::node::{Node, blocking};
+use crate::outbox::{Item, now_ms};
+use crate::triggers::policy::backoff;
+
+/// The longest the loop sleeps without looking again.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// How long a batch function's delivery waits while an emergency lasts, before it looks again.
+const PAUSED: Duration = Duration::from_secs(1);
+
+/// Runs the outbox's items for as long as the node lives.
+pub async fn run(node: Weak<Node>) {
+    let room = match node.upgrade() {
+        Some(n) => Arc::new(Semaphore::new(n.config().capacity.max(1) as usize)),
+        None => return,
+    };
+    loop {
+        let Some(node) = node.upgrade() else { return };
+        let outbox = node.outbox.clone();
+        // Registered before looking, so an item added meanwhile is not missed.
+        let woken = outbox.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let (items, next) = outbox.take_due(now_ms(), room.available_permits());
+        for (id, item) in items {
+            let Ok(permit) = room.clone().try_acquire_owned() else {
+                outbox.put_back(id, &item);
+                continue;
+            };
+            tokio::spawn(deliver(node.clone(), id, item, permit));
+        }
+        let sleep = match next {
+            Some(due) if room.available_permits() > 0 => {
+                Duration::from_millis(due.saturating_sub(now_ms())).min(RECHECK)
+            }
+            _ => RECHECK,
+        };
+        // Only a weak reference waits: a node that stops is not kept alive by its outbox.
+        drop(node);
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            () = woken => {}
+        }
+    }
+}
+
+/// Runs item `id` once and records what became of it.
+async fn deliver(node: Arc<Node>, id: u64, mut item: Item, permit: OwnedSemaphorePermit) {
+    let outbox = node.outbox.clone();
+    let trigger = trigger_label(&item.trigger);
+    let paused = node.cluster().is_some_and(|c| {
+        c.emergency()
+            .is_some_and(|p| !p.declaration.urgent.contains(&item.function))
+    }) && priority(&node, &item.function).await == Priority::Batch;
+    if paused {
+        item.due_ms = now_ms() + PAUSED.as_millis() as u64;
+        outbox.put_back(id, &item);
+        drop(permit);
+        outbox.wake.notify_one();
+        return;
+    }
+    node.deliveries.count(&item.function, trigger, "delivered");
+    let outcome = node.invoke(&item.function, &item.args, 0).await;
+    item.attempts += 1;
+    let recorded = match outcome {
+        Ok(_) => {
+            let done = blocking({
+                let outbox = outbox.clone();
+                move || outbox.complete(id, Vec::new()).map(drop)
+            })
+            .await;
+            if done.is_ok() {
+                node.deliveries.count(&item.function, trigger, "acked");
+            }
+            done
+        }
+        Err(e) if item.attempts >= item.max_deliver || matches!(e, NodeError::NotFound(_)) => {
+            tracing::warn!(function = item.function, run_id = item.run_id, attempts = item.attempts, error = %e, "a delivery was given up to the dead letters");
+            node.deliveries
+                .count(&item.function, trigger, "dead_lettered");
+            let outbox = outbox.clone();
+            blocking(move || outbox.bury(id, item, e.to_string())).await
+        }
+        Err(e) => {
+            let wait = backoff(Duration::from_millis(item.backoff_ms), item.attempts);
+            tracing::info!(function = item.function, run_id = item.run_id, attempt = item.attempts, error = %e, retry_in = ?wait, "a delivery failed; retrying");
+            node.deliveries.count(&item.function, trigger, "retried");
+            item.due_ms = now_ms() + wait.as_millis() as u64;
+            let outbox = outbox.clone();
+            blocking(move || outbox.retry(id, &item)).await
+        }
+    };
+    if let Err(e) = recorded {
+        // The item stays as it was stored: the next start runs it again.
+        tracing::error!(error = %e, "could not record a delivery's outcome");
+    }
+    drop(permit);
+    // Room for the next one.
+    outbox.wake.notify_one();
+}
+
+async fn priority(node: &Arc<Node>, function: &str) -> Priority {
+    node.get(function)
+        .await
+        .map_or(Priority::Regular, |r| r.active_version().manifest.priority)
+}
+
+/// The metric label of a trigger (the label set is static).
+fn trigger_label(trigger: &str) -> &'static str {
+    match trigger {
+        "change" => "change",
+        "workflow" => "workflow",
+        _ => "other",
+    }
+}
