@@ -9,6 +9,7 @@ mod policy_args;
 mod run;
 mod serve;
 mod tls;
+mod workflow;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +71,13 @@ enum Command {
         node: client::NodeArg,
         #[command(subcommand)]
         command: kv::KvCommand,
+    },
+    /// Workflows: functions chained into a graph of steps.
+    Workflow {
+        #[command(flatten)]
+        node: client::NodeArg,
+        #[command(subcommand)]
+        command: workflow::WorkflowCommand,
     },
     /// Make another version of a function active.
     Rollback {
@@ -173,6 +181,9 @@ fn main() -> ExitCode {
                 keep_state,
             } => client::remove(&Api::new(&node)?, &name, keep_state).await,
             Command::Kv { node, command } => kv::kv(&Api::new(&node)?, command).await,
+            Command::Workflow { node, command } => {
+                workflow::workflow(&Api::new(&node)?, command).await
+            }
             Command::Rollback { node, args } => client::rollback(&Api::new(&node)?, args).await,
             Command::Cluster { node, command } => {
                 cluster::cluster(&Api::new(&node)?, command).await

@@ -10,6 +10,7 @@
 //! running its local functions, reports `disconnected`, and reconnects by itself.
 
 mod connect;
+mod durable;
 mod emergency;
 pub mod forward;
 pub mod kv;
@@ -20,6 +21,7 @@ pub mod server;
 pub mod store;
 mod tokens;
 pub mod view;
+pub mod workflows;
 
 pub use connect::{NatsAuth, redacted as redacted_url};
 
@@ -104,6 +106,8 @@ pub struct NatsCluster {
     own_token_changes: Mutex<std::collections::HashSet<(String, bool)>>,
     /// This node's subscriptions for message triggers, by function (see [`messages`]).
     subscriptions: Mutex<std::collections::HashMap<String, messages::Subscription>>,
+    /// The workflows whose steps this node takes, by name (see [`workflows`]).
+    workflows_followed: Mutex<std::collections::HashMap<String, workflows::Following>>,
 }
 
 fn now_ms() -> u64 {
@@ -140,6 +144,7 @@ pub async fn join(node: &Arc<Node>, config: ClusterConfig) -> Result<Arc<NatsClu
         forwarded: Mutex::default(),
         own_token_changes: Mutex::default(),
         subscriptions: Mutex::default(),
+        workflows_followed: Mutex::default(),
     });
     node.join(cluster.clone())?;
     // From now on the node's functions keep their state in the cluster, not on this node.
@@ -160,6 +165,12 @@ pub async fn join(node: &Arc<Node>, config: ClusterConfig) -> Result<Arc<NatsClu
     }));
     tokio::spawn(supervise(weak.clone(), "triggers", |c| {
         Box::pin(c.follow_triggers())
+    }));
+    tokio::spawn(supervise(weak.clone(), "workflows", |c| {
+        Box::pin(c.watch_workflows())
+    }));
+    tokio::spawn(supervise(weak.clone(), "workflow steps", |c| {
+        Box::pin(c.follow_workflows())
     }));
     tokio::spawn(supervise(weak.clone(), "forwarding", |c| {
         Box::pin(async move {

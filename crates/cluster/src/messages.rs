@@ -16,7 +16,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, AckKind, consumer, stream};
+use async_nats::jetstream::{consumer, stream};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -28,15 +28,8 @@ use limes_node::triggers::policy::DeliveryPolicy;
 use limes_node::{Node, NodeError};
 use tokio::sync::Semaphore;
 
+use crate::durable::{self, Delivery, Job, Work, dead_headers, header_value};
 use crate::{NatsCluster, store, unavailable};
-
-/// How long a durable message may go without news from the node running it before JetStream
-/// gives it to another: a node that dies mid-run (kill -9) loses its messages to others this
-/// soon. A live node reports progress every third of it for as long as the run takes.
-pub const ACK_WAIT: Duration = Duration::from_secs(5);
-
-/// How long a pull waits for messages before asking again.
-const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
 /// The name of `function`'s durable consumer.
 pub fn consumer_name(function: &str) -> String {
@@ -81,7 +74,7 @@ impl Messages for NatsCluster {
 
     fn forget_durable(&self, name: String) -> BoxFuture<'_, Result<(), NodeError>> {
         Box::pin(async move {
-            let stream = self.events_stream().await?;
+            let stream = self.events().await?;
             match stream.delete_consumer(&consumer_name(&name)).await {
                 Ok(_) => Ok(()),
                 Err(e) if e.to_string().contains("not found") => Ok(()),
@@ -93,7 +86,7 @@ impl Messages for NatsCluster {
 
 impl NatsCluster {
     /// The stream of durable triggers, created on first use.
-    async fn events_stream(&self) -> Result<stream::Stream, NodeError> {
+    pub(crate) async fn events(&self) -> Result<stream::Stream, NodeError> {
         match self.js.get_stream(store::EVENTS).await {
             Ok(s) => Ok(s),
             Err(_) => {
@@ -109,8 +102,8 @@ impl NatsCluster {
 
     /// Makes sure [`store::EVENTS`] captures `subject`, widening its subjects if need be, under
     /// a lease: two nodes changing the subjects at once could each drop the other's.
-    async fn capture(&self, subject: &Pattern) -> Result<(), NodeError> {
-        let mut stream = self.events_stream().await?;
+    pub(crate) async fn capture_subject(&self, subject: &Pattern) -> Result<(), NodeError> {
+        let mut stream = self.events().await?;
         let covered = |subjects: &[String]| {
             subjects
                 .iter()
@@ -179,14 +172,14 @@ impl NatsCluster {
             .on_message
             .as_ref()
             .ok_or_else(|| NodeError::BadRequest("no on_message".into()))?;
-        self.capture(subject).await?;
-        let stream = self.events_stream().await?;
+        self.capture_subject(subject).await?;
+        let stream = self.events().await?;
         let config = consumer::pull::Config {
             durable_name: Some(consumer_name(name)),
             description: Some(format!("durable trigger of {name}")),
             filter_subject: subject.to_string(),
             ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: ACK_WAIT,
+            ack_wait: durable::ACK_WAIT,
             // Attempts are counted here, not by the server: a message whose last attempt died
             // with its node must come back, to be dead-lettered rather than forgotten.
             max_deliver: -1,
@@ -325,7 +318,7 @@ impl NatsCluster {
 
     /// Whether `name`'s trigger waits now: a batch function's, in an emergency that does not
     /// name it urgent.
-    fn paused(&self, name: &str, priority: Priority) -> bool {
+    pub(crate) fn paused(&self, name: &str, priority: Priority) -> bool {
         priority == Priority::Batch && self.plan_now().is_some_and(|p| !p.is_urgent(name))
     }
 }
@@ -349,18 +342,6 @@ fn events_config(subjects: Vec<String>) -> stream::Config {
         max_age: store::EVENTS_MAX_AGE,
         max_bytes: store::EVENTS_MAX_BYTES,
         discard: stream::DiscardPolicy::New,
-        storage: stream::StorageType::File,
-        num_replicas: 1,
-        ..Default::default()
-    }
-}
-
-/// The settings of [`store::DEAD`].
-fn dead_config() -> stream::Config {
-    stream::Config {
-        name: store::DEAD.to_owned(),
-        subjects: vec![format!("{}dead.>", limes_node::subject::RESERVED_PREFIX)],
-        max_age: store::DEAD_MAX_AGE,
         storage: stream::StorageType::File,
         num_replicas: 1,
         ..Default::default()
@@ -440,9 +421,9 @@ async fn subscribe(
     Ok(())
 }
 
-const NOT_UTF8: &str = "the message's payload is not UTF-8, and a run function takes text args";
+use crate::durable::NOT_UTF8;
 
-/// The durable side of `name`: pulls as many messages as this node has room for and runs each.
+/// The durable side of `name`: its consumer's messages, each run through the function.
 async fn pull(
     cluster: Weak<NatsCluster>,
     name: &str,
@@ -451,183 +432,39 @@ async fn pull(
 ) -> Result<(), String> {
     let consumer = {
         let c = cluster.upgrade().ok_or("the cluster is gone")?;
-        c.js.get_or_create_stream(dead_config())
-            .await
-            .map_err(|e| format!("the dead letters' stream: {e}"))?;
         c.consumer(name, triggers)
             .await
             .map_err(|e| e.to_string())?
     };
-    let room = room(&cluster, &triggers.delivery)?;
-    loop {
-        let first = room
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| e.to_string())?;
-        {
-            let c = cluster.upgrade().ok_or("the cluster is gone")?;
-            if c.paused(name, priority) {
-                drop(c);
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                continue;
-            }
-        }
-        let mut batch = consumer
-            .fetch()
-            .max_messages(1 + room.available_permits())
-            .expires(PULL_EXPIRES)
-            .messages()
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut first = Some(first);
-        while let Some(message) = batch.next().await {
-            let message = message.map_err(|e| e.to_string())?;
-            let permit = match first.take() {
-                Some(p) => p,
-                None => room
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|e| e.to_string())?,
-            };
-            let c = cluster.upgrade().ok_or("the cluster is gone")?;
-            let (name, policy) = (name.to_owned(), triggers.delivery.clone());
-            tokio::spawn(async move {
-                deliver(&c, &name, &policy, message).await;
-                drop(permit);
-            });
-        }
-    }
+    let policy = &triggers.delivery;
+    let work = Work {
+        label: name.to_owned(),
+        trigger: "durable",
+        max_deliver: policy.max_deliver(),
+        backoff: policy.backoff(1),
+        dead_letter: policy.dead_letter_subject(name),
+        priority,
+    };
+    let room = room(&cluster, policy)?;
+    durable::pull(
+        cluster,
+        consumer,
+        room,
+        Arc::new(work),
+        Arc::new(Invoke(name.to_owned())),
+    )
+    .await
 }
 
-/// Runs one durable message: ack on success, retry later on failure, dead letter when its
-/// attempts are spent. A message is acked only once its outcome is safe (the run succeeded,
-/// or its dead letter was stored); anything else leaves it to come back.
-async fn deliver(
-    c: &NatsCluster,
-    name: &str,
-    policy: &DeliveryPolicy,
-    message: jetstream::Message,
-) {
-    let Ok(node) = c.node() else { return };
-    let (attempt, sequence) = match message.info() {
-        Ok(info) => (
-            u32::try_from(info.delivered).unwrap_or(u32::MAX),
-            info.stream_sequence,
-        ),
-        Err(e) => {
-            tracing::warn!(function = name, error = %e, "a durable message without its metadata");
-            return;
-        }
-    };
-    let run_id = format!("{name}-{sequence}");
-    node.deliveries.count(name, "durable", "delivered");
-    let outcome = if attempt > policy.max_deliver() {
-        // Its last attempt's node died before it could say.
-        Err(NodeError::Cluster(format!(
-            "{} attempts were made; the last one's node stopped before it ended",
-            attempt - 1
-        )))
-    } else {
-        match std::str::from_utf8(&message.payload) {
-            Err(_) => Err(NodeError::BadRequest(NOT_UTF8.into())),
-            Ok(args) => {
-                let run = node.invoke(name, args, 0);
-                tokio::pin!(run);
-                // Tell JetStream the run goes on, so no other node gets it meanwhile.
-                let mut progress = tokio::time::interval(ACK_WAIT / 3);
-                progress.tick().await;
-                loop {
-                    tokio::select! {
-                        outcome = &mut run => break outcome.map(drop),
-                        _ = progress.tick() => { let _ = message.ack_with(AckKind::Progress).await; }
-                    }
-                }
-            }
-        }
-    };
-    let error = match outcome {
-        Ok(()) => {
-            match message.double_ack().await {
-                Ok(()) => node.deliveries.count(name, "durable", "acked"),
-                Err(e) => {
-                    tracing::warn!(function = name, run_id, error = %e, "a run succeeded but its ack was lost; it will run again")
-                }
-            }
-            return;
-        }
-        Err(e) => e,
-    };
-    let spent = attempt >= policy.max_deliver()
-        || matches!(&error, NodeError::BadRequest(m) if m == NOT_UTF8);
-    if !spent {
-        node.deliveries.count(name, "durable", "retried");
-        tracing::info!(function = name, run_id, attempt, error = %error, "a durable message's run failed; retrying");
-        let _ = message
-            .ack_with(AckKind::Nak(Some(policy.backoff(attempt))))
-            .await;
-        return;
-    }
-    let dead = policy.dead_letter_subject(name);
-    let headers = dead_headers(name, &message.subject, &error, attempt, &run_id);
-    let stored = match c
-        .js
-        .publish_with_headers(dead.clone(), headers.clone(), message.payload.clone())
-        .await
-    {
-        Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    let stored = match stored {
-        Ok(()) => Ok(()),
-        // An operator's own dead-letter subject may have no stream: then it is a plain publish.
-        Err(e)
-            if !dead.starts_with(limes_node::subject::RESERVED_PREFIX)
-                && e.contains("no responders") =>
-        {
-            c.client
-                .publish_with_headers(dead.clone(), headers, message.payload.clone())
-                .await
-                .map_err(|e| e.to_string())
-        }
-        Err(e) => Err(e),
-    };
-    match stored {
-        Ok(()) => {
-            node.deliveries.count(name, "durable", "dead_lettered");
-            tracing::warn!(function = name, run_id, attempt, error = %error, dead_letter = dead, "a durable message was dead-lettered");
-            let _ = message.double_ack().await;
-        }
-        Err(e) => {
-            tracing::warn!(function = name, run_id, error = %e, "could not store a dead letter; the message comes back");
-            let _ = message
-                .ack_with(AckKind::Nak(Some(policy.backoff(attempt))))
-                .await;
-        }
-    }
-}
+/// A durable message's run: the function, with the payload as its args.
+struct Invoke(String);
 
-/// What a dead letter carries besides the payload.
-fn dead_headers(
-    function: &str,
-    subject: &async_nats::Subject,
-    error: &NodeError,
-    attempts: u32,
-    run_id: &str,
-) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert("Limes-Function", function);
-    h.insert("Limes-Subject", subject.as_str());
-    h.insert("Limes-Error", header_value(&error.to_string()).as_str());
-    h.insert("Limes-Attempts", attempts.to_string().as_str());
-    h.insert("Limes-Run-Id", run_id);
-    h
-}
-
-/// `text` on one line, as a header value must be.
-fn header_value(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+impl Job for Invoke {
+    fn run(&self, c: Arc<NatsCluster>, d: Delivery) -> BoxFuture<'static, Result<(), NodeError>> {
+        let name = self.0.clone();
+        Box::pin(async move {
+            let node = c.node()?;
+            node.invoke(&name, &d.args, 0).await.map(drop)
+        })
+    }
 }

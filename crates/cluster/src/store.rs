@@ -42,6 +42,19 @@ pub const DEAD_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Key of the lease in [`LEASE`] held while changing [`EVENTS`]' subjects.
 pub const EVENTS_LEASE_KEY: &str = "events";
 
+/// Workflows, by name.
+pub const WORKFLOWS: &str = "limes-workflows";
+/// Workflow runs' step records, by `WORKFLOW.RUN.STEP`. Entries expire after [`RUNS_TTL`].
+pub const RUNS: &str = "limes-runs";
+/// How long a run's record is kept.
+pub const RUNS_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The stream of workflows' hand-offs, on `limes.wf.WORKFLOW.STEP` (work-queue retention: one
+/// consumer per step).
+pub const HANDOFFS: &str = "LIMES_HANDOFFS";
+/// How long the same hand-off (by `Nats-Msg-Id`) is kept from happening twice: far longer than
+/// a node takes to be noticed dead and its step to run again.
+pub const HANDOFF_DEDUP: Duration = Duration::from_secs(3600);
+
 /// Key of the plan in [`EMERGENCY`].
 pub const PLAN_KEY: &str = "plan";
 /// Key of the lease in [`LEASE`].
@@ -61,6 +74,8 @@ pub struct Buckets {
     pub lease: kv::Store,
     pub tokens: kv::Store,
     pub ticks: kv::Store,
+    pub workflows: kv::Store,
+    pub runs: kv::Store,
     pub artifacts: object_store::ObjectStore,
 }
 
@@ -127,6 +142,8 @@ impl Buckets {
             lease: key_value(js, LEASE, 1, LEASE_TTL).await?,
             tokens: key_value(js, TOKENS, 1, Duration::ZERO).await?,
             ticks: key_value(js, TICKS, 1, TICK_TTL).await?,
+            workflows: key_value(js, WORKFLOWS, 1, Duration::ZERO).await?,
+            runs: key_value(js, RUNS, 1, RUNS_TTL).await?,
             artifacts,
         })
     }

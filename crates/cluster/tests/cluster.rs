@@ -13,6 +13,8 @@ mod kv;
 mod message;
 #[path = "triggers/schedule.rs"]
 mod schedule;
+#[path = "triggers/workflow.rs"]
+mod workflow;
 
 use std::time::{Duration, Instant};
 

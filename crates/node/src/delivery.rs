@@ -12,6 +12,7 @@ use crate::admission::Priority;
 use crate::error::NodeError;
 use crate::node::{Node, blocking};
 use crate::outbox::{Item, now_ms};
+use crate::runs::{handoff_of, step_item};
 use crate::triggers::policy::backoff;
 
 /// The longest the loop sleeps without looking again.
@@ -60,10 +61,21 @@ pub async fn run(node: Weak<Node>) {
 async fn deliver(node: Arc<Node>, id: u64, mut item: Item, permit: OwnedSemaphorePermit) {
     let outbox = node.outbox.clone();
     let trigger = trigger_label(&item.trigger);
-    let paused = node.cluster().is_some_and(|c| {
-        c.emergency()
-            .is_some_and(|p| !p.declaration.urgent.contains(&item.function))
-    }) && priority(&node, &item.function).await == Priority::Batch;
+    let step = handoff_of(&item);
+    // Counted by function, or by `WORKFLOW.STEP` for a workflow's step (as in a cluster).
+    let label = step.as_ref().map_or_else(
+        || item.function.clone(),
+        |h| format!("{}.{}", h.workflow, h.step),
+    );
+    let class = match &step {
+        Some(h) => node.workflow_priority(&h.workflow),
+        None => priority(&node, &item.function).await,
+    };
+    let paused = class == Priority::Batch
+        && node.cluster().is_some_and(|c| {
+            c.emergency()
+                .is_some_and(|p| !p.declaration.urgent.contains(&item.function))
+        });
     if paused {
         item.due_ms = now_ms() + PAUSED.as_millis() as u64;
         outbox.put_back(id, &item);
@@ -71,32 +83,47 @@ async fn deliver(node: Arc<Node>, id: u64, mut item: Item, permit: OwnedSemaphor
         outbox.wake.notify_one();
         return;
     }
-    node.deliveries.count(&item.function, trigger, "delivered");
-    let outcome = node.invoke(&item.function, &item.args, 0).await;
+    node.deliveries.count(&label, trigger, "delivered");
     item.attempts += 1;
+    // What a success hands on: nothing for a change, the next steps for a workflow's step.
+    let outcome = match &step {
+        None => node
+            .invoke(&item.function, &item.args, 0)
+            .await
+            .map(|_| Vec::new()),
+        Some(h) => match node.run_step(h, item.attempts).await {
+            Ok(next) => node
+                .workflow(&h.workflow)
+                .and_then(|w| w.ok_or_else(|| NodeError::NotFound(h.workflow.clone())))
+                .map(|w| next.iter().map(|n| step_item(&w, n)).collect()),
+            Err(e) => Err(e),
+        },
+    };
     let recorded = match outcome {
-        Ok(_) => {
+        Ok(next) => {
             let done = blocking({
                 let outbox = outbox.clone();
-                move || outbox.complete(id, Vec::new()).map(drop)
+                move || outbox.complete(id, next).map(drop)
             })
             .await;
             if done.is_ok() {
-                node.deliveries.count(&item.function, trigger, "acked");
+                node.deliveries.count(&label, trigger, "acked");
             }
             done
         }
         Err(e) if item.attempts >= item.max_deliver || matches!(e, NodeError::NotFound(_)) => {
             tracing::warn!(function = item.function, run_id = item.run_id, attempts = item.attempts, error = %e, "a delivery was given up to the dead letters");
-            node.deliveries
-                .count(&item.function, trigger, "dead_lettered");
+            node.deliveries.count(&label, trigger, "dead_lettered");
+            if let Some(h) = &step {
+                node.give_up_step(h, item.attempts, e.to_string()).await;
+            }
             let outbox = outbox.clone();
             blocking(move || outbox.bury(id, item, e.to_string())).await
         }
         Err(e) => {
             let wait = backoff(Duration::from_millis(item.backoff_ms), item.attempts);
             tracing::info!(function = item.function, run_id = item.run_id, attempt = item.attempts, error = %e, retry_in = ?wait, "a delivery failed; retrying");
-            node.deliveries.count(&item.function, trigger, "retried");
+            node.deliveries.count(&label, trigger, "retried");
             item.due_ms = now_ms() + wait.as_millis() as u64;
             let outbox = outbox.clone();
             blocking(move || outbox.retry(id, &item)).await

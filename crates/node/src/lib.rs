@@ -39,6 +39,7 @@ mod node;
 pub mod outbox;
 mod parse;
 mod registry;
+mod runs;
 mod schedules;
 pub mod server;
 pub mod signing;
@@ -46,6 +47,7 @@ pub mod stats;
 pub mod subject;
 pub mod tls;
 pub mod triggers;
+pub mod workflows;
 
 use std::future::Future;
 use std::sync::Arc;

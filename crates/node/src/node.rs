@@ -121,8 +121,12 @@ pub struct Node {
     pub(crate) outbox: Arc<crate::outbox::Outbox>,
     /// Which writes owe which runs (change triggers).
     watches: Arc<crate::triggers::change::Watches>,
+    /// Its workflows and, alone, their runs' records.
+    pub(crate) workflows: crate::workflows::store::WorkflowStore,
     /// Names of functions as they change (see [`Node::changes`]).
     changes: tokio::sync::broadcast::Sender<String>,
+    /// Names of workflows as they change (see [`Node::workflow_changes`]).
+    workflow_changes: tokio::sync::broadcast::Sender<String>,
     config: NodeConfig,
 }
 
@@ -175,6 +179,7 @@ impl Node {
             outbox.clone(),
         )?);
         kv.observe(watches.clone());
+        let workflows = crate::workflows::store::WorkflowStore::open(registry.database())?;
         let node = Arc::new(Self {
             tokens,
             audit,
@@ -188,7 +193,9 @@ impl Node {
             deliveries: Default::default(),
             outbox,
             watches,
+            workflows,
             changes: tokio::sync::broadcast::channel(CHANGES_BUFFER).0,
+            workflow_changes: tokio::sync::broadcast::channel(CHANGES_BUFFER).0,
             registry,
             artifacts,
             live: RwLock::default(),
@@ -330,6 +337,16 @@ impl Node {
         self.changes.subscribe()
     }
 
+    /// Says that workflow `name` changed.
+    pub(crate) fn workflow_changed(&self, name: &str) {
+        let _ = self.workflow_changes.send(name.to_owned());
+    }
+
+    /// The names of workflows as they change from now on (as [`Node::changes`] for functions).
+    pub fn workflow_changes(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.workflow_changes.subscribe()
+    }
+
     /// Makes `live` the active version of `name` here if the registry still says it is: a
     /// function loaded on first use must not come back after a delete or a newer deploy that
     /// landed while it loaded. The check runs under the table's lock, which a delete or a deploy
@@ -421,11 +438,22 @@ impl Node {
         name: &str,
         hops: u32,
     ) -> Result<Route<'_>, NodeError> {
+        self.route_as(name, hops, false).await
+    }
+
+    /// [`Node::route`], as urgent whatever the function's class when `urgent` (a step of an
+    /// urgent workflow).
+    pub(crate) async fn route_as(
+        self: &Arc<Self>,
+        name: &str,
+        hops: u32,
+        urgent: bool,
+    ) -> Result<Route<'_>, NodeError> {
         let cluster = self.cluster();
         let mut placement = cluster.map(|c| c.placement(name)).unwrap_or_default();
         // A function urgent by its manifest is urgent in an emergency too: it stays on a
         // released node and may use the slots kept for urgent work.
-        if self.is_urgent(name) {
+        if urgent || self.is_urgent(name) {
             placement = Placement {
                 urgent: true,
                 ..Placement::default()
@@ -570,12 +598,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 /// Function names: 1–63 of `a-z 0-9 - _`, starting with a letter or digit, so that a name is
 /// safe in a URL path, a file name, a metric label and a NATS subject.
 pub fn validate_name(name: &str) -> Result<(), NodeError> {
-    let ok = (1..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && name.as_bytes()[0].is_ascii_alphanumeric();
-    if ok {
+    if crate::parse::is_name(name) {
         Ok(())
     } else {
         Err(NodeError::InvalidName(name.to_owned()))

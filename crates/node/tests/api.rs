@@ -13,6 +13,8 @@ mod common;
 mod kv;
 #[path = "triggers/schedule.rs"]
 mod schedule;
+#[path = "triggers/workflow.rs"]
+mod workflow;
 
 use common::{TestNode, config, error_kind, guest};
 

@@ -10,6 +10,7 @@ mod kv;
 pub(crate) mod openapi;
 mod operations;
 mod progress;
+mod workflows;
 
 use std::sync::Arc;
 
@@ -46,6 +47,12 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
         Need::Deploy,
     ),
     ("get", "/v1/deploys/{id}", Need::Deploy),
+    ("get", "/v1/workflows", Need::Invoke),
+    ("get", "/v1/workflows/{name}", Need::Invoke),
+    ("put", "/v1/workflows/{name}", Need::Deploy),
+    ("delete", "/v1/workflows/{name}", Need::Deploy),
+    ("post", "/v1/workflows/{name}/runs", Need::Invoke),
+    ("get", "/v1/workflows/{name}/runs/{run}", Need::Invoke),
     ("post", "/v1/functions/{name}/invoke", Need::Function),
     ("get", "/v1/cluster", Need::Emergency),
     ("get", "/v1/emergency", Need::Emergency),
@@ -84,6 +91,15 @@ pub fn routes(node: Arc<Node>) -> Router {
             get(kv::get).put(kv::put).delete(kv::delete),
         )
         .route("/v1/deploys/{id}", get(deploy_status))
+        .route("/v1/workflows", get(workflows::list))
+        .route(
+            "/v1/workflows/{name}",
+            get(workflows::describe)
+                .put(workflows::deploy)
+                .delete(workflows::remove),
+        )
+        .route("/v1/workflows/{name}/runs", post(workflows::start))
+        .route("/v1/workflows/{name}/runs/{run}", get(workflows::run))
         .route("/v1/functions/{name}/invoke", post(invoke))
         .route("/v1/cluster", get(cluster_status))
         .route(

@@ -50,6 +50,9 @@ fn annotate_security(doc: &mut Value) {
 /// The document. Every route in [`super::ROUTES`] is described; a test holds it to that.
 pub fn document() -> Value {
     let mut doc = paths();
+    if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), workflow_paths()) {
+        paths.extend(more);
+    }
     annotate_security(&mut doc);
     doc
 }
@@ -191,5 +194,42 @@ fn paths() -> Value {
                 "signed_by": {"type": "string", "nullable": true},
                 "preinitialized": {"type": "boolean"}}}
         }}
+    })
+}
+
+/// The workflow routes' part of the document (its own `json!`: one literal of every path
+/// exceeds the macro's recursion limit).
+fn workflow_paths() -> Value {
+    json!({
+            "/v1/workflows": {"get": {"summary": "Every workflow",
+                "responses": {"200": {"description": "`{workflows: [workflow]}`"}}}},
+            "/v1/workflows/{name}": {
+                "get": {"summary": "A workflow and its latest runs recorded on this node",
+                    "parameters": [name_param()],
+                    "responses": {"200": {"description": "`{workflow, recent_runs: [run id]}`"}, "404": error_response("No such workflow")}},
+                "put": {"summary": "Deploy a workflow: a graph of steps, each a deployed function",
+                    "parameters": [name_param()],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["steps"], "properties": {
+                        "priority": {"type": "string", "enum": ["urgent", "regular", "batch"], "description": "Every step runs at this class"},
+                        "trigger": {"type": "object", "properties": {"on_message": {"type": "string"}, "delivery": {"type": "string", "enum": ["core", "durable"]}}, "description": "What starts a run besides POST …/runs (in a cluster)"},
+                        "max_deliver": {"type": "integer", "description": "Attempts of each step before it is dead-lettered (default 5)"},
+                        "retry_backoff": {"type": "string", "description": "The wait before a step's first retry, doubling (default 1s)"},
+                        "steps": {"type": "array", "items": {"type": "object", "required": ["name", "function"], "properties": {
+                            "name": {"type": "string"}, "function": {"type": "string"},
+                            "next": {"type": "array", "items": {"type": "string"}, "description": "Steps the whole result goes to"},
+                            "outputs": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}, "description": "Named outputs: the function answers {OUTPUT: payload}"}}}}}}}}},
+                    "responses": {"201": {"description": "Deployed: `{workflow}`"}, "200": {"description": "Replaced"},
+                        "400": error_response("Not a valid workflow (a cycle, an unknown step or function, a bad subject); nothing is stored"),
+                        "403": error_response("The trigger's subject is outside --allow-subject")}},
+                "delete": {"summary": "Remove a workflow", "parameters": [name_param()],
+                    "responses": {"204": {"description": "Removed"}, "404": error_response("No such workflow")}}},
+            "/v1/workflows/{name}/runs": {"post": {"summary": "Start a run; the body (text) is the first step's args",
+                "parameters": [name_param()],
+                "requestBody": {"content": {"text/plain": {"schema": {"type": "string"}}}},
+                "responses": {"202": {"description": "`{workflow, run}`: the first hand-off is durable"}, "404": error_response("No such workflow")}}},
+            "/v1/workflows/{name}/runs/{run}": {"get": {"summary": "A run's record: each step's status, node, attempts, times and error",
+                "parameters": [name_param(), {"name": "run", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "`{workflow, run, status: running|succeeded|failed, steps: {step: {status, node, attempts, started_ms, ended_ms, error}}}`"},
+                    "404": error_response("No such workflow or run")}}}
     })
 }

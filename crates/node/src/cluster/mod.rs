@@ -98,7 +98,7 @@ pub struct HttpRan {
 /// What a node needs from the cluster it has joined, by job; and how the cluster looks from
 /// here.
 pub trait Cluster:
-    Replication + Forwarding + Emergencies + TokenSharing + Schedules + Messages + 'static
+    Replication + Forwarding + Emergencies + TokenSharing + Schedules + Messages + Workflows + 'static
 {
     /// The cluster as this node sees it: connection, members, emergency (for `/healthz` and
     /// `GET /v1/cluster`).
@@ -188,6 +188,45 @@ pub trait Messages: Send + Sync {
     /// Removes what [`Messages::prepare_durable`] made for `name` (a deploy that failed after
     /// it, a function removed): its consumer, and the messages kept only for it.
     fn forget_durable(&self, name: String) -> BoxFuture<'_, Result<(), NodeError>>;
+}
+
+/// Workflows, the same on every node, and their runs, whose steps any node may take.
+pub trait Workflows: Send + Sync {
+    /// Stores `workflow` for every node and makes ready what carries its hand-offs (and its
+    /// trigger's messages) before the deploy is acknowledged.
+    fn publish_workflow(
+        &self,
+        workflow: crate::workflows::Workflow,
+    ) -> BoxFuture<'_, Result<(), NodeError>>;
+
+    /// Removes workflow `name` everywhere; false when the cluster has none.
+    fn withdraw_workflow(&self, name: String) -> BoxFuture<'_, Result<bool, NodeError>>;
+
+    /// Hands payloads on to steps, durably; each hand-off happens once (by its
+    /// [`dedup_id`](crate::workflows::Handoff::dedup_id)), however often it is made.
+    fn hand_off(
+        &self,
+        handoffs: Vec<crate::workflows::Handoff>,
+    ) -> BoxFuture<'_, Result<(), NodeError>>;
+
+    /// Records step `step` of run `run` of `workflow`.
+    fn record_step(
+        &self,
+        workflow: String,
+        run: String,
+        step: String,
+        record: crate::workflows::StepRun,
+    ) -> BoxFuture<'_, Result<(), NodeError>>;
+
+    /// The records of the steps of run `run` of `workflow` that have any.
+    fn run_steps(
+        &self,
+        workflow: crate::workflows::Workflow,
+        run: String,
+    ) -> BoxFuture<
+        '_,
+        Result<std::collections::BTreeMap<String, crate::workflows::StepRun>, NodeError>,
+    >;
 }
 
 /// API tokens, the same on every node.

@@ -29,6 +29,7 @@ use clap::Args;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -150,7 +151,14 @@ struct DeliveryLabel {
 /// (`limes_trigger_deliveries_total{function,trigger,outcome}`).
 pub struct Deliveries {
     counts: Family<DeliveryLabel, Counter>,
+    lag: Family<LagLabel, Gauge>,
     registry: Registry,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LagLabel {
+    function: String,
+    trigger: &'static str,
 }
 
 impl Default for Deliveries {
@@ -162,7 +170,17 @@ impl Default for Deliveries {
             "Deliveries by function, trigger (message, durable) and outcome: delivered (a run began), acked (it succeeded), failed (it did not; core delivery drops it), retried, dead_lettered",
             counts.clone(),
         );
-        Self { counts, registry }
+        let lag = Family::default();
+        registry.register(
+            "lag",
+            "Messages waiting for a durable trigger or a workflow's step, as its consumer last said (in a cluster)",
+            lag.clone(),
+        );
+        Self {
+            counts,
+            lag,
+            registry,
+        }
     }
 }
 
@@ -187,6 +205,16 @@ impl Deliveries {
                 outcome,
             })
             .get()
+    }
+
+    /// Sets how many messages wait for `function`'s `trigger`.
+    pub fn set_lag(&self, function: &str, trigger: &'static str, waiting: u64) {
+        self.lag
+            .get_or_create(&LagLabel {
+                function: function.to_owned(),
+                trigger,
+            })
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
     }
 
     /// The metrics, for `/metrics`.
