@@ -3,6 +3,7 @@
 //! nodes joined to a NATS cluster) and measures.
 
 pub mod cluster;
+pub mod events;
 pub mod functions;
 pub mod kv;
 pub mod languages;

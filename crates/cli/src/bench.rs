@@ -130,6 +130,25 @@ enum BenchMode {
         #[arg(long, default_value = "bench-out/functions")]
         out: PathBuf,
     },
+    /// Functions run by messages and workflows (core and durable triggers, a three-step
+    /// workflow), each beside a plain invoke, and a durable trigger's throughput on 1 and 3 nodes.
+    Events {
+        /// Calls per row and round
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        /// Rounds, the rows in a new random order each
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Messages of each throughput run
+        #[arg(long, default_value_t = 5_000)]
+        messages: usize,
+        /// Directory of the built guests
+        #[arg(long, default_value = "target/guests")]
+        guests: PathBuf,
+        /// Where to write report.md
+        #[arg(long, default_value = "bench-out/events")]
+        out: PathBuf,
+    },
     /// Key-value operations from a guest (get, set, increment) on redb and on NATS JetStream KV,
     /// each beside the no-op invoke, and a counter's throughput under 8 callers.
     Kv {
@@ -275,6 +294,33 @@ pub async fn bench(args: BenchArgs) -> Result<(), CliError> {
             let report = bench.run().await.map(|r| {
                 format!(
                     "# Limes: many functions on one node\n\nCommand: `{}`\n\n{r}",
+                    command_line()
+                )
+            });
+            if let Ok(report) = &report {
+                std::fs::create_dir_all(&out)
+                    .and_then(|()| std::fs::write(out.join("report.md"), report))
+                    .map_err(|e| CliError::new("io", format!("{}: {e}", out.display())))?;
+            }
+            written(report, &out)
+        }
+        BenchMode::Events {
+            requests,
+            rounds,
+            messages,
+            guests,
+            out,
+        } => {
+            let bench = limes_bench::events::EventsBench {
+                limes: std::env::current_exe().map_err(|e| CliError::new("io", e.to_string()))?,
+                guests,
+                requests,
+                rounds,
+                messages,
+            };
+            let report = bench.run().await.map(|r| {
+                format!(
+                    "# Limes: events and workflows\n\nCommand: `{}`\n\n{r}",
                     command_line()
                 )
             });
