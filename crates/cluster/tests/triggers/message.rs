@@ -1,6 +1,7 @@
 //! Message triggers on a real nats-server: core messages spread over three nodes and none runs
 //! twice; a durable message survives the death of the node running it; a failing one is
-//! retried with backoff and dead-lettered with its error; bad specs are refused.
+//! retried with backoff and dead-lettered with its error; bad specs are refused; an MQTT device
+//! reaches a trigger through the server's MQTT listener.
 
 use std::time::{Duration, Instant};
 
@@ -314,6 +315,72 @@ async fn bad_message_triggers_are_refused_and_leave_nothing_behind() {
             .get_consumer::<async_nats::jetstream::consumer::pull::Config>("fn-gone")
             .await
             .is_err()
+    })
+    .await;
+}
+
+/// An MQTT 3.1.1 packet: its type byte, the remaining length, then `body`.
+fn mqtt_packet(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut packet = vec![kind];
+    let mut len = body.len();
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        packet.push(byte);
+        if len == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(body);
+    packet
+}
+
+/// A length-prefixed MQTT string.
+fn mqtt_string(s: &str) -> Vec<u8> {
+    let mut out = (s.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(s.as_bytes());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_devices_reach_message_triggers_through_the_servers_mqtt_listener() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if limes_cluster::server::binary().is_none() {
+        assert!(std::env::var_os("LIMES_REQUIRE_NATS").is_none());
+        eprintln!("SKIPPED mqtt_devices_reach_message_triggers: nats-server not installed");
+        return;
+    }
+    let mqtt_port = crate::common::free_port();
+    let nats = NatsServer::start_with_config(&format!(
+        "server_name: limes-mqtt-test\nmqtt {{ listen: \"127.0.0.1:{mqtt_port}\" }}\n"
+    ))
+    .unwrap();
+    let a = node(&nats, "a", 0.0);
+    let response = deploy(&a, "level", "on_message=sensors.*.level").await;
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    subscribed(&[&a], "level").await;
+
+    // A device: CONNECT (clean session), then PUBLISH at QoS 0 to sensors/ward-3/level.
+    let mut device = tokio::net::TcpStream::connect(("127.0.0.1", mqtt_port))
+        .await
+        .unwrap();
+    let mut connect = mqtt_string("MQTT");
+    connect.extend([4, 0x02, 0, 60]);
+    connect.extend(mqtt_string("gauge-3"));
+    device.write_all(&mqtt_packet(0x10, &connect)).await.unwrap();
+    let mut connack = [0u8; 4];
+    device.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0], "the server accepted the device");
+    let mut publish = mqtt_string("sensors/ward-3/level");
+    publish.extend_from_slice(b"open default; inc mqtt 1");
+    device.write_all(&mqtt_packet(0x30, &publish)).await.unwrap();
+    device.flush().await.unwrap();
+
+    within(Duration::from_secs(10), "the MQTT reading ran the function", || async {
+        value(&a, "level", "mqtt").await.as_deref() == Some("1")
     })
     .await;
 }
