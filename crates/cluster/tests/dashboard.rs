@@ -261,6 +261,117 @@ async fn an_operator_deploys_invokes_watches_the_map_and_runs_an_emergency_in_a_
     )
     .unwrap();
 
+    // A workflow shows as a graph of its steps, each with this node's counters.
+    for (name, store) in [
+        ("detect", ""),
+        ("classify", ""),
+        ("alert", "&kv=alerts"),
+        ("archive", "&kv=archive"),
+    ] {
+        let deployed = http
+            .put(nodes[0].url(&format!("/v1/functions/{name}?env=STEP%3D{name}{store}")))
+            .bearer_auth(&admin)
+            .body(guest("flood"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deployed.status(), 201);
+    }
+    let spec = serde_json::json!({"priority": "urgent", "steps": [
+        {"name": "detect", "function": "detect", "next": ["classify"]},
+        {"name": "classify", "function": "classify", "outputs": {"alert": ["alert"], "record": ["archive"]}},
+        {"name": "alert", "function": "alert"},
+        {"name": "archive", "function": "archive"}
+    ]});
+    let put = http
+        .put(nodes[0].url("/v1/workflows/flood"))
+        .bearer_auth(&admin)
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    click(&client, "#tab-workflows").await;
+    count(&client, "div[data-workflow=flood] g.step", 4).await;
+    text_of(&client, "div[data-workflow=flood] h3", |t| {
+        t == "flood · urgent"
+    })
+    .await;
+    text_of(
+        &client,
+        "div[data-workflow=flood] g[data-step=detect] text.counters",
+        |t| t.starts_with("0 acked"),
+    )
+    .await;
+    let started = http
+        .post(nodes[0].url("/v1/workflows/flood/runs"))
+        .bearer_auth(&admin)
+        .body("ward-3 5.6")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    // Some node of three ran each step; the counters add up over the nodes, so the page of
+    // the node that ran `detect` says so. Read which one from the run's record.
+    let run = started.json::<serde_json::Value>().await.unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ran_on = None;
+    for _ in 0..100 {
+        let record: serde_json::Value = http
+            .get(nodes[0].url(&format!("/v1/workflows/flood/runs/{run}")))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or_default();
+        if record["status"] == "succeeded"
+            && record["steps"].as_object().map(|s| s.len()) == Some(4)
+        {
+            ran_on = record["steps"]["detect"]["node"]
+                .as_str()
+                .map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let ran_on = ran_on.expect("the run succeeded within 10 s");
+    let index = IDS.iter().position(|id| *id == ran_on).unwrap();
+    if index == 0 {
+        text_of(
+            &client,
+            "div[data-workflow=flood] g[data-step=detect] text.counters",
+            |t| t.starts_with("1 acked"),
+        )
+        .await;
+    } else {
+        let stats: serde_json::Value = http
+            .get(nodes[index].url("/v1/stats"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let detect = &stats["workflows"][0]["steps"][0];
+        assert_eq!(
+            (detect["name"].as_str(), detect["acked"].as_u64()),
+            (Some("detect"), Some(1)),
+            "{stats}"
+        );
+    }
+    // The graph, with each step's counters on this node.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    std::fs::write(
+        shots().join("workflows.png"),
+        client.screenshot().await.unwrap(),
+    )
+    .unwrap();
+
     // Live load shows the node's capacity.
     click(&client, "#tab-load").await;
     text_of(&client, "#load-inflight", |t| t.ends_with("/ 4")).await;

@@ -82,6 +82,7 @@ const REFRESH = {
   functions: refreshFunctions,
   load: refreshLoad,
   cluster: refreshCluster,
+  workflows: refreshWorkflows,
   emergency: refreshEmergency,
   invoke: refreshInvoke,
 };
@@ -395,6 +396,74 @@ async function invoke(event) {
     " · execution " + us("x-limes-execution-us") + " · round trip " + total.toFixed(1) + " ms" +
     " · ran on node " + (headers.get("x-limes-node") || "this one") +
     (headers.get("x-limes-version") ? " · version " + headers.get("x-limes-version") : "");
+}
+
+// Workflows: each a graph of its steps, columns by how far a step is from the first, with this
+// node's counters on each step.
+async function refreshWorkflows() {
+  const { json: stats } = await api("GET", "/v1/stats");
+  const workflows = stats.workflows || [];
+  $("workflows-empty").hidden = workflows.length > 0;
+  $("workflows").replaceChildren(...workflows.map(drawWorkflow));
+}
+
+function drawWorkflow(w) {
+  // A step's column: the longest path to it from a step nothing goes to.
+  const depth = new Map(w.steps.map((s) => [s.name, 0]));
+  for (let pass = 0; pass < w.steps.length; pass++) {
+    for (const s of w.steps) {
+      for (const t of s.to) depth.set(t.step, Math.max(depth.get(t.step), depth.get(s.name) + 1));
+    }
+  }
+  const columns = new Map();
+  const at = new Map();
+  const [boxW, boxH, gapX, gapY] = [170, 64, 70, 24];
+  for (const s of w.steps) {
+    const d = depth.get(s.name);
+    const row = columns.get(d) || 0;
+    columns.set(d, row + 1);
+    at.set(s.name, { x: 10 + d * (boxW + gapX), y: 10 + row * (boxH + gapY) });
+  }
+  const width = 20 + (Math.max(...depth.values()) + 1) * (boxW + gapX) - gapX;
+  const height = 20 + Math.max(...columns.values()) * (boxH + gapY) - gapY;
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", "0 0 " + width + " " + height);
+  svg.setAttribute("class", "workflow-graph");
+  svg.style.maxWidth = width + "px";
+  for (const s of w.steps) {
+    for (const t of s.to) {
+      const [a, b] = [at.get(s.name), at.get(t.step)];
+      const edge = document.createElementNS(SVG, "line");
+      edge.setAttribute("class", "edge");
+      edge.setAttribute("x1", a.x + boxW);
+      edge.setAttribute("y1", a.y + boxH / 2);
+      edge.setAttribute("x2", b.x);
+      edge.setAttribute("y2", b.y + boxH / 2);
+      svg.append(edge);
+      if (t.output) {
+        svg.append(text((a.x + boxW + b.x) / 2, (a.y + b.y + boxH) / 2 - 4, t.output, "middle"));
+      }
+    }
+  }
+  for (const s of w.steps) {
+    const { x, y } = at.get(s.name);
+    const g = document.createElementNS(SVG, "g");
+    g.setAttribute("class", "step" + (s.dead_lettered > 0 ? " dead" : ""));
+    g.setAttribute("data-step", s.name);
+    const box = document.createElementNS(SVG, "rect");
+    box.setAttribute("x", x);
+    box.setAttribute("y", y);
+    box.setAttribute("width", boxW);
+    box.setAttribute("height", boxH);
+    box.setAttribute("rx", 6);
+    const counters = text(x + 8, y + 54, s.acked + " acked · " + s.retried + " retried · " +
+      s.dead_lettered + " dead" + (s.lag > 0 ? " · " + s.lag + " waiting" : ""), "start");
+    counters.setAttribute("class", "counters");
+    g.append(box, text(x + 8, y + 18, s.name, "start"), text(x + 8, y + 36, "[" + s.function + "]", "start"), counters);
+    svg.append(g);
+  }
+  const title = el("h3", {}, w.name + " · " + w.priority + (w.trigger ? " · on " + w.trigger : ""));
+  return el("div", { class: "workflow", "data-workflow": w.name }, title, svg);
 }
 
 // ---- wiring ---------------------------------------------------------------------------------

@@ -225,6 +225,52 @@ impl Node {
         .await;
     }
 
+    /// Every workflow with each step's edges and counters on this node, for the dashboard.
+    pub fn workflow_stats(&self) -> Vec<serde_json::Value> {
+        let count = |label: &str, outcome| self.deliveries.get(label, "workflow", outcome);
+        self.list_workflows()
+            .unwrap_or_default()
+            .iter()
+            .map(|w| {
+                let steps: Vec<_> = w
+                    .steps
+                    .iter()
+                    .map(|s| {
+                        let label = format!("{}.{}", w.name, s.name);
+                        let mut to: Vec<_> = s
+                            .next
+                            .iter()
+                            .map(|n| serde_json::json!({"step": n}))
+                            .collect();
+                        for (output, targets) in &s.outputs {
+                            to.extend(
+                                targets
+                                    .iter()
+                                    .map(|n| serde_json::json!({"step": n, "output": output})),
+                            );
+                        }
+                        serde_json::json!({
+                            "name": s.name,
+                            "function": s.function,
+                            "to": to,
+                            "delivered": count(&label, "delivered"),
+                            "acked": count(&label, "acked"),
+                            "retried": count(&label, "retried"),
+                            "dead_lettered": count(&label, "dead_lettered"),
+                            "lag": self.deliveries.lag(&label, "workflow"),
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "name": w.name,
+                    "priority": w.priority,
+                    "trigger": w.trigger.on_message,
+                    "steps": steps,
+                })
+            })
+            .collect()
+    }
+
     /// The class of workflow `name`'s steps.
     pub fn workflow_priority(&self, name: &str) -> Priority {
         self.workflow(name)

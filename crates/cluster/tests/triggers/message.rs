@@ -370,17 +370,25 @@ async fn mqtt_devices_reach_message_triggers_through_the_servers_mqtt_listener()
     let mut connect = mqtt_string("MQTT");
     connect.extend([4, 0x02, 0, 60]);
     connect.extend(mqtt_string("gauge-3"));
-    device.write_all(&mqtt_packet(0x10, &connect)).await.unwrap();
+    device
+        .write_all(&mqtt_packet(0x10, &connect))
+        .await
+        .unwrap();
     let mut connack = [0u8; 4];
     device.read_exact(&mut connack).await.unwrap();
     assert_eq!(connack, [0x20, 2, 0, 0], "the server accepted the device");
     let mut publish = mqtt_string("sensors/ward-3/level");
     publish.extend_from_slice(b"open default; inc mqtt 1");
-    device.write_all(&mqtt_packet(0x30, &publish)).await.unwrap();
+    device
+        .write_all(&mqtt_packet(0x30, &publish))
+        .await
+        .unwrap();
     device.flush().await.unwrap();
 
-    within(Duration::from_secs(10), "the MQTT reading ran the function", || async {
-        value(&a, "level", "mqtt").await.as_deref() == Some("1")
-    })
+    within(
+        Duration::from_secs(10),
+        "the MQTT reading ran the function",
+        || async { value(&a, "level", "mqtt").await.as_deref() == Some("1") },
+    )
     .await;
 }

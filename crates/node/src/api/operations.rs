@@ -108,6 +108,7 @@ pub(super) async fn stats(State(node): State<Arc<Node>>) -> Json<serde_json::Val
         "functions": stats.functions(),
         "seconds": stats.seconds(),
         "kv": kv,
+        "workflows": node.workflow_stats(),
     }))
 }
 

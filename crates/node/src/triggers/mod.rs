@@ -207,6 +207,16 @@ impl Deliveries {
             .get()
     }
 
+    /// How many messages wait for `function`'s `trigger`, as last set.
+    pub fn lag(&self, function: &str, trigger: &'static str) -> i64 {
+        self.lag
+            .get_or_create(&LagLabel {
+                function: function.to_owned(),
+                trigger,
+            })
+            .get()
+    }
+
     /// Sets how many messages wait for `function`'s `trigger`.
     pub fn set_lag(&self, function: &str, trigger: &'static str, waiting: u64) {
         self.lag
