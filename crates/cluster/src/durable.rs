@@ -29,8 +29,7 @@ const LAG_EVERY: Duration = Duration::from_secs(2);
 /// How long a pull waits for messages before asking again.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
-/// Why a plain run function cannot take a payload.
-pub const NOT_UTF8: &str = "the message's payload is not UTF-8, and a run function takes text args";
+pub use limes_node::NOT_UTF8;
 
 /// What a consumer's messages are, for counting, retrying and dead-lettering them.
 pub(crate) struct Work {
@@ -54,13 +53,25 @@ pub(crate) struct Delivery {
     pub attempt: u32,
     /// The message's sequence number in its stream.
     pub sequence: u64,
-    /// The payload, as text.
-    pub args: String,
-    /// The message's headers.
+    /// The subject it came on.
+    pub subject: String,
+    /// Its payload.
+    pub payload: bytes::Bytes,
+    /// Its headers.
     pub headers: Option<HeaderMap>,
 }
 
 impl Delivery {
+    /// The payload as a run function's `args`.
+    pub fn args(&self) -> Result<String, NodeError> {
+        String::from_utf8(self.payload.to_vec()).map_err(|_| NodeError::BadRequest(NOT_UTF8.into()))
+    }
+
+    /// The message as a message function gets it.
+    pub fn message(&self) -> limes_runtime::messaging::Message {
+        message_of(&self.subject, &self.payload, self.headers.as_ref())
+    }
+
     /// Header `name`, if the message has it.
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers
@@ -185,7 +196,8 @@ async fn settle(c: Arc<NatsCluster>, work: &Work, job: Arc<dyn Job>, message: je
     let delivery = || Delivery {
         attempt,
         sequence,
-        args: String::from_utf8_lossy(&message.payload).into_owned(),
+        subject: message.subject.to_string(),
+        payload: message.payload.clone(),
         headers: message.headers.clone(),
     };
     let outcome = if attempt > work.max_deliver {
@@ -194,8 +206,6 @@ async fn settle(c: Arc<NatsCluster>, work: &Work, job: Arc<dyn Job>, message: je
             "{} attempts were made; the last one's node stopped before it ended",
             attempt - 1
         )))
-    } else if std::str::from_utf8(&message.payload).is_err() {
-        Err(NodeError::BadRequest(NOT_UTF8.into()))
     } else {
         let run = job.run(c.clone(), delivery());
         tokio::pin!(run);
@@ -265,6 +275,32 @@ async fn settle(c: Arc<NatsCluster>, work: &Work, job: Arc<dyn Job>, message: je
             tracing::warn!(label, run_id, error = %e, "could not store a dead letter; the message comes back");
             let _ = message.ack_with(AckKind::Nak(Some(retry_in))).await;
         }
+    }
+}
+
+/// A NATS message as a message function gets it: `Content-Type` becomes its content type, the
+/// other headers its metadata.
+pub(crate) fn message_of(
+    subject: &str,
+    payload: &[u8],
+    headers: Option<&HeaderMap>,
+) -> limes_runtime::messaging::Message {
+    let mut content_type = None;
+    let mut metadata = Vec::new();
+    for (name, values) in headers.into_iter().flat_map(|h| h.iter()) {
+        for value in values {
+            if name.to_string().eq_ignore_ascii_case("content-type") {
+                content_type = Some(value.to_string());
+            } else {
+                metadata.push((name.to_string(), value.to_string()));
+            }
+        }
+    }
+    limes_runtime::messaging::Message {
+        topic: Some(subject.to_owned()),
+        content_type,
+        data: payload.to_vec(),
+        metadata,
     }
 }
 

@@ -149,6 +149,11 @@ pub async fn join(node: &Arc<Node>, config: ClusterConfig) -> Result<Arc<NatsClu
     node.join(cluster.clone())?;
     // From now on the node's functions keep their state in the cluster, not on this node.
     node.use_kv_backend(Arc::new(kv::NatsKv::new(cluster.js.clone())));
+    // And publish their messages to it.
+    node.use_messaging_backend(Arc::new(messages::NatsPublisher {
+        client: cluster.client.clone(),
+        js: cluster.js.clone(),
+    }));
     let weak = Arc::downgrade(&cluster);
     tokio::spawn(heartbeats(weak.clone()));
     tokio::spawn(supervise(weak.clone(), "membership", |c| {

@@ -63,6 +63,48 @@ impl Drop for Subscription {
 /// Run ids of core deliveries, unique on this node.
 static CORE_RUNS: AtomicU64 = AtomicU64::new(0);
 
+/// Guests' messages (`wasi:messaging` `producer`), on the cluster's NATS: through JetStream when
+/// a stream captures the subject (the publish is then acknowledged and kept), else core NATS.
+pub(crate) struct NatsPublisher {
+    pub client: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+}
+
+impl limes_runtime::messaging::MessagingBackend for NatsPublisher {
+    fn publish(
+        &self,
+        subject: String,
+        message: limes_runtime::messaging::Message,
+    ) -> limes_runtime::messaging::PublishFuture {
+        let (client, js) = (self.client.clone(), self.js.clone());
+        Box::pin(async move {
+            let mut headers = HeaderMap::new();
+            if let Some(ct) = &message.content_type {
+                headers.insert("Content-Type", header_value(ct).as_str());
+            }
+            for (k, v) in &message.metadata {
+                headers.insert(k.as_str(), header_value(v).as_str());
+            }
+            let data = Bytes::from(message.data);
+            let stored = match js
+                .publish_with_headers(subject.clone(), headers.clone(), data.clone())
+                .await
+            {
+                Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match stored {
+                Ok(()) => Ok(()),
+                Err(e) if e.contains("no responders") => client
+                    .publish_with_headers(subject, headers, data)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            }
+        })
+    }
+}
+
 impl Messages for NatsCluster {
     fn prepare_durable(
         &self,
@@ -384,20 +426,24 @@ async fn subscribe(
         tokio::spawn(async move {
             let run_id = format!("{}-{}", c.id, CORE_RUNS.fetch_add(1, Ordering::Relaxed) + 1);
             node.deliveries.count(&name, "message", "delivered");
-            let Ok(args) = std::str::from_utf8(&message.payload) else {
-                let error = NodeError::BadRequest(NOT_UTF8.into());
-                let headers = dead_headers(&name, &message.subject, &error, 1, &run_id);
-                let dead = policy.dead_letter_subject(&name);
-                let _ = c
-                    .client
-                    .publish_with_headers(dead, headers, message.payload.clone())
-                    .await;
-                node.deliveries.count(&name, "message", "dead_lettered");
-                return;
-            };
-            let outcome = node.invoke(&name, args, 0).await;
+            let delivered = durable::message_of(
+                message.subject.as_str(),
+                &message.payload,
+                message.headers.as_ref(),
+            );
+            let outcome = node.deliver(&name, delivered).await;
             match &outcome {
                 Ok(_) => node.deliveries.count(&name, "message", "acked"),
+                Err(NodeError::BadRequest(m)) if m == durable::NOT_UTF8 => {
+                    let error = NodeError::BadRequest(m.clone());
+                    let headers = dead_headers(&name, &message.subject, &error, 1, &run_id);
+                    let dead = policy.dead_letter_subject(&name);
+                    let _ = c
+                        .client
+                        .publish_with_headers(dead, headers, message.payload.clone())
+                        .await;
+                    node.deliveries.count(&name, "message", "dead_lettered");
+                }
                 Err(e) => {
                     node.deliveries.count(&name, "message", "failed");
                     tracing::info!(function = name, run_id, error = %e, "a message's run failed; core delivery drops it");
@@ -420,8 +466,6 @@ async fn subscribe(
     }
     Ok(())
 }
-
-use crate::durable::NOT_UTF8;
 
 /// The durable side of `name`: its consumer's messages, each run through the function.
 async fn pull(
@@ -464,7 +508,7 @@ impl Job for Invoke {
         let name = self.0.clone();
         Box::pin(async move {
             let node = c.node()?;
-            node.invoke(&name, &d.args, 0).await.map(drop)
+            node.deliver(&name, d.message()).await.map(drop)
         })
     }
 }

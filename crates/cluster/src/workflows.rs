@@ -490,7 +490,8 @@ impl RunStep {
             workflow: self.workflow.clone(),
             run: d.header(RUN_HEADER).unwrap_or_else(|| "unknown".into()),
             step: self.step.clone(),
-            payload: d.args.clone(),
+            // Hand-offs are made of text results.
+            payload: String::from_utf8_lossy(&d.payload).into_owned(),
         }
     }
 }
@@ -505,7 +506,9 @@ impl Job for StartRun {
         Box::pin(async move {
             let node = c.node()?;
             let run = format!("m{}", d.sequence);
-            node.start_run(&workflow, d.args, Some(run)).await.map(drop)
+            node.start_run(&workflow, d.args()?, Some(run))
+                .await
+                .map(drop)
         })
     }
 }

@@ -44,7 +44,8 @@ mod schedules;
 pub mod server;
 pub mod signing;
 pub mod stats;
-pub mod subject;
+/// NATS subjects and patterns (the runtime's, which checks what guests publish).
+pub use limes_runtime::messaging::subject;
 pub mod tls;
 pub mod triggers;
 pub mod workflows;
@@ -70,7 +71,7 @@ pub use http_fn::buffer as buffer_response;
 pub use lifecycle::Deploy;
 pub use manifest::Manifest;
 pub use node::ConnectionLimits;
-pub use node::{Node, NodeConfig, validate_name};
+pub use node::{NOT_UTF8, Node, NodeConfig, validate_name};
 pub use registry::{FunctionRecord, Version};
 
 /// Where the node keeps the `x-request-id` a client sent: see [`app`].

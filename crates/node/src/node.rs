@@ -113,6 +113,8 @@ pub struct Node {
     pub metrics: Metrics,
     /// Where its functions' key-value stores live.
     pub(crate) kv: crate::capabilities::kv::NodeKv,
+    /// Where its functions' messages go.
+    messaging: crate::capabilities::messaging::NodeMessaging,
     /// The schedules' state (see [`crate::triggers`]).
     pub(crate) schedules: crate::triggers::ScheduleState,
     /// What became of the messages triggers delivered here.
@@ -155,13 +157,15 @@ impl Node {
             crate::capabilities::kv::RedbKv::open(&kv_path).map_err(NodeError::Storage)?,
         ));
         crate::files::restrict_file(&kv_path).map_err(|e| storage(&kv_path, e))?;
-        let runtime = Runtime::with_kv(
+        let messaging = crate::capabilities::messaging::NodeMessaging::default();
+        let runtime = Runtime::with_backends(
             RuntimeConfig {
                 cache_dir: Some(dir.join("aot")),
                 pool: config.pool.clone(),
                 ..RuntimeConfig::default()
             },
             Arc::new(kv.clone()),
+            Arc::new(messaging.clone()),
         )?;
         let artifacts = ArtifactStore::open(dir.join("artifacts"))
             .map_err(|e| NodeError::Storage(format!("opening the artifact store: {e}")))?;
@@ -189,6 +193,7 @@ impl Node {
                 .map_err(|e| NodeError::Storage(format!("starting the guest threads: {e}")))?,
             runtime,
             kv,
+            messaging,
             schedules: Default::default(),
             deliveries: Default::default(),
             outbox,
@@ -221,6 +226,15 @@ impl Node {
     /// Moves its functions' key-value stores to `backend` (a cluster's, once joined).
     pub fn use_kv_backend(&self, backend: Arc<dyn limes_runtime::kv::KvBackend>) {
         self.kv.replace(backend);
+    }
+
+    /// Sends its functions' messages (`wasi:messaging` `producer`) to `backend` (a cluster's NATS,
+    /// once joined).
+    pub fn use_messaging_backend(
+        &self,
+        backend: Arc<dyn limes_runtime::messaging::MessagingBackend>,
+    ) {
+        self.messaging.replace(backend);
     }
 
     /// The runtime the node runs functions on.
@@ -496,7 +510,11 @@ impl Node {
         hops: u32,
     ) -> Result<Ran, NodeError> {
         let (cluster, reason) = match route {
-            Route::Here(admitted) => return self.run_admitted(admitted, name, args, hops).await,
+            Route::Here(admitted) => {
+                return self
+                    .run_admitted(admitted, name, Input::Args(args.to_owned()), hops)
+                    .await;
+            }
             Route::Elsewhere { cluster, reason } => (cluster, reason),
         };
         let started = Instant::now();
@@ -547,19 +565,21 @@ impl Node {
         &self,
         admitted: Admitted,
         name: &str,
-        args: &str,
+        input: Input,
         hops: u32,
     ) -> Result<Ran, NodeError> {
         let started = Instant::now();
         let function = admitted.live.function.clone();
         let version = admitted.live.version;
-        let owned = args.to_owned();
         // The admission (and its run slot) goes with the guest: a caller that hangs up does not
         // free the slot of a guest still running.
         let (pool, live) = (admitted.run.pool(), admitted.live.clone());
         let outcome = self
             .run_guest(&live, pool, true, async move {
-                let outcome = function.invoke(&owned).await;
+                let outcome = match input {
+                    Input::Args(args) => function.invoke(&args).await,
+                    Input::Message(message) => function.handle_message(message).await,
+                };
                 drop(admitted);
                 outcome
             })
@@ -583,6 +603,46 @@ impl Node {
             hops,
             forward_added: None,
         })
+    }
+}
+
+/// What an admitted invocation hands its guest.
+enum Input {
+    /// A run function's `args`.
+    Args(String),
+    /// A message function's message.
+    Message(limes_runtime::messaging::Message),
+}
+
+/// Why a run function cannot take a message's payload.
+pub const NOT_UTF8: &str = "the message's payload is not UTF-8, and a run function takes text args";
+
+impl Node {
+    /// Delivers `message` (from a trigger) to function `name`: a message function's
+    /// `incoming-handler` gets it whole; a run function gets its payload as `args` (refused
+    /// with [`NOT_UTF8`] when it is not text). A message function runs here or not at all (a
+    /// message is not forwarded: a durable one is retried, a core one is gone); a run function
+    /// runs where [`Node::invoke`] puts it.
+    pub async fn deliver(
+        self: &Arc<Self>,
+        name: &str,
+        message: limes_runtime::messaging::Message,
+    ) -> Result<Ran, NodeError> {
+        let live = self.live(name).await?;
+        match live.function.kind() {
+            limes_runtime::FunctionKind::Message => match self.route(name, MAX_HOPS).await? {
+                Route::Here(admitted) => {
+                    self.run_admitted(admitted, name, Input::Message(message), 0)
+                        .await
+                }
+                Route::Elsewhere { .. } => Err(NodeError::Full),
+            },
+            _ => {
+                let args = String::from_utf8(message.data)
+                    .map_err(|_| NodeError::BadRequest(NOT_UTF8.into()))?;
+                self.invoke(name, &args, 0).await
+            }
+        }
     }
 }
 

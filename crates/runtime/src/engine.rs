@@ -66,6 +66,7 @@ impl Kernel {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
             .and_then(|()| crate::kv::add_to_linker(&mut linker))
+            .and_then(|()| crate::messaging::add_to_linker(&mut linker))
             .map_err(|e| Error::Link { message: chain(&e) })?;
 
         let fingerprint = fingerprint(&engine, metered);

@@ -37,6 +37,8 @@ pub(crate) enum Entry {
     Run(ComponentExportIndex),
     /// `wasi:http/incoming-handler`: invoked with [`Function::handle_http`].
     Http(ProxyPre<Host>),
+    /// `wasi:messaging/incoming-handler`: invoked with [`Function::handle_message`].
+    Message(crate::messaging::MessagePre<Host>),
 }
 
 /// The kind of a function, from what its component exports.
@@ -46,14 +48,17 @@ pub enum FunctionKind {
     Run,
     /// Exports `wasi:http/incoming-handler` (the `wasi:http/proxy` world).
     Http,
+    /// Exports `wasi:messaging/incoming-handler` (the `wasi:messaging/messaging-core` world).
+    Message,
 }
 
 impl FunctionKind {
-    /// `run` or `http`.
+    /// `run`, `http` or `message`.
     pub fn as_str(self) -> &'static str {
         match self {
             FunctionKind::Run => "run",
             FunctionKind::Http => "http",
+            FunctionKind::Message => "message",
         }
     }
 }
@@ -99,11 +104,12 @@ impl Function {
         &self.inner
     }
 
-    /// Whether this is a `run` or an HTTP function.
+    /// Whether this is a `run`, an HTTP or a message function.
     pub fn kind(&self) -> FunctionKind {
         match self.inner.entry {
             Entry::Run(_) => FunctionKind::Run,
             Entry::Http(_) => FunctionKind::Http,
+            Entry::Message(_) => FunctionKind::Message,
         }
     }
 
@@ -173,6 +179,72 @@ impl Function {
         };
         Ok(Invocation {
             result,
+            stdout: stdout.take(),
+            stderr: stderr.take(),
+            cold_start,
+            execution,
+            memory,
+        })
+    }
+
+    /// Hands `message` to a message function's `incoming-handler` in a fresh instance, under its
+    /// timeout. The handler's own error becomes [`Error::Trap`] with its words; the
+    /// [`Invocation`]'s `result` is empty.
+    pub async fn handle_message(
+        &self,
+        message: crate::messaging::Message,
+    ) -> Result<Invocation, Error> {
+        let policy = &self.inner.policy;
+        let started = Instant::now();
+        let deadline = started + policy.timeout;
+        let stdout = Capture::new(policy.output_limit);
+        let stderr = Capture::new(policy.output_limit);
+        let Entry::Message(pre) = &self.inner.entry else {
+            return Err(Error::WrongKind {
+                expected: FunctionKind::Message,
+                found: self.kind(),
+            });
+        };
+        let cancel = CancellationToken::new();
+        let work = async {
+            let mut store = self.inner.new_store(&cancel, deadline, &stdout, &stderr)?;
+            let guest = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| classify(explain(e, store.data()), policy, &stderr))?;
+            let handle = store
+                .data_mut()
+                .table()
+                .push(message)
+                .map_err(|e| Error::Trap {
+                    message: e.to_string(),
+                })?;
+            let cold_start = started.elapsed();
+            let entered = Instant::now();
+            let answered = guest
+                .wasi_messaging_incoming_handler()
+                .call_handle(&mut store, handle)
+                .await
+                .map_err(|e| classify(explain(e, store.data()), policy, &stderr))?;
+            if let Err(e) = answered {
+                return Err(Error::Trap {
+                    message: format!(
+                        "the message handler failed: {}",
+                        crate::messaging::describe(&e)
+                    ),
+                });
+            }
+            Ok((cold_start, entered.elapsed(), store.data().limiter.used()))
+        };
+        let (cold_start, execution, memory) = tokio::select! {
+            biased;
+            outcome = work => outcome?,
+            () = tokio::time::sleep_until(deadline.into()) => {
+                return Err(Error::Timeout { limit: policy.timeout })
+            }
+        };
+        Ok(Invocation {
+            result: String::new(),
             stdout: stdout.take(),
             stderr: stderr.take(),
             cold_start,
@@ -275,7 +347,14 @@ impl Prepared {
     ) -> Result<Store<Host>, Error> {
         let policy = &self.policy;
         let interrupt = self.runtime.watch.lease(deadline, cancel)?;
-        let host = Host::new(policy, stdout, stderr, interrupt, &self.runtime.kv)?;
+        let host = Host::new(
+            policy,
+            stdout,
+            stderr,
+            interrupt,
+            &self.runtime.kv,
+            &self.runtime.messaging,
+        )?;
         let mut store = Store::new(self.pre.engine(), host);
         store.limiter(|host| &mut host.limiter);
         if let Some(fuel) = policy.fuel {

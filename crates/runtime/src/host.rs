@@ -8,6 +8,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use crate::interrupt::Lease;
 use crate::kv::{KvBackend, KvCtx, KvCtxView, KvView};
+use crate::messaging::{MessagingBackend, MessagingCtx, MessagingCtxView, MessagingView};
 use crate::output::Capture;
 use crate::{Error, Policy};
 
@@ -18,6 +19,7 @@ pub(crate) struct Host {
     http: WasiHttpCtx,
     outgoing: NoOutgoingHttp,
     kv: KvCtx,
+    messaging: MessagingCtx,
     pub limiter: MemoryLimiter,
     /// The store's interrupt page, watched until the store drops.
     pub interrupt: Lease,
@@ -64,6 +66,15 @@ impl KvView for Host {
     }
 }
 
+impl MessagingView for Host {
+    fn messaging(&mut self) -> MessagingCtxView<'_> {
+        MessagingCtxView {
+            ctx: &self.messaging,
+            table: &mut self.table,
+        }
+    }
+}
+
 impl WasiView for Host {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -74,6 +85,11 @@ impl WasiView for Host {
 }
 
 impl Host {
+    /// The instance's resources, where a host hands a guest its handles.
+    pub fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
     /// Builds the guest's WASI world from its policy.
     pub fn new(
         policy: &Policy,
@@ -81,6 +97,7 @@ impl Host {
         stderr: &Capture,
         interrupt: Lease,
         kv: &Arc<dyn KvBackend>,
+        messaging: &Arc<dyn MessagingBackend>,
     ) -> Result<Self, Error> {
         let mut wasi = WasiCtxBuilder::new();
         // File operations run on the invoking thread instead of a round trip through tokio's
@@ -134,6 +151,7 @@ impl Host {
             http: WasiHttpCtx::new(),
             outgoing: NoOutgoingHttp,
             kv: KvCtx::new(kv.clone(), &policy.kv),
+            messaging: MessagingCtx::new(messaging.clone(), &policy.messaging),
             limiter: MemoryLimiter::new(policy.memory_limit),
             interrupt,
         })

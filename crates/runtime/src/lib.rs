@@ -33,6 +33,7 @@ mod host;
 mod http;
 mod interrupt;
 pub mod kv;
+pub mod messaging;
 mod output;
 mod policy;
 mod preinit;
@@ -76,6 +77,8 @@ pub(crate) struct RuntimeInner {
     pub(crate) watch: interrupt::Watch,
     /// Where guests' key-value stores live.
     pub(crate) kv: Arc<dyn kv::KvBackend>,
+    /// Where guests' messages go.
+    pub(crate) messaging: Arc<dyn messaging::MessagingBackend>,
 }
 
 impl Runtime {
@@ -87,6 +90,16 @@ impl Runtime {
     /// A runtime whose guests keep their key-value stores in `kv` (the node passes its durable
     /// store; [`Runtime::new`] keeps them in memory, for as long as the process lives).
     pub fn with_kv(config: RuntimeConfig, kv: Arc<dyn kv::KvBackend>) -> Result<Self, Error> {
+        Self::with_backends(config, kv, Arc::new(messaging::NoBroker))
+    }
+
+    /// A runtime whose guests keep their stores in `kv` and publish their messages through
+    /// `messaging`.
+    pub fn with_backends(
+        config: RuntimeConfig,
+        kv: Arc<dyn kv::KvBackend>,
+        messaging: Arc<dyn messaging::MessagingBackend>,
+    ) -> Result<Self, Error> {
         // The engine first: creating it installs Wasmtime's fault handlers, which the watch's
         // own handler goes in front of.
         let plain = Kernel::new(&config, false)?;
@@ -99,6 +112,7 @@ impl Runtime {
             cache: AotCache::new(config.cache_dir.clone())?,
             watch,
             kv,
+            messaging,
             config,
         });
         Ok(Self { inner })
@@ -150,7 +164,11 @@ impl Runtime {
             // Not a run function: it may be an HTTP one.
             Err(Error::MissingExport { export }) => match ProxyPre::new(pre.clone()) {
                 Ok(proxy) => function::Entry::Http(proxy),
-                Err(_) => return Err(Error::MissingExport { export }),
+                // Nor HTTP: it may handle messages.
+                Err(_) => match messaging::MessagePre::new(pre.clone()) {
+                    Ok(handler) => function::Entry::Message(handler),
+                    Err(_) => return Err(Error::MissingExport { export }),
+                },
             },
             Err(other) => return Err(other),
         };

@@ -37,6 +37,8 @@ pub struct Policy {
     pub network: NetworkPolicy,
     /// The key-value stores it may open, and the limits of its state.
     pub kv: crate::KvPolicy,
+    /// The subjects it may publish to through `wasi:messaging`; none by default.
+    pub messaging: crate::messaging::MessagingPolicy,
     /// Bytes kept of each of stdout and stderr; the rest is dropped and flagged.
     ///
     /// Default 64 KiB: enough for logs and a panic message, bounded so that output cannot grow
@@ -55,6 +57,7 @@ impl Default for Policy {
             args: Vec::new(),
             network: NetworkPolicy::default(),
             kv: crate::KvPolicy::default(),
+            messaging: Default::default(),
             output_limit: 64 << 10,
         }
     }

@@ -78,7 +78,14 @@ impl Runtime {
             kv: crate::KvPolicy::default(),
             ..policy.clone()
         };
-        let host = Host::new(&policy, &stdout, &stderr, interrupt, &self.inner.kv)?;
+        let host = Host::new(
+            &policy,
+            &stdout,
+            &stderr,
+            interrupt,
+            &self.inner.kv,
+            &self.inner.messaging,
+        )?;
         let mut store = Store::new(&kernel.engine, host);
         store.limiter(|host| &mut host.limiter);
         if let Some(fuel) = policy.fuel {

@@ -3,6 +3,8 @@
 mod common;
 #[path = "capabilities/kv.rs"]
 mod kv;
+#[path = "capabilities/messaging.rs"]
+mod messaging;
 
 use common::{load, runtime, wat};
 use limes_runtime::{DirMount, Policy};

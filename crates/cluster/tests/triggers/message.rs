@@ -392,3 +392,72 @@ async fn mqtt_devices_reach_message_triggers_through_the_servers_mqtt_listener()
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_function_gets_each_message_whole_and_publishes_inside_its_grant() {
+    let Some(nats) = crate::common::nats("a_message_function_gets_each_message_whole") else {
+        return;
+    };
+    let a = node(&nats, "a", 0.0);
+    let deploy_relay = |query: &'static str| {
+        let url = a.url(&format!("/v1/functions/relay?{query}"));
+        async move {
+            reqwest::Client::new()
+                .put(url)
+                .body(guest("relay"))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Publishing outside the operator's grant is refused at deploy.
+    let refused = deploy_relay("on_message=sensors.*.level&publish=secrets.>").await;
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.unwrap().contains("publish secrets.>"));
+    let deployed = deploy_relay(
+        "on_message=sensors.*.level&on_message_delivery=durable&publish=alerts.>&retry_backoff=100ms&max_deliver=2",
+    )
+    .await;
+    assert_eq!(deployed.status(), 201, "{}", deployed.text().await.unwrap());
+    subscribed(&[&a], "relay").await;
+
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut alerts = client.subscribe("alerts.level").await.unwrap();
+    let mut dead = client.subscribe("limes.dead.relay").await.unwrap();
+    client.flush().await.unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Content-Type", "text/plain");
+    headers.insert("sensor", "gauge-3");
+    let js = async_nats::jetstream::new(client.clone());
+    js.publish_with_headers("sensors.ward-3.level", headers, "high water".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(10), alerts.next())
+        .await
+        .expect("the relay published within 10 s")
+        .unwrap();
+    assert_eq!(out.payload, "HIGH WATER");
+    let h = out.headers.unwrap();
+    assert_eq!(h.get("Content-Type").unwrap().as_str(), "text/plain");
+    assert_eq!(h.get("from").unwrap().as_str(), "sensors.ward-3.level");
+
+    // Publishing outside its own subjects fails the run: retried, then dead-lettered.
+    js.publish("sensors.ward-4.level", "leak it".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let letter = tokio::time::timeout(Duration::from_secs(10), dead.next())
+        .await
+        .expect("a dead letter within 10 s")
+        .unwrap();
+    let error = letter
+        .headers
+        .unwrap()
+        .get("Limes-Error")
+        .unwrap()
+        .to_string();
+    assert!(error.contains("permission denied"), "{error}");
+}

@@ -6,7 +6,7 @@
 //! | network | `wasi:sockets`, inside allowlists | `allow_bind`, `allow_connect` | `--allow-egress` | [`network`] |
 //! | HTTP | `wasi:http` requests in; none out | `pass_headers` | — | [`http`] |
 //! | key-value | `wasi:keyvalue` (draft2 and draft) | `kv`, `kv_shared` | `--allow-kv-shared`, `--kv-max-*` | [`kv`] |
-//! | messaging | subjects its triggers read and dead letters go to | (the triggers' keys) | `--allow-subject` | [`messaging`] |
+//! | messaging | `wasi:messaging` `producer`, inside its subjects; its triggers' subjects | `publish` (and the triggers' keys) | `--allow-subject` | [`messaging`] |
 //!
 //! Each module owns, for its capability: its section of the manifest (typed, parsed once), the
 //! operator's grant and the check of a manifest against it, its part of one function's runtime
@@ -76,6 +76,8 @@ pub struct Sections {
     pub http: http::Http,
     #[serde(flatten)]
     pub kv: kv::Kv,
+    #[serde(flatten)]
+    pub messaging: messaging::Messaging,
 }
 
 /// Every capability's grant: the most a manifest may ask for on this node. The default grants
@@ -96,6 +98,7 @@ impl Sections {
             network::Network::KEYS,
             http::Http::KEYS,
             kv::Kv::KEYS,
+            messaging::Messaging::KEYS,
         ]
         .into_iter()
         .flatten()
@@ -113,6 +116,8 @@ impl Sections {
             self.http.parse(key, value)
         } else if owns(kv::Kv::KEYS) {
             self.kv.parse(key, value)
+        } else if owns(messaging::Messaging::KEYS) {
+            self.messaging.parse(key, value)
         } else {
             return None;
         })
@@ -123,7 +128,8 @@ impl Sections {
         self.files.finish()?;
         self.network.finish()?;
         self.http.finish()?;
-        self.kv.finish()
+        self.kv.finish()?;
+        self.messaging.finish()
     }
 
     /// Every section's pairs.
@@ -132,6 +138,7 @@ impl Sections {
         pairs.extend(self.network.pairs());
         pairs.extend(self.http.pairs());
         pairs.extend(self.kv.pairs());
+        pairs.extend(self.messaging.pairs());
         pairs
     }
 
@@ -140,7 +147,8 @@ impl Sections {
         self.files.check(&grants.files)?;
         self.network.check(&grants.network)?;
         self.http.check(&())?;
-        self.kv.check(&grants.kv)
+        self.kv.check(&grants.kv)?;
+        self.messaging.check(&grants.messaging)
     }
 
     /// Adds every section's part to the runtime policy of the function at `place`.
@@ -153,7 +161,8 @@ impl Sections {
         self.files.apply(&grants.files, place, policy)?;
         self.network.apply(&grants.network, place, policy)?;
         self.http.apply(&(), place, policy)?;
-        self.kv.apply(&grants.kv, place, policy)
+        self.kv.apply(&grants.kv, place, policy)?;
+        self.messaging.apply(&grants.messaging, place, policy)
     }
 }
 
@@ -170,6 +179,8 @@ pub struct DeployArgs {
     pub http: http::DeployArgs,
     #[command(flatten)]
     pub kv: kv::DeployArgs,
+    #[command(flatten)]
+    pub messaging: messaging::DeployArgs,
 }
 
 impl DeployArgs {
@@ -179,6 +190,7 @@ impl DeployArgs {
         pairs.extend(self.network.pairs());
         pairs.extend(self.http.pairs());
         pairs.extend(self.kv.pairs());
+        pairs.extend(self.messaging.pairs());
         pairs
     }
 
@@ -187,6 +199,7 @@ impl DeployArgs {
         self.files.apply_locally(policy);
         self.network.apply_locally(policy);
         self.kv.apply_locally(policy);
+        self.messaging.apply_locally(policy);
     }
 }
 
