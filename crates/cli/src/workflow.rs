@@ -81,7 +81,11 @@ fn print_run(record: &Value) {
         record["workflow"].as_str().unwrap_or("?"),
         record["status"].as_str().unwrap_or("?")
     );
-    for (step, s) in record["steps"].as_object().into_iter().flatten() {
+    // In the order they began.
+    let mut steps: Vec<(&String, &Value)> =
+        record["steps"].as_object().into_iter().flatten().collect();
+    steps.sort_by_key(|(_, s)| s["started_ms"].as_u64());
+    for (step, s) in steps {
         let took = match (s["started_ms"].as_u64(), s["ended_ms"].as_u64()) {
             (Some(a), Some(b)) => format!("{} ms", b.saturating_sub(a)),
             _ => "-".into(),
@@ -192,14 +196,9 @@ pub async fn workflow(api: &Api, command: WorkflowCommand) -> Result<(), CliErro
                 .flatten()
                 .filter_map(|r| r.as_str())
                 .collect();
-            println!(
-                "  latest runs here: {}",
-                if runs.is_empty() {
-                    "none".into()
-                } else {
-                    runs.join(" ")
-                }
-            );
+            if !runs.is_empty() {
+                println!("  latest runs with a step here: {}", runs.join(" "));
+            }
             Ok(())
         }
         WorkflowCommand::Rm { name } => api

@@ -87,8 +87,17 @@ async fn deliver(node: Arc<Node>, id: u64, mut item: Item, permit: OwnedSemaphor
     item.attempts += 1;
     // What a success hands on: nothing for a change, the next steps for a workflow's step.
     let outcome = match &step {
+        // A change: a run function gets it as `args`, a message function as a JSON message.
         None => node
-            .invoke(&item.function, &item.args, 0)
+            .deliver(
+                &item.function,
+                limes_runtime::messaging::Message {
+                    topic: None,
+                    content_type: Some("application/json".into()),
+                    data: item.args.clone().into_bytes(),
+                    metadata: Vec::new(),
+                },
+            )
             .await
             .map(|_| Vec::new()),
         Some(h) => match node.run_step(h, item.attempts).await {

@@ -135,23 +135,33 @@ impl Node {
         Ok(steps)
     }
 
-    /// The latest runs of workflow `name` that this node recorded, newest first.
+    /// The latest runs of workflow `name` that this node took a step of, newest first.
     pub fn recent_runs(&self, name: &str, limit: usize) -> Result<Vec<String>, NodeError> {
         self.workflows.runs(name, limit)
     }
 
     /// Records step `h.step` of its run.
     pub async fn record_step(self: &Arc<Self>, h: &Handoff, record: StepRun) {
-        let outcome = match self.cluster() {
+        let cluster = self.cluster().cloned();
+        let local = {
+            let (node, h, record) = (self.clone(), h.clone(), record.clone());
+            let durable = cluster.is_none();
+            blocking(move || {
+                node.workflows
+                    .record(&h.workflow, &h.run, &h.step, &record, durable)
+            })
+            .await
+        };
+        let outcome = match cluster {
             Some(cluster) => {
+                if let Err(e) = local {
+                    tracing::debug!(error = %e, "could not note a step here");
+                }
                 cluster
                     .record_step(h.workflow.clone(), h.run.clone(), h.step.clone(), record)
                     .await
             }
-            None => {
-                let (node, h) = (self.clone(), h.clone());
-                blocking(move || node.workflows.record(&h.workflow, &h.run, &h.step, &record)).await
-            }
+            None => local,
         };
         if let Err(e) = outcome {
             tracing::warn!(workflow = h.workflow, run = h.run, step = h.step, error = %e, "could not record a step");

@@ -74,15 +74,21 @@ impl WorkflowStore {
         Ok(out)
     }
 
-    /// Records step `step` of run `run` of `workflow`, durably.
+    /// Records step `step` of run `run` of `workflow`, durably when `durable` (alone, this is
+    /// the run's record; in a cluster, the record is the cluster's and this a local note of the
+    /// runs this node took part in, which a crash may lose).
     pub fn record(
         &self,
         workflow: &str,
         run: &str,
         step: &str,
         record: &StepRun,
+        durable: bool,
     ) -> Result<(), NodeError> {
-        let tx = self.db.begin_write().map_err(storage)?;
+        let mut tx = self.db.begin_write().map_err(storage)?;
+        if !durable {
+            tx.set_durability(redb::Durability::None).map_err(storage)?;
+        }
         {
             let mut table = tx.open_table(RUN_STEPS).map_err(storage)?;
             let bytes = serde_json::to_vec(record).map_err(storage)?;
@@ -112,7 +118,8 @@ impl WorkflowStore {
         Ok(out)
     }
 
-    /// The latest `limit` run ids of `workflow` (ids sort by when they began), newest first.
+    /// The latest `limit` run ids of `workflow` recorded here (ids sort by when they began),
+    /// newest first.
     pub fn runs(&self, workflow: &str, limit: usize) -> Result<Vec<String>, NodeError> {
         let tx = self.db.begin_read().map_err(storage)?;
         let table = tx.open_table(RUN_STEPS).map_err(storage)?;
