@@ -103,6 +103,9 @@ pub(crate) fn dead_config() -> stream::Config {
         name: store::DEAD.to_owned(),
         subjects: vec![format!("{}dead.>", limes_node::subject::RESERVED_PREFIX)],
         max_age: store::DEAD_MAX_AGE,
+        // Bounded: past it the oldest dead letters go, not the cluster's disk.
+        max_bytes: store::DEAD_MAX_BYTES,
+        discard: stream::DiscardPolicy::Old,
         storage: stream::StorageType::File,
         num_replicas: 1,
         ..Default::default()

@@ -152,7 +152,6 @@ pub async fn join(node: &Arc<Node>, config: ClusterConfig) -> Result<Arc<NatsClu
     // And publish their messages to it.
     node.use_messaging_backend(Arc::new(messages::NatsPublisher {
         client: cluster.client.clone(),
-        js: cluster.js.clone(),
     }));
     let weak = Arc::downgrade(&cluster);
     tokio::spawn(heartbeats(weak.clone()));

@@ -11,6 +11,7 @@
 //!   the bound holds across the cluster and 1 keeps the order.
 
 use std::collections::HashMap;
+use std::str::FromStr as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -63,11 +64,13 @@ impl Drop for Subscription {
 /// Run ids of core deliveries, unique on this node.
 static CORE_RUNS: AtomicU64 = AtomicU64::new(0);
 
-/// Guests' messages (`wasi:messaging` `producer`), on the cluster's NATS: through JetStream when
-/// a stream captures the subject (the publish is then acknowledged and kept), else core NATS.
+/// Guests' messages (`wasi:messaging` `producer`), on the cluster's NATS: a core publish,
+/// flushed, so the server has it when `send` returns (a stream that captures the subject keeps
+/// it). Not a JetStream publish: on a subject without a stream that would wait for an
+/// acknowledgement nobody sends, and on one with a core subscriber that answers, take the
+/// answer for one.
 pub(crate) struct NatsPublisher {
     pub client: async_nats::Client,
-    pub js: async_nats::jetstream::Context,
 }
 
 impl limes_runtime::messaging::MessagingBackend for NatsPublisher {
@@ -76,33 +79,36 @@ impl limes_runtime::messaging::MessagingBackend for NatsPublisher {
         subject: String,
         message: limes_runtime::messaging::Message,
     ) -> limes_runtime::messaging::PublishFuture {
-        let (client, js) = (self.client.clone(), self.js.clone());
+        let client = self.client.clone();
         Box::pin(async move {
-            let mut headers = HeaderMap::new();
-            if let Some(ct) = &message.content_type {
-                headers.insert("Content-Type", header_value(ct).as_str());
-            }
-            for (k, v) in &message.metadata {
-                headers.insert(k.as_str(), header_value(v).as_str());
-            }
-            let data = Bytes::from(message.data);
-            let stored = match js
-                .publish_with_headers(subject.clone(), headers.clone(), data.clone())
+            let headers = guest_headers(&message)?;
+            client
+                .publish_with_headers(subject, headers, Bytes::from(message.data))
                 .await
-            {
-                Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match stored {
-                Ok(()) => Ok(()),
-                Err(e) if e.contains("no responders") => client
-                    .publish_with_headers(subject, headers, data)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            }
+                .map_err(|e| e.to_string())?;
+            client.flush().await.map_err(|e| e.to_string())
         })
     }
+}
+
+/// The NATS headers of a guest's message: its content type and metadata. A name NATS cannot
+/// carry is refused (async-nats would panic on it), and so are NATS' own (`Nats-…`), which
+/// steer JetStream (de-duplication ids, expected sequences) rather than describe a message.
+pub(crate) fn guest_headers(
+    message: &limes_runtime::messaging::Message,
+) -> Result<HeaderMap, String> {
+    let mut headers = HeaderMap::new();
+    if let Some(ct) = &message.content_type {
+        headers.insert("Content-Type", header_value(ct).as_str());
+    }
+    for (key, value) in &message.metadata {
+        let name = async_nats::HeaderName::from_str(key)
+            .ok()
+            .filter(|_| !key.is_empty() && !key.to_ascii_lowercase().starts_with("nats-"))
+            .ok_or_else(|| format!("metadata {key:?}: not a name a message may carry"))?;
+        headers.insert(name, header_value(value).as_str());
+    }
+    Ok(headers)
 }
 
 impl Messages for NatsCluster {
@@ -365,6 +371,16 @@ impl NatsCluster {
     }
 }
 
+/// Whether `subject` is a client's inbox (`_INBOX.…`, literal), the only place a request is
+/// answered.
+fn is_inbox(subject: &str) -> bool {
+    subject.starts_with("_INBOX.")
+        && subject.len() <= 256
+        && subject
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>')
+}
+
 /// What bounds the runs of one trigger on this node: its `max_in_flight`, and the node's
 /// capacity, so that a node takes only messages it can run now and leaves the rest in the
 /// queue (core) or the stream (durable) for itself later or for another node.
@@ -449,8 +465,10 @@ async fn subscribe(
                     tracing::info!(function = name, run_id, error = %e, "a message's run failed; core delivery drops it");
                 }
             }
-            // A request gets the function's result, or its error in a header.
-            if let Some(reply) = message.reply {
+            // A request gets the function's result, or its error in a header; only a client's
+            // inbox is answered: a reply subject is the sender's to choose, and the node's
+            // connection may write where no function may (the cluster's buckets, hand-offs).
+            if let Some(reply) = message.reply.filter(|r| is_inbox(r)) {
                 let (headers, body) = match outcome {
                     Ok(ran) => (HeaderMap::new(), Bytes::from(ran.result)),
                     Err(e) => {
@@ -510,5 +528,41 @@ impl Job for Invoke {
             let node = c.node()?;
             node.deliver(&name, d.message()).await.map(drop)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use limes_runtime::messaging::Message;
+
+    #[test]
+    fn a_guests_metadata_becomes_headers_or_is_refused() {
+        let message = |key: &str| Message {
+            content_type: Some("text/plain".into()),
+            metadata: vec![(key.into(), "v\r\nInjected: 1".into())],
+            ..Message::default()
+        };
+        let headers = guest_headers(&message("sensor")).unwrap();
+        assert_eq!(headers.get("sensor").unwrap().as_str(), "v  Injected: 1");
+        assert_eq!(headers.get("Content-Type").unwrap().as_str(), "text/plain");
+        // Names async-nats would panic on, and NATS' own, are refused.
+        for bad in ["a b", "a:b", "é", "", "Nats-Msg-Id", "nats-expected-stream"] {
+            assert!(guest_headers(&message(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_inboxes_are_answered() {
+        assert!(is_inbox("_INBOX.abc.def"));
+        for not in [
+            "$KV.limes-tokens.evil",
+            "limes.wf.a.b",
+            "$JS.API.STREAM.DELETE.X",
+            "_INBOX.>",
+            "x._INBOX.a",
+        ] {
+            assert!(!is_inbox(not), "{not}");
+        }
     }
 }

@@ -37,6 +37,8 @@ pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const EVENTS_MAX_BYTES: i64 = 1 << 30;
 /// The stream of dead letters on `limes.dead.>`, kept for an operator to read.
 pub const DEAD: &str = "LIMES_DEAD";
+/// The most [`DEAD`] keeps; past it the oldest dead letters go.
+pub const DEAD_MAX_BYTES: i64 = 256 << 20;
 /// How long [`DEAD`] keeps a dead letter.
 pub const DEAD_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Key of the lease in [`LEASE`] held while changing [`EVENTS`]' subjects.

@@ -2,7 +2,7 @@
 //! [`store::WORKFLOWS`], hand-offs in the stream [`store::HANDOFFS`], step records in the KV
 //! bucket [`store::RUNS`].
 //!
-//! Each step of each workflow has a durable pull consumer `wf-WORKFLOW-STEP`, shared by every
+//! Each step of each workflow has a durable pull consumer `wf-WORKFLOWXSTEP`, shared by every
 //! node: whichever node has room takes the next hand-off, runs the step, publishes what it hands
 //! on, and only then acks. A hand-off carries the id `WORKFLOW.RUN.STEP` (`Nats-Msg-Id`), so
 //! JetStream keeps one of each within [`store::HANDOFF_DEDUP`]: a step that ran again after its
@@ -31,9 +31,10 @@ pub fn handoff_subject(workflow: &str, step: &str) -> String {
     format!("limes.wf.{workflow}.{step}")
 }
 
-/// The consumer of `step` of `workflow`.
+/// The consumer of `step` of `workflow`. Names are lowercase, so the uppercase `X` cannot occur
+/// in either: no two steps of any workflows share a consumer.
 pub fn step_consumer(workflow: &str, step: &str) -> String {
-    format!("wf-{workflow}-{step}")
+    format!("wf-{workflow}X{step}")
 }
 
 /// The consumer of `workflow`'s durable trigger.
@@ -233,7 +234,7 @@ impl NatsCluster {
     /// `trigger`.
     async fn forget_workflow_consumers(&self, name: &str, keep: &[String], trigger: bool) {
         if let Ok(handoffs) = self.handoffs().await {
-            let prefix = format!("wf-{name}-");
+            let prefix = format!("wf-{name}X");
             let mut names = handoffs.consumer_names();
             let mut stale = Vec::new();
             while let Some(Ok(consumer)) = names.next().await {
@@ -356,7 +357,11 @@ impl NatsCluster {
             let consumer = step_consumer(&workflow.name, &step.name);
             tasks.push(self.keep_pulling(store::HANDOFFS, consumer, room.clone(), work, job));
         }
-        if let Some(subject) = workflow.trigger.on_message.clone() {
+        if let Some(subject) = workflow.trigger.on_message.clone()
+            && let Err(e) = node.config().grants.messaging.check("on_message", &subject)
+        {
+            tracing::warn!(workflow = name, error = %e, "not subscribing: this node does not allow the subject");
+        } else if let Some(subject) = workflow.trigger.on_message.clone() {
             let start = Arc::new(StartRun(workflow.name.clone()));
             tasks.push(match workflow.trigger.delivery {
                 Mode::Durable => {

@@ -44,7 +44,11 @@ fn step(args: &str) -> Result<String, String> {
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(3.0);
             let (_, level) = reading(args)?;
-            Ok(if level > threshold { args.trim().to_owned() } else { String::new() })
+            Ok(if level > threshold {
+                args.trim().to_owned()
+            } else {
+                String::new()
+            })
         }
         "classify" => {
             let (ward, level) = reading(args)?;
@@ -67,7 +71,9 @@ fn step(args: &str) -> Result<String, String> {
             count("archive", "total")?;
             Ok(String::new())
         }
-        other => Err(format!("STEP={other:?}: expected detect, classify, alert or archive")),
+        other => Err(format!(
+            "STEP={other:?}: expected detect, classify, alert or archive"
+        )),
     }
 }
 

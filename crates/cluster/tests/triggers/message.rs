@@ -461,3 +461,45 @@ async fn a_message_function_gets_each_message_whole_and_publishes_inside_its_gra
         .to_string();
     assert!(error.contains("permission denied"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_answers_only_an_inbox_never_the_clusters_own_subjects() {
+    let Some(nats) = crate::common::nats("a_request_answers_only_an_inbox") else {
+        return;
+    };
+    let a = node(&nats, "a", 0.0);
+    let response = deploy(&a, "level", "on_message=sensors.*.level").await;
+    assert_eq!(response.status(), 201);
+    subscribed(&[&a], "level").await;
+    // The attack: a sender on a granted subject names the token bucket as the reply subject,
+    // hoping the node (which may write there) stores the function's answer as a token.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    client
+        .publish_with_reply(
+            "sensors.ward-1.level",
+            "$KV.limes-tokens.evil",
+            "open default; inc x 1".into(),
+        )
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    within(Duration::from_secs(10), "the function ran", || async {
+        value(&a, "level", "x").await.as_deref() == Some("1")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tokens = async_nats::jetstream::new(client.clone())
+        .get_key_value("limes-tokens")
+        .await
+        .unwrap();
+    assert!(
+        tokens.get("evil").await.unwrap().is_none(),
+        "the node wrote the answer into the token bucket"
+    );
+    // A real request still gets its answer.
+    let reply = client
+        .request("sensors.ward-1.level", "open default; get x".into())
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&reply.payload), "ok;1");
+}

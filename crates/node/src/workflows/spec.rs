@@ -152,12 +152,42 @@ impl Workflow {
                 cycle.join(" → ")
             ));
         }
-        if let Some(subject) = &self.trigger.on_message
-            && subject.is_reserved()
+        // A tree from the first step: every other step has exactly one way in. A join would
+        // run its step once per way in (and a chain of them exponentially often), and a step
+        // nothing leads to would never run.
+        let mut into: HashMap<&str, &str> = HashMap::new();
+        for step in &self.steps {
+            for to in step.targets() {
+                if let Some(other) = into.insert(to, &step.name) {
+                    return Err(format!(
+                        "step {to} is reached from both {other} and {}: each step has one way in",
+                        step.name
+                    ));
+                }
+            }
+        }
+        let first = &self.steps[0].name;
+        if let Some(from) = into.get(first.as_str()) {
+            return Err(format!(
+                "step {first} is the first: nothing may lead back to it (it is reached from {from})"
+            ));
+        }
+        if let Some(lost) = self.steps[1..]
+            .iter()
+            .find(|s| !into.contains_key(s.name.as_str()))
         {
             return Err(format!(
-                "on_message={subject}: the subjects limes.… are Limes' own"
+                "step {} is not reached from the first step, {first}",
+                lost.name
             ));
+        }
+        if let Some(subject) = &self.trigger.on_message {
+            // The same rules as a function's trigger.
+            crate::triggers::message::Message {
+                on_message: Some(subject.clone()),
+                on_message_delivery: self.trigger.delivery,
+            }
+            .finish(&Default::default())?;
         }
         Ok(())
     }
@@ -357,6 +387,19 @@ mod tests {
         let mut w = flood();
         w.steps[1].name = "detect".into();
         assert!(w.validate().unwrap_err().contains("twice"));
+        // A join (two ways into one step), or a step nothing leads to.
+        let mut w = flood();
+        w.steps[2].next = vec!["archive".into()];
+        assert!(w.validate().unwrap_err().contains("one way in"));
+        let mut w = flood();
+        w.steps[0].next = vec!["classify".into(), "classify".into()];
+        assert!(w.validate().unwrap_err().contains("one way in"));
+        let mut w = flood();
+        w.steps[1].outputs.remove("record");
+        assert!(w.validate().unwrap_err().contains("archive is not reached"));
+        let mut w = flood();
+        w.trigger.on_message = Some(crate::subject::Pattern::parse("*.level").unwrap());
+        assert!(w.validate().is_err());
         let mut w = flood();
         w.max_deliver = 0;
         assert!(w.validate().unwrap_err().contains("max_deliver"));

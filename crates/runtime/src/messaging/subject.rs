@@ -13,6 +13,13 @@ use serde::{Deserialize, Serialize};
 /// The prefix of subjects Limes itself uses.
 pub const RESERVED_PREFIX: &str = "limes.";
 
+/// The longest subject or pattern a function may name, in bytes: far below the server's
+/// control-line limit (4 KiB), which a longer one would break the node's connection on.
+pub const MAX_LEN: usize = 256;
+
+/// The most tokens a subject or pattern may have.
+pub const MAX_TOKENS: usize = 16;
+
 /// A valid subject pattern (wildcards allowed), as written.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -25,10 +32,19 @@ impl Pattern {
         if text.is_empty() {
             return bad("empty");
         }
+        if text.len() > MAX_LEN {
+            return bad(&format!("longer than {MAX_LEN} bytes"));
+        }
+        if !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return bad("only printable ASCII, no spaces");
+        }
         if text.starts_with('$') || text.starts_with("_INBOX.") {
             return bad("the server's own subjects ($…, _INBOX.…) are not for functions");
         }
         let tokens: Vec<&str> = text.split('.').collect();
+        if tokens.len() > MAX_TOKENS {
+            return bad(&format!("more than {MAX_TOKENS} tokens"));
+        }
         for (i, token) in tokens.iter().enumerate() {
             if token.is_empty() {
                 return bad("an empty token (two dots, or a dot at an end)");
@@ -179,8 +195,11 @@ mod tests {
 
     #[test]
     fn bad_subjects_are_named() {
+        let long = format!("sensors.{}", "x".repeat(MAX_LEN));
+        let deep = vec!["a"; MAX_TOKENS + 1].join(".");
         for bad in [
-            "", "a..b", "a.", "$KV.x", "_INBOX.x", "a.>.b", "a.b*", "a b",
+            "", "a..b", "a.", "$KV.x", "_INBOX.x", "a.>.b", "a.b*", "a b", "a.\u{e9}", "a\tb",
+            &long, &deep,
         ] {
             assert!(Pattern::parse(bad).is_err(), "{bad:?} was taken");
         }
