@@ -168,14 +168,26 @@ impl Workflows for NatsCluster {
         run: String,
         step: String,
         record: StepRun,
+        first: bool,
     ) -> BoxFuture<'_, Result<(), NodeError>> {
         Box::pin(async move {
             let value =
                 serde_json::to_vec(&record).map_err(|e| NodeError::Storage(e.to_string()))?;
-            self.buckets()
-                .await?
-                .runs
-                .put(format!("{workflow}.{run}.{step}"), value.into())
+            let runs = self.buckets().await?.runs;
+            let key = format!("{workflow}.{run}.{step}");
+            if first {
+                return match runs.create(key, value.into()).await {
+                    Ok(_) => Ok(()),
+                    Err(e)
+                        if e.kind()
+                            == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists =>
+                    {
+                        Ok(())
+                    }
+                    Err(e) => Err(unavailable("recording a step", e)),
+                };
+            }
+            runs.put(key, value.into())
                 .await
                 .map_err(|e| unavailable("recording a step", e))?;
             Ok(())

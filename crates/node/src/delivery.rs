@@ -30,8 +30,10 @@ pub async fn run(node: Weak<Node>) {
     loop {
         let Some(node) = node.upgrade() else { return };
         let outbox = node.outbox.clone();
-        // Registered before looking, so an item added meanwhile is not missed.
-        let woken = outbox.wake.notified();
+        // Registered before looking, so an item added meanwhile is not missed. Only the bell is
+        // held while waiting: a node that stops closes its database at once.
+        let wake = outbox.wake.clone();
+        let woken = wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
         let (items, next) = outbox.take_due(now_ms(), room.available_permits());
@@ -49,7 +51,7 @@ pub async fn run(node: Weak<Node>) {
             _ => RECHECK,
         };
         // Only a weak reference waits: a node that stops is not kept alive by its outbox.
-        drop(node);
+        drop((node, outbox));
         tokio::select! {
             () = tokio::time::sleep(sleep) => {}
             () = woken => {}

@@ -91,8 +91,9 @@ pub struct Outbox {
     db: Arc<Database>,
     /// Ready items not being run, by (due, id): what the delivery loop takes next.
     due: Mutex<BTreeSet<(u64, u64)>>,
-    /// Rings when an item becomes due sooner than the loop sleeps.
-    pub(crate) wake: Notify,
+    /// Rings when an item becomes due sooner than the loop sleeps. Its own `Arc`, so that the
+    /// loop waits on it without keeping the outbox (and the database) open.
+    pub(crate) wake: Arc<Notify>,
 }
 
 impl Outbox {
@@ -124,7 +125,7 @@ impl Outbox {
         Ok(Self {
             db,
             due: Mutex::new(due),
-            wake: Notify::new(),
+            wake: Arc::default(),
         })
     }
 

@@ -97,8 +97,9 @@ impl Node {
             .workflow(name)?
             .ok_or_else(|| NodeError::NotFound(format!("workflow {name}")))?;
         let run = run.unwrap_or_else(new_run_id);
-        self.hand_on(&workflow, vec![workflow.start(&run, payload)])
-            .await?;
+        let first = workflow.start(&run, payload);
+        self.record_waiting(std::slice::from_ref(&first)).await;
+        self.hand_on(&workflow, vec![first]).await?;
         Ok(run)
     }
 
@@ -140,15 +141,15 @@ impl Node {
         self.workflows.runs(name, limit)
     }
 
-    /// Records step `h.step` of its run.
-    pub async fn record_step(self: &Arc<Self>, h: &Handoff, record: StepRun) {
+    /// Records step `h.step` of its run (when `first`, only if it has no record yet).
+    pub async fn record_step(self: &Arc<Self>, h: &Handoff, record: StepRun, first: bool) {
         let cluster = self.cluster().cloned();
         let local = {
             let (node, h, record) = (self.clone(), h.clone(), record.clone());
             let durable = cluster.is_none();
             blocking(move || {
                 node.workflows
-                    .record(&h.workflow, &h.run, &h.step, &record, durable)
+                    .record(&h.workflow, &h.run, &h.step, &record, first, durable)
             })
             .await
         };
@@ -158,7 +159,13 @@ impl Node {
                     tracing::debug!(error = %e, "could not note a step here");
                 }
                 cluster
-                    .record_step(h.workflow.clone(), h.run.clone(), h.step.clone(), record)
+                    .record_step(
+                        h.workflow.clone(),
+                        h.run.clone(),
+                        h.step.clone(),
+                        record,
+                        first,
+                    )
                     .await
             }
             None => local,
@@ -182,16 +189,14 @@ impl Node {
         let step = workflow.step(&h.step).ok_or_else(|| {
             NodeError::NotFound(format!("step {} of workflow {}", h.step, h.workflow))
         })?;
-        let started_ms = now_ms();
         let mut record = StepRun {
-            status: Status::Running,
+            status: Status::Waiting,
             node: self.config().node_id.clone(),
             attempts: attempt,
-            started_ms,
+            started_ms: now_ms(),
             ended_ms: None,
             error: None,
         };
-        self.record_step(h, record.clone()).await;
         let urgent = workflow.priority == Priority::Urgent;
         let outcome = match self.route_as(&step.function, 0, urgent).await {
             Ok(route) => {
@@ -208,14 +213,34 @@ impl Node {
                 .map_err(NodeError::BadRequest)
         });
         match &next {
-            Ok(_) => record.status = Status::Succeeded,
+            Ok(handed) => {
+                // The next steps wait before this one says it is done: a run never looks
+                // finished while a hand-off is on its way.
+                self.record_waiting(handed).await;
+                record.status = Status::Succeeded;
+            }
             Err(e) => {
                 record.status = Status::Retrying;
                 record.error = Some(e.to_string());
             }
         }
-        self.record_step(h, record).await;
+        self.record_step(h, record, false).await;
         next
+    }
+
+    /// Records each step of `handed` as waiting, unless it has a record already.
+    async fn record_waiting(self: &Arc<Self>, handed: &[Handoff]) {
+        for h in handed {
+            let waiting = StepRun {
+                status: Status::Waiting,
+                node: String::new(),
+                attempts: 0,
+                started_ms: now_ms(),
+                ended_ms: None,
+                error: None,
+            };
+            self.record_step(h, waiting, true).await;
+        }
     }
 
     /// Records that the step `h` goes to was given up after `attempts` with `error`.
@@ -231,6 +256,7 @@ impl Node {
                 ended_ms: Some(now),
                 error: Some(error),
             },
+            false,
         )
         .await;
     }

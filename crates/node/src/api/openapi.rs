@@ -229,7 +229,7 @@ fn workflow_paths() -> Value {
                 "responses": {"202": {"description": "`{workflow, run}`: the first hand-off is durable"}, "404": error_response("No such workflow")}}},
             "/v1/workflows/{name}/runs/{run}": {"get": {"summary": "A run's record: each step's status, node, attempts, times and error",
                 "parameters": [name_param(), {"name": "run", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "`{workflow, run, status: running|succeeded|failed, steps: {step: {status, node, attempts, started_ms, ended_ms, error}}}`"},
+                "responses": {"200": {"description": "`{workflow, run, status: running|succeeded|failed, steps: {step: {status: waiting|retrying|succeeded|dead_lettered, node, attempts, started_ms, ended_ms, error}}}`"},
                     "404": error_response("No such workflow or run")}}}
     })
 }

@@ -105,10 +105,11 @@ pub(super) async fn run(
     Path((name, run)): Path<(String, String)>,
 ) -> Result<Json<Value>, NodeError> {
     let steps = node.run_record(&name, &run).await?;
-    // A run is done when no step runs or waits for a retry; failed when a step was given up.
+    // A run is done when no step waits (to run, or to run again); failed when a step was
+    // given up.
     let status = if steps
         .values()
-        .any(|s| matches!(s.status, Status::Running | Status::Retrying))
+        .any(|s| matches!(s.status, Status::Waiting | Status::Retrying))
     {
         "running"
     } else if steps.values().any(|s| s.status == Status::DeadLettered) {

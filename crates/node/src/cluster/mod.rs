@@ -209,13 +209,15 @@ pub trait Workflows: Send + Sync {
         handoffs: Vec<crate::workflows::Handoff>,
     ) -> BoxFuture<'_, Result<(), NodeError>>;
 
-    /// Records step `step` of run `run` of `workflow`.
+    /// Records step `step` of run `run` of `workflow`; when `first`, only if it has no record
+    /// yet (a step handed on again after its node died must not look waiting once more).
     fn record_step(
         &self,
         workflow: String,
         run: String,
         step: String,
         record: crate::workflows::StepRun,
+        first: bool,
     ) -> BoxFuture<'_, Result<(), NodeError>>;
 
     /// The records of the steps of run `run` of `workflow` that have any.

@@ -46,8 +46,8 @@ impl Handoff {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
-    /// Running now.
-    Running,
+    /// Handed on: queued or running now.
+    Waiting,
     /// Failed; it runs again after its backoff.
     Retrying,
     /// Done: its result has been handed on.

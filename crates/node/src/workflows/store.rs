@@ -74,15 +74,17 @@ impl WorkflowStore {
         Ok(out)
     }
 
-    /// Records step `step` of run `run` of `workflow`, durably when `durable` (alone, this is
-    /// the run's record; in a cluster, the record is the cluster's and this a local note of the
-    /// runs this node took part in, which a crash may lose).
+    /// Records step `step` of run `run` of `workflow` (when `first`, only if it has no record
+    /// yet), durably when `durable` (alone, this is the run's record; in a cluster, the record
+    /// is the cluster's and this a local note of the runs this node took part in, which a crash
+    /// may lose).
     pub fn record(
         &self,
         workflow: &str,
         run: &str,
         step: &str,
         record: &StepRun,
+        first: bool,
         durable: bool,
     ) -> Result<(), NodeError> {
         let mut tx = self.db.begin_write().map_err(storage)?;
@@ -91,10 +93,13 @@ impl WorkflowStore {
         }
         {
             let mut table = tx.open_table(RUN_STEPS).map_err(storage)?;
-            let bytes = serde_json::to_vec(record).map_err(storage)?;
-            table
-                .insert((workflow, run, step), bytes.as_slice())
-                .map_err(storage)?;
+            let exists = first && table.get((workflow, run, step)).map_err(storage)?.is_some();
+            if !exists {
+                let bytes = serde_json::to_vec(record).map_err(storage)?;
+                table
+                    .insert((workflow, run, step), bytes.as_slice())
+                    .map_err(storage)?;
+            }
         }
         tx.commit().map_err(storage)
     }
