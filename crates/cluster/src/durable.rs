@@ -23,6 +23,11 @@ use crate::{NatsCluster, store};
 /// soon. A live node reports progress every third of it for as long as the run takes.
 pub const ACK_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a message waits on its node for room (the node or the function at capacity)
+/// before that counts as a failed attempt, and how long between two tries.
+const CAPACITY_WAIT: Duration = Duration::from_secs(30);
+const CAPACITY_PAUSE: Duration = Duration::from_millis(20);
+
 /// How often a consumer's lag is read for the metrics.
 const LAG_EVERY: Duration = Duration::from_secs(2);
 
@@ -210,7 +215,19 @@ async fn settle(c: Arc<NatsCluster>, work: &Work, job: Arc<dyn Job>, message: je
             attempt - 1
         )))
     } else {
-        let run = job.run(c.clone(), delivery());
+        // A node or function at capacity is not the message's fault: it waits here for room
+        // (a while), rather than spend one of its attempts.
+        let run = async {
+            let began = std::time::Instant::now();
+            loop {
+                match job.run(c.clone(), delivery()).await {
+                    Err(e) if e.is_retryable() && began.elapsed() < CAPACITY_WAIT => {
+                        tokio::time::sleep(CAPACITY_PAUSE).await;
+                    }
+                    other => break other,
+                }
+            }
+        };
         tokio::pin!(run);
         // Tell JetStream the run goes on, so no other node gets it meanwhile.
         let mut progress = tokio::time::interval(ACK_WAIT / 3);

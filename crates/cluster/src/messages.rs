@@ -25,7 +25,6 @@ use limes_node::admission::Priority;
 use limes_node::cluster::Messages;
 use limes_node::subject::{Pattern, cover};
 use limes_node::triggers::Triggers;
-use limes_node::triggers::policy::DeliveryPolicy;
 use limes_node::{Node, NodeError};
 use tokio::sync::Semaphore;
 
@@ -47,6 +46,8 @@ pub fn queue_group(function: &str) -> String {
 struct Wanted {
     triggers: Triggers,
     priority: Priority,
+    /// The function's own bound on runs at once: a node takes no more messages than it may run.
+    max_concurrency: u32,
 }
 
 /// One running subscription of this node.
@@ -305,6 +306,7 @@ impl NatsCluster {
                     .then(|| Wanted {
                         triggers: manifest.triggers.clone(),
                         priority: manifest.priority,
+                        max_concurrency: manifest.max_concurrency,
                     })
             }
             Err(NodeError::NotFound(_)) => None,
@@ -340,9 +342,9 @@ impl NatsCluster {
         let task = tokio::spawn(async move {
             loop {
                 let outcome = if w.triggers.message.is_durable() {
-                    pull(weak.clone(), &function, &w.triggers, w.priority).await
+                    pull(weak.clone(), &function, &w).await
                 } else {
-                    subscribe(weak.clone(), &function, &w.triggers, w.priority).await
+                    subscribe(weak.clone(), &function, &w).await
                 };
                 let Some(cluster) = weak.upgrade() else {
                     return;
@@ -381,13 +383,20 @@ fn is_inbox(subject: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>')
 }
 
-/// What bounds the runs of one trigger on this node: its `max_in_flight`, and the node's
-/// capacity, so that a node takes only messages it can run now and leaves the rest in the
-/// queue (core) or the stream (durable) for itself later or for another node.
-fn room(cluster: &Weak<NatsCluster>, policy: &DeliveryPolicy) -> Result<Arc<Semaphore>, String> {
+/// What bounds the runs of one trigger on this node: its `max_in_flight`, the function's
+/// `max_concurrency` and the node's capacity, so that a node takes only messages it can run
+/// now and leaves the rest in the queue (core) or the stream (durable) for itself later or for
+/// another node.
+fn room(cluster: &Weak<NatsCluster>, wanted: &Wanted) -> Result<Arc<Semaphore>, String> {
     let c = cluster.upgrade().ok_or("the cluster is gone")?;
     let capacity = c.node().map_err(|e| e.to_string())?.config().capacity;
-    let permits = policy.max_in_flight().min(capacity).max(1);
+    let permits = wanted
+        .triggers
+        .delivery
+        .max_in_flight()
+        .min(wanted.max_concurrency)
+        .min(capacity)
+        .max(1);
     Ok(Arc::new(Semaphore::new(permits as usize)))
 }
 
@@ -408,12 +417,8 @@ fn events_config(subjects: Vec<String>) -> stream::Config {
 
 /// A core subscription of `name`: runs each message on this node, at most `max_in_flight` at
 /// once, until the subscription fails or the cluster goes.
-async fn subscribe(
-    cluster: Weak<NatsCluster>,
-    name: &str,
-    triggers: &Triggers,
-    priority: Priority,
-) -> Result<(), String> {
+async fn subscribe(cluster: Weak<NatsCluster>, name: &str, wanted: &Wanted) -> Result<(), String> {
+    let (triggers, priority) = (&wanted.triggers, wanted.priority);
     let (client, subject) = {
         let c = cluster.upgrade().ok_or("the cluster is gone")?;
         let subject = triggers.message.on_message.clone().ok_or("no subject")?;
@@ -423,7 +428,7 @@ async fn subscribe(
         .queue_subscribe(subject.to_string(), queue_group(name))
         .await
         .map_err(|e| e.to_string())?;
-    let room = room(&cluster, &triggers.delivery)?;
+    let room = room(&cluster, wanted)?;
     while let Some(message) = messages.next().await {
         let Some(c) = cluster.upgrade() else {
             return Ok(());
@@ -486,12 +491,8 @@ async fn subscribe(
 }
 
 /// The durable side of `name`: its consumer's messages, each run through the function.
-async fn pull(
-    cluster: Weak<NatsCluster>,
-    name: &str,
-    triggers: &Triggers,
-    priority: Priority,
-) -> Result<(), String> {
+async fn pull(cluster: Weak<NatsCluster>, name: &str, wanted: &Wanted) -> Result<(), String> {
+    let (triggers, priority) = (&wanted.triggers, wanted.priority);
     let consumer = {
         let c = cluster.upgrade().ok_or("the cluster is gone")?;
         c.consumer(name, triggers)
@@ -507,7 +508,7 @@ async fn pull(
         dead_letter: policy.dead_letter_subject(name),
         priority,
     };
-    let room = room(&cluster, policy)?;
+    let room = room(&cluster, wanted)?;
     durable::pull(
         cluster,
         consumer,

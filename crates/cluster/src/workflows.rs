@@ -350,8 +350,11 @@ impl NatsCluster {
             let keep: Vec<String> = workflow.steps.iter().map(|s| s.name.clone()).collect();
             self.forget_workflow_consumers(name, &keep, false).await;
         }
+        // A room for each consumer, the node's capacity: a consumer waiting for messages holds
+        // one place of its own room, never one another consumer needs (a shared one let idle
+        // steps' pulls starve a busy step for a pull's whole expiry). Admission bounds the runs.
         let capacity = node.config().capacity.max(1) as usize;
-        let room = Arc::new(Semaphore::new(capacity));
+        let room = || Arc::new(Semaphore::new(capacity));
         let mut tasks = Vec::new();
         for step in &workflow.steps {
             let work = Arc::new(Work {
@@ -367,7 +370,7 @@ impl NatsCluster {
                 step: step.name.clone(),
             });
             let consumer = step_consumer(&workflow.name, &step.name);
-            tasks.push(self.keep_pulling(store::HANDOFFS, consumer, room.clone(), work, job));
+            tasks.push(self.keep_pulling(store::HANDOFFS, consumer, room(), work, job));
         }
         if let Some(subject) = workflow.trigger.on_message.clone()
             && let Err(e) = node.config().grants.messaging.check("on_message", &subject)
@@ -388,7 +391,7 @@ impl NatsCluster {
                     self.keep_pulling(
                         store::EVENTS,
                         trigger_consumer(&workflow.name),
-                        room.clone(),
+                        room(),
                         work,
                         start,
                     )

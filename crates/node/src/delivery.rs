@@ -18,6 +18,9 @@ use crate::triggers::policy::backoff;
 /// The longest the loop sleeps without looking again.
 const RECHECK: Duration = Duration::from_secs(1);
 
+/// How long an item waits when the node or its function is at capacity.
+const CAPACITY_PAUSE: Duration = Duration::from_millis(20);
+
 /// How long a batch function's delivery waits while an emergency lasts, before it looks again.
 const PAUSED: Duration = Duration::from_secs(1);
 
@@ -110,6 +113,18 @@ async fn deliver(node: Arc<Node>, id: u64, mut item: Item, permit: OwnedSemaphor
             Err(e) => Err(e),
         },
     };
+    // The node or the function at capacity is not the item's fault: it comes back in a moment
+    // without spending an attempt (nothing stored changes, so nothing is written).
+    if let Err(e) = &outcome
+        && e.is_retryable()
+    {
+        item.attempts -= 1;
+        item.due_ms = now_ms() + CAPACITY_PAUSE.as_millis() as u64;
+        outbox.put_back(id, &item);
+        drop(permit);
+        outbox.wake.notify_one();
+        return;
+    }
     let recorded = match outcome {
         Ok(next) => {
             let done = blocking({
