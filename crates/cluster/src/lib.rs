@@ -191,6 +191,28 @@ pub async fn join(node: &Arc<Node>, config: ClusterConfig) -> Result<Arc<NatsClu
     Ok(cluster)
 }
 
+/// Keeps what a node runs for each of some names in step with it: `reconcile` looks at every
+/// name `names` gives now, then at each name `changes` announces, and at all of them again
+/// when the follower fell behind the announcements.
+async fn follow(
+    mut changes: tokio::sync::broadcast::Receiver<String>,
+    names: impl Fn() -> Result<Vec<String>, String>,
+    reconcile: impl Fn(String) -> BoxFuture<'static, ()>,
+) -> Result<(), String> {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut due = names()?;
+    loop {
+        for name in due.drain(..) {
+            reconcile(name).await;
+        }
+        match changes.recv().await {
+            Ok(name) => due.push(name),
+            Err(RecvError::Lagged(_)) => due = names()?,
+            Err(RecvError::Closed) => return Ok(()),
+        }
+    }
+}
+
 /// Runs `task` again (after a pause) whenever it fails or ends, for as long as the cluster lives.
 async fn supervise(
     cluster: Weak<NatsCluster>,

@@ -21,11 +21,11 @@ use async_nats::jetstream::{consumer, stream};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::BoxFuture;
+use limes_node::NodeError;
 use limes_node::admission::Priority;
 use limes_node::cluster::Messages;
 use limes_node::subject::{Pattern, cover};
 use limes_node::triggers::Triggers;
-use limes_node::{Node, NodeError};
 use tokio::sync::Semaphore;
 
 use crate::durable::{self, Delivery, Job, Work, dead_headers, header_value};
@@ -254,31 +254,22 @@ impl NatsCluster {
     /// Keeps this node's subscriptions in step with its registry, for as long as the cluster
     /// lives: each change of a function looks again at that function, a lag at all of them.
     pub(crate) async fn follow_triggers(self: Arc<Self>) -> Result<(), String> {
-        let node = self.node().map_err(|e| e.to_string())?;
-        let mut changes = node.changes();
-        let all = |node: &Node| -> Vec<String> {
-            node.list()
+        let changes = self.node().map_err(|e| e.to_string())?.changes();
+        let names = || {
+            let node = self.node().map_err(|e| e.to_string())?;
+            let mut names: Vec<String> = node
+                .list()
                 .map(|records| records.into_iter().map(|r| r.name).collect())
-                .unwrap_or_default()
+                .unwrap_or_default();
+            // Subscriptions this node holds for functions it no longer has.
+            names.extend(self.subscriptions().keys().cloned());
+            Ok(names)
         };
-        let mut names = all(&node);
-        // Subscriptions this node holds for functions it no longer has.
-        names.extend(self.subscriptions().keys().cloned());
-        drop(node);
-        loop {
-            for name in names.drain(..) {
-                self.reconcile(&name).await;
-            }
-            match changes.recv().await {
-                Ok(name) => names.push(name),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let node = self.node().map_err(|e| e.to_string())?;
-                    names = all(&node);
-                    names.extend(self.subscriptions().keys().cloned());
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
-            }
-        }
+        crate::follow(changes, names, |name| {
+            let me = self.clone();
+            Box::pin(async move { me.reconcile(&name).await })
+        })
+        .await
     }
 
     /// The functions this node subscribes for, sorted (for the status).

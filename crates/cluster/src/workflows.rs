@@ -298,30 +298,21 @@ impl NatsCluster {
     /// Keeps this node's consumers of workflows' steps and triggers in step with its
     /// workflows, for as long as the cluster lives.
     pub(crate) async fn follow_workflows(self: Arc<Self>) -> Result<(), String> {
-        let node = self.node().map_err(|e| e.to_string())?;
-        let mut changes = node.workflow_changes();
-        let all = |node: &limes_node::Node| -> Vec<String> {
-            node.list_workflows()
+        let changes = self.node().map_err(|e| e.to_string())?.workflow_changes();
+        let names = || {
+            let node = self.node().map_err(|e| e.to_string())?;
+            let mut names: Vec<String> = node
+                .list_workflows()
                 .map(|ws| ws.into_iter().map(|w| w.name).collect())
-                .unwrap_or_default()
+                .unwrap_or_default();
+            names.extend(self.following().keys().cloned());
+            Ok(names)
         };
-        let mut names = all(&node);
-        names.extend(self.following().keys().cloned());
-        drop(node);
-        loop {
-            for name in names.drain(..) {
-                self.reconcile_workflow(&name).await;
-            }
-            match changes.recv().await {
-                Ok(name) => names.push(name),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let node = self.node().map_err(|e| e.to_string())?;
-                    names = all(&node);
-                    names.extend(self.following().keys().cloned());
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
-            }
-        }
+        crate::follow(changes, names, |name| {
+            let me = self.clone();
+            Box::pin(async move { me.reconcile_workflow(&name).await })
+        })
+        .await
     }
 
     fn following(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Following>> {
