@@ -265,7 +265,7 @@ impl NatsCluster {
             names.extend(self.subscriptions().keys().cloned());
             Ok(names)
         };
-        crate::follow(changes, names, |name| {
+        crate::lease::follow(changes, names, |name| {
             let me = self.clone();
             Box::pin(async move { me.reconcile(&name).await })
         })

@@ -308,7 +308,7 @@ impl NatsCluster {
             names.extend(self.following().keys().cloned());
             Ok(names)
         };
-        crate::follow(changes, names, |name| {
+        crate::lease::follow(changes, names, |name| {
             let me = self.clone();
             Box::pin(async move { me.reconcile_workflow(&name).await })
         })

@@ -1,4 +1,5 @@
-//! The node's delivery loop: runs what its outbox owes (see [`crate::outbox`]) for as long as
+//! Delivering triggered runs: [`Node::deliver`], which hands a trigger's message to a function
+//! of either kind, and the node's delivery loop, which runs what its outbox owes (see [`crate::outbox`]) for as long as
 //! the node lives, each item through the same admission as a request, at most the node's
 //! capacity at once; a failed run is retried after its backoff, and given up to the dead
 //! letters once its attempts are spent.
@@ -9,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::admission::Priority;
+use crate::cluster::Ran;
 use crate::error::NodeError;
 use crate::node::{Node, blocking};
 use crate::outbox::{Item, now_ms};
@@ -176,5 +178,39 @@ fn trigger_label(trigger: &str) -> &'static str {
         "change" => "change",
         "workflow" => "workflow",
         _ => "other",
+    }
+}
+
+/// Why a run function cannot take a message's payload.
+pub const NOT_UTF8: &str = "the message's payload is not UTF-8, and a run function takes text args";
+
+impl Node {
+    /// Delivers `message` (from a trigger) to function `name`: a message function's
+    /// `incoming-handler` gets it whole; a run function gets its payload as `args` (refused
+    /// with [`NOT_UTF8`] when it is not text). A message function runs here or not at all (a
+    /// message is not forwarded: a durable one is retried, a core one is gone); a run function
+    /// runs where [`Node::invoke`] puts it.
+    pub async fn deliver(
+        self: &Arc<Self>,
+        name: &str,
+        message: limes_runtime::messaging::Message,
+    ) -> Result<Ran, NodeError> {
+        let live = self.live(name).await?;
+        match live.function.kind() {
+            limes_runtime::FunctionKind::Message => {
+                match self.route(name, crate::cluster::MAX_HOPS).await? {
+                    crate::node::Route::Here(admitted) => {
+                        self.run_admitted(admitted, name, crate::node::Input::Message(message), 0)
+                            .await
+                    }
+                    crate::node::Route::Elsewhere { .. } => Err(NodeError::Full),
+                }
+            }
+            _ => {
+                let args = String::from_utf8(message.data)
+                    .map_err(|_| NodeError::BadRequest(NOT_UTF8.into()))?;
+                self.invoke(name, &args, 0).await
+            }
+        }
     }
 }

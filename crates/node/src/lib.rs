@@ -20,6 +20,7 @@ pub mod audit;
 pub mod auth;
 mod bodies;
 pub mod capabilities;
+mod changes;
 pub mod cluster;
 pub mod config;
 mod dashboard;
@@ -66,12 +67,13 @@ pub use auth::{AuthMode, Caller, Need, Role};
 pub use cluster::{
     Call, Cluster, HttpCall, HttpRan, MAX_FORWARDED_BODY, MAX_HOPS, NewVersion, Placement, Ran,
 };
+pub use delivery::NOT_UTF8;
 pub use error::NodeError;
 pub use http_fn::buffer as buffer_response;
 pub use lifecycle::Deploy;
 pub use manifest::Manifest;
 pub use node::ConnectionLimits;
-pub use node::{NOT_UTF8, Node, NodeConfig, validate_name};
+pub use node::{Node, NodeConfig, validate_name};
 pub use registry::{FunctionRecord, Version};
 
 /// Where the node keeps the `x-request-id` a client sent: see [`app`].

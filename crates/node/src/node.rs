@@ -122,13 +122,13 @@ pub struct Node {
     /// The runs this node owes (key changes, workflow steps), durably.
     pub(crate) outbox: Arc<crate::outbox::Outbox>,
     /// Which writes owe which runs (change triggers).
-    watches: Arc<crate::triggers::change::Watches>,
+    pub(crate) watches: Arc<crate::triggers::change::Watches>,
     /// Its workflows and, alone, their runs' records.
     pub(crate) workflows: crate::workflows::store::WorkflowStore,
     /// Names of functions as they change (see [`Node::changes`]).
-    changes: tokio::sync::broadcast::Sender<String>,
+    pub(crate) changes: tokio::sync::broadcast::Sender<String>,
     /// Names of workflows as they change (see [`Node::workflow_changes`]).
-    workflow_changes: tokio::sync::broadcast::Sender<String>,
+    pub(crate) workflow_changes: tokio::sync::broadcast::Sender<String>,
     config: NodeConfig,
 }
 
@@ -316,49 +316,6 @@ impl Node {
         drop(table);
         // Every deploy, rollback and removal passes here.
         self.changed(name);
-    }
-
-    /// Says that function `name` changed (deployed, rolled back, removed, learned from the
-    /// cluster): the scheduler and [`Node::changes`]' followers look again.
-    pub(crate) fn changed(&self, name: &str) {
-        self.schedules.touch(name);
-        let watch = match self.registry.get(name) {
-            Ok(record) => record.and_then(|r| {
-                let m = &r.active_version().manifest;
-                crate::triggers::change::Watch::of(
-                    name,
-                    &m.triggers.change,
-                    &m.capabilities.kv,
-                    &m.triggers.delivery,
-                )
-            }),
-            Err(e) => {
-                tracing::warn!(function = name, error = %e, "cannot read a function's watch");
-                None
-            }
-        };
-        if let Err(e) = self.watches.set(name, watch) {
-            tracing::error!(function = name, error = %e, "cannot keep a function's watch");
-        }
-        // No receiver is fine: nobody follows.
-        let _ = self.changes.send(name.to_owned());
-    }
-
-    /// The names of functions as they change from now on, for what follows the registry
-    /// (the cluster's message triggers). A follower that falls more than [`CHANGES_BUFFER`]
-    /// names behind gets `Lagged` and should read every function again.
-    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<String> {
-        self.changes.subscribe()
-    }
-
-    /// Says that workflow `name` changed.
-    pub(crate) fn workflow_changed(&self, name: &str) {
-        let _ = self.workflow_changes.send(name.to_owned());
-    }
-
-    /// The names of workflows as they change from now on (as [`Node::changes`] for functions).
-    pub fn workflow_changes(&self) -> tokio::sync::broadcast::Receiver<String> {
-        self.workflow_changes.subscribe()
     }
 
     /// Makes `live` the active version of `name` here if the registry still says it is: a
@@ -561,7 +518,7 @@ impl Node {
         Ok(outcome)
     }
 
-    async fn run_admitted(
+    pub(crate) async fn run_admitted(
         &self,
         admitted: Admitted,
         name: &str,
@@ -607,43 +564,11 @@ impl Node {
 }
 
 /// What an admitted invocation hands its guest.
-enum Input {
+pub(crate) enum Input {
     /// A run function's `args`.
     Args(String),
     /// A message function's message.
     Message(limes_runtime::messaging::Message),
-}
-
-/// Why a run function cannot take a message's payload.
-pub const NOT_UTF8: &str = "the message's payload is not UTF-8, and a run function takes text args";
-
-impl Node {
-    /// Delivers `message` (from a trigger) to function `name`: a message function's
-    /// `incoming-handler` gets it whole; a run function gets its payload as `args` (refused
-    /// with [`NOT_UTF8`] when it is not text). A message function runs here or not at all (a
-    /// message is not forwarded: a durable one is retried, a core one is gone); a run function
-    /// runs where [`Node::invoke`] puts it.
-    pub async fn deliver(
-        self: &Arc<Self>,
-        name: &str,
-        message: limes_runtime::messaging::Message,
-    ) -> Result<Ran, NodeError> {
-        let live = self.live(name).await?;
-        match live.function.kind() {
-            limes_runtime::FunctionKind::Message => match self.route(name, MAX_HOPS).await? {
-                Route::Here(admitted) => {
-                    self.run_admitted(admitted, name, Input::Message(message), 0)
-                        .await
-                }
-                Route::Elsewhere { .. } => Err(NodeError::Full),
-            },
-            _ => {
-                let args = String::from_utf8(message.data)
-                    .map_err(|_| NodeError::BadRequest(NOT_UTF8.into()))?;
-                self.invoke(name, &args, 0).await
-            }
-        }
-    }
 }
 
 /// Runs blocking work on the blocking pool; a panic there becomes a storage error.
