@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use crate::common::{TestNode, guest, three, within};
 
-async fn deploy_flood(node: &TestNode) {
+/// Deploys the flood pipeline's functions and its workflow, with `trigger` (JSON) if given.
+async fn deploy_flood(node: &TestNode, trigger: Option<Value>) {
     for (name, store) in [
         ("detect", ""),
         ("classify", ""),
@@ -23,7 +24,7 @@ async fn deploy_flood(node: &TestNode) {
             .unwrap();
         assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
     }
-    let spec = json!({
+    let mut spec = json!({
         "steps": [
             {"name": "detect", "function": "detect", "next": ["classify"]},
             {"name": "classify", "function": "classify",
@@ -32,6 +33,9 @@ async fn deploy_flood(node: &TestNode) {
             {"name": "archive", "function": "archive"}
         ]
     });
+    if let Some(trigger) = trigger {
+        spec["trigger"] = trigger;
+    }
     let response = reqwest::Client::new()
         .put(node.url("/v1/workflows/flood"))
         .json(&spec)
@@ -59,7 +63,7 @@ async fn a_three_step_workflow_with_fan_out_runs_across_the_cluster() {
         return;
     };
     let nodes = three(&nats);
-    deploy_flood(&nodes[0]).await;
+    deploy_flood(&nodes[0], None).await;
     // Every node learns of the workflow.
     for n in &nodes {
         within(
@@ -124,37 +128,7 @@ async fn a_durable_message_starts_a_run() {
             vec![limes_node::subject::Pattern::parse("sensors.>").unwrap()];
     })
     .unwrap();
-    for (name, store) in [
-        ("detect", ""),
-        ("classify", ""),
-        ("alert", "&kv=alerts"),
-        ("archive", "&kv=archive"),
-    ] {
-        let response = reqwest::Client::new()
-            .put(a.url(&format!("/v1/functions/{name}?env=STEP%3D{name}{store}")))
-            .body(guest("flood"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
-    }
-    let spec = json!({
-        "trigger": {"on_message": "sensors.*.level"},
-        "steps": [
-            {"name": "detect", "function": "detect", "next": ["classify"]},
-            {"name": "classify", "function": "classify",
-             "outputs": {"alert": ["alert"], "record": ["archive"]}},
-            {"name": "alert", "function": "alert"},
-            {"name": "archive", "function": "archive"}
-        ]
-    });
-    let response = reqwest::Client::new()
-        .put(a.url("/v1/workflows/flood"))
-        .json(&spec)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    deploy_flood(&a, Some(json!({"on_message": "sensors.*.level"}))).await;
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     for reading in ["ward-1 5.5", "ward-2 4.1", "ward-3 1.0"] {
         js.publish("sensors.river.level", reading.to_owned().into())
