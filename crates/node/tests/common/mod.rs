@@ -129,3 +129,17 @@ pub async fn error_kind(response: reqwest::Response) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// The counter `key` of function `name`'s store `default`, as the operator API reads it (0 if
+/// absent).
+pub async fn count(node: &TestNode, name: &str, key: &str) -> u64 {
+    let response = Client::new()
+        .get(node.at(&format!("/v1/functions/{name}/kv/default/{key}")))
+        .send()
+        .await
+        .unwrap();
+    match response.status() {
+        reqwest::StatusCode::NOT_FOUND => 0,
+        _ => response.text().await.unwrap().parse().unwrap(),
+    }
+}

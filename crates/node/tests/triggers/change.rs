@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 
-use crate::common::{TestNode, config};
+use crate::common::{TestNode, config, count};
 
 /// Writes `value` to key `key` of `name`'s store `default`, as an operator would.
 async fn write(node: &TestNode, name: &str, key: &str, value: &str) {
@@ -16,19 +16,6 @@ async fn write(node: &TestNode, name: &str, key: &str, value: &str) {
         .await
         .unwrap();
     assert!(response.status().is_success(), "{}", response.status());
-}
-
-/// The counter `key` of `name`'s store `default` (0 if absent).
-async fn count(node: &TestNode, name: &str, key: &str) -> u64 {
-    let response = Client::new()
-        .get(node.at(&format!("/v1/functions/{name}/kv/default/{key}")))
-        .send()
-        .await
-        .unwrap();
-    match response.status() {
-        StatusCode::NOT_FOUND => 0,
-        _ => response.text().await.unwrap().parse().unwrap(),
-    }
 }
 
 async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {

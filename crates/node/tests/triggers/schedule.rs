@@ -3,22 +3,9 @@
 
 use std::time::Duration;
 
-use reqwest::{Client, StatusCode};
+use reqwest::StatusCode;
 
-use crate::common::{TestNode, config};
-
-/// The counter `key` of `name`'s store `default`, as the operator API reads it (0 if absent).
-async fn count(node: &TestNode, name: &str, key: &str) -> u64 {
-    let response = Client::new()
-        .get(node.at(&format!("/v1/functions/{name}/kv/default/{key}")))
-        .send()
-        .await
-        .unwrap();
-    match response.status() {
-        StatusCode::NOT_FOUND => 0,
-        _ => response.text().await.unwrap().parse().unwrap(),
-    }
-}
+use crate::common::{TestNode, config, count};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interval_schedule_runs_its_function_and_stops_with_it() {
