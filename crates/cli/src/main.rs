@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod cluster;
 mod kv;
+mod logs;
 mod policy_args;
 mod run;
 mod serve;
@@ -33,7 +34,7 @@ enum Command {
     /// Run a function (a component exporting component:run/run) once or --repeat times.
     Run(run::RunArgs),
     /// Run a node: the REST API, wasi:http functions, registry and metrics.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Benchmarks; see `limes bench --help`.
     Bench(bench::BenchArgs),
     /// Deploy a component to a node as a new version of NAME.
@@ -149,14 +150,11 @@ impl From<limes_node::NodeError> for CliError {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // `limes serve` starts its logs once its config file says in which format.
+    if !matches!(cli.command, Command::Serve(_)) {
+        logs::init(false);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -170,7 +168,8 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run::run(args).await,
-            Command::Serve(args) => serve::serve(args).await,
+            // Parsed again with the config file's settings before the command line's.
+            Command::Serve(_) => serve::serve(std::env::args_os().skip(2).collect()).await,
             Command::Bench(args) => bench::bench(args).await,
             Command::Deploy { node, args } => client::deploy(&Api::new(&node)?, args).await,
             Command::Ls { node } => client::list(&Api::new(&node)?).await,
