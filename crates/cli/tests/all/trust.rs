@@ -2,9 +2,7 @@
 //! tokens kept out of the logs, `--auth none` refused off loopback, HTTPS with `--cacert`, and
 //! the audit log after `kill -9`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn tokens_work_from_the_cli_stay_out_of_logs_and_the_audit_log_survives_kill_9() {
@@ -140,24 +138,8 @@ fn auth_none_is_refused_unless_the_node_listens_on_loopback() {
 
 #[test]
 fn https_round_trip_with_the_nodes_ca() {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let dir = tempfile::tempdir().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    let (cert_file, key_file, ca_file) = (
-        dir.path().join("node.pem"),
-        dir.path().join("node.key"),
-        dir.path().join("ca.pem"),
-    );
-    std::fs::write(&cert_file, leaf.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
-    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let (cert_file, key_file, ca_file) = certificates(dir.path());
 
     let log = dir.path().join("serve.log");
     let served = Served::start(

@@ -5,11 +5,9 @@
 //! apt out of reach); their tests then say so and pass, unless `LIMES_REQUIRE_PYTHON` or
 //! `LIMES_REQUIRE_C` is set, as `scripts/test` does.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 /// The built guest, or `None` (after saying why) when it was skipped and is not required.
 fn optional_guest(name: &str, required_by: &str) -> Option<PathBuf> {

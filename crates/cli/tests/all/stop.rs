@@ -1,13 +1,9 @@
 //! A node always stops: within its shutdown grace (plus the bounded goodbye to the cluster)
 //! even when NATS went away first, and at once on a second signal.
 
-mod common;
-// In this binary, not one of its own: each test binary links Wasmtime again.
-mod state;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn clustered_nodes_stop_within_the_grace_when_nats_is_gone_first() {
