@@ -225,7 +225,8 @@ mod tests {
 pub struct DeployArgs {
     /// The function's name
     name: String,
-    /// The component (.wasm)
+    /// The component (.wasm), or oci://HOST/REPO:TAG (or @sha256:DIGEST) for the node to pull
+    /// it from that registry with its own credentials
     file: PathBuf,
     #[command(flatten)]
     policy: PolicyArgs,
@@ -295,8 +296,15 @@ pub async fn check(
 }
 
 pub async fn deploy(api: &Api, args: DeployArgs) -> Result<(), CliError> {
-    let bytes = std::fs::read(&args.file)
-        .map_err(|e| CliError::new("not-found", format!("{}: {e}", args.file.display())))?;
+    let source = args
+        .file
+        .to_str()
+        .filter(|f| f.starts_with(limes_node::oci::SCHEME));
+    let bytes = match source {
+        Some(_) => Vec::new(),
+        None => std::fs::read(&args.file)
+            .map_err(|e| CliError::new("not-found", format!("{}: {e}", args.file.display())))?,
+    };
     let mut query = args.policy.to_query();
     query.extend(
         args.triggers
@@ -314,6 +322,10 @@ pub async fn deploy(api: &Api, args: DeployArgs) -> Result<(), CliError> {
         query.push(("priority".into(), priority.clone()));
     }
     let signature_file = args.signature.clone().or_else(|| {
+        // A component in a registry has no file beside it.
+        if source.is_some() {
+            return None;
+        }
         let mut default = args.file.clone().into_os_string();
         default.push(".sig");
         Some(PathBuf::from(default)).filter(|p| p.is_file())
@@ -324,6 +336,9 @@ pub async fn deploy(api: &Api, args: DeployArgs) -> Result<(), CliError> {
         .query(&query)
         .header("content-type", "application/wasm")
         .body(bytes);
+    if let Some(reference) = source {
+        request = request.header("x-limes-source", reference);
+    }
     if let Some(file) = signature_file {
         let signature = std::fs::read_to_string(&file)
             .map_err(|e| CliError::new("not-found", format!("{}: {e}", file.display())))?;
@@ -349,10 +364,12 @@ pub async fn deploy(api: &Api, args: DeployArgs) -> Result<(), CliError> {
     }
     // The node answers once it has the whole body: the upload is over.
     let mut shown = Shown::new(args.progress);
-    shown.line(format!(
-        "upload          {size:.1} MB in {:.1} s",
-        started.elapsed().as_secs_f64()
-    ));
+    if source.is_none() {
+        shown.line(format!(
+            "upload          {size:.1} MB in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ));
+    }
     let id = response
         .headers()
         .get("x-limes-deploy")
@@ -465,6 +482,9 @@ fn print_deployed(v: &serde_json::Value, name: &str, started: std::time::Instant
         v["digest"].as_str().unwrap_or("?"),
         started.elapsed().as_secs_f64()
     );
+    if let Some(source) = v["source"].as_str() {
+        println!("  pulled from {source}");
+    }
 }
 
 pub async fn list(api: &Api) -> Result<(), CliError> {

@@ -7,6 +7,7 @@ mod cluster;
 mod kv;
 mod logs;
 mod policy_args;
+mod push;
 mod run;
 mod serve;
 mod tls;
@@ -119,6 +120,8 @@ enum Command {
     Keygen(admin::KeygenArgs),
     /// Sign a component: writes a detached signature that `limes deploy` sends along.
     Sign(admin::SignArgs),
+    /// Publish a component to an OCI registry, for `limes deploy NAME oci://…`.
+    Push(push::PushArgs),
 }
 
 /// A failure, printed as `error: <kind>: <message>`.
@@ -194,6 +197,7 @@ fn main() -> ExitCode {
             Command::Audit { node, args } => admin::audit(&Api::new(&node)?, args).await,
             Command::Keygen(args) => admin::keygen(args),
             Command::Sign(args) => admin::sign(args),
+            Command::Push(args) => push::push(args).await,
         }
     });
     // Blocking work still running (a compile, a sync) must not hold the exit up for long.

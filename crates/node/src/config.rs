@@ -48,6 +48,10 @@ pub struct NodeConfig {
     pub admission: AdmissionConfig,
     /// Bounds on HTTP connections: see [`crate::server`].
     pub connections: ConnectionLimits,
+    /// The OCI registries components are pulled from: credentials, CAs, plain-HTTP ones.
+    ///
+    /// Default: anonymous, HTTPS with the system's CAs only.
+    pub registries: crate::oci::RegistryConfig,
 }
 
 impl NodeConfig {
@@ -64,6 +68,7 @@ impl NodeConfig {
             trusted_keys: None,
             admission: AdmissionConfig::default(),
             connections: Default::default(),
+            registries: Default::default(),
         }
     }
 }

@@ -29,6 +29,8 @@ pub const KEPT: usize = 64;
 pub enum Stage {
     /// The upload has arrived; checking the name, the manifest, the signature.
     Validate,
+    /// Pulling the component from its OCI registry (`oci://…`).
+    Pull,
     /// Running the function's initialization step and snapshotting what it leaves.
     PreInitialize,
     /// Compiling to native code (and writing the AOT cache).

@@ -72,6 +72,10 @@ pub enum NodeError {
     #[error("{0}")]
     BadSignature(String),
     /// The node that ran a forwarded invocation answered with an error.
+    /// Pulling the component from its OCI registry failed.
+    #[error(transparent)]
+    Registry(#[from] crate::oci::RegistryError),
+
     #[error("on node {node}: {message}")]
     Remote {
         /// The node that answered.
@@ -106,6 +110,20 @@ impl NodeError {
             NodeError::Cluster(_) => StatusCode::SERVICE_UNAVAILABLE,
             NodeError::Conflict(_) => StatusCode::CONFLICT,
             NodeError::Remote { status, .. } => *status,
+            NodeError::Registry(e) => {
+                use crate::oci::RegistryError as R;
+                match e {
+                    R::BadReference(_) => StatusCode::BAD_REQUEST,
+                    R::NotAllowed(_) => StatusCode::FORBIDDEN,
+                    R::NotFound(_) => StatusCode::NOT_FOUND,
+                    R::NotWasm(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                    R::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                    // The registry's answer, not the client's: a gateway's failure.
+                    R::Unauthorized(_) | R::DigestMismatch(_) | R::Unreachable(_) => {
+                        StatusCode::BAD_GATEWAY
+                    }
+                }
+            }
             NodeError::Function(e) => match e {
                 e if e.is_load_error() => StatusCode::BAD_REQUEST,
                 E::WrongKind { .. } | E::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -139,6 +157,7 @@ impl NodeError {
             NodeError::Unsigned(_) => "unsigned",
             NodeError::BadSignature(_) => "bad-signature",
             NodeError::Remote { kind, .. } => kind,
+            NodeError::Registry(e) => e.kind(),
         }
     }
 

@@ -37,6 +37,7 @@ mod lifecycle;
 pub mod manifest;
 mod metrics;
 mod node;
+pub mod oci;
 pub mod outbox;
 mod parse;
 mod registry;
@@ -106,7 +107,10 @@ pub fn app(node: Arc<Node>) -> Router {
         .layer(TraceLayer::new_for_http().make_span_with(|request: &http::Request<_>| {
             let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
             tracing::info_span!("request", id, method = %request.method(), path = %request.uri().path())
-        }))
+        })
+        // One line per response at `info` (status and latency, in the request's span): what
+        // `RUST_LOG=info` in the service unit logs.
+        .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(axum::middleware::map_request(set_aside_client_request_id))
 }

@@ -28,6 +28,8 @@ pub struct Deploy {
     pub signature: Option<String>,
     /// The name of the token that sent it.
     pub deployed_by: Option<String>,
+    /// An `oci://` reference the node pulls the component from; `component` is then empty.
+    pub source: Option<String>,
 }
 
 impl Deploy {
@@ -39,6 +41,7 @@ impl Deploy {
             manifest,
             signature: None,
             deployed_by: None,
+            source: None,
         }
     }
 }
@@ -360,11 +363,23 @@ impl Node {
     ) -> Result<Version, NodeError> {
         validate_name(name)?;
         let Deploy {
-            component,
+            mut component,
             manifest,
             signature,
             deployed_by,
+            mut source,
         } = deploy;
+        if let Some(reference) = source.take() {
+            // Pulled before anything is checked or locked: a pull that fails leaves the active
+            // version serving, as any refused deploy does.
+            progress.enter(Stage::Pull);
+            let pulled = self
+                .registries
+                .pull(&reference, self.config().body_limit as u64)
+                .await?;
+            component = pulled.component;
+            source = Some(pulled.source);
+        }
         let digest = limes_runtime::Digest::of(&component).to_string();
         let signed_by = self.vet(&manifest, &digest, signature.as_deref())?;
         manifest
@@ -421,6 +436,7 @@ impl Node {
             signed_by,
             deployed_by,
             preinit: initialized.as_ref().map(|(digest, _)| digest.clone()),
+            source,
         };
         let version = match self.cluster() {
             Some(cluster) => {

@@ -90,6 +90,8 @@ pub struct Node {
     pub(crate) runtime: Runtime,
     pub(crate) registry: Registry,
     pub(crate) artifacts: ArtifactStore,
+    /// The OCI registries it pulls components from.
+    pub(crate) registries: crate::oci::Registries,
     tokens: TokenStore,
     audit: AuditLog,
     live: RwLock<HashMap<String, Arc<Live>>>,
@@ -184,7 +186,10 @@ impl Node {
         )?);
         kv.observe(watches.clone());
         let workflows = crate::workflows::store::WorkflowStore::open(registry.database())?;
+        let registries =
+            crate::oci::Registries::new(&config.registries).map_err(NodeError::BadRequest)?;
         let node = Arc::new(Self {
+            registries,
             tokens,
             audit,
             capacity: Arc::new(Semaphore::new(config.capacity as usize)),

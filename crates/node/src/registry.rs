@@ -36,6 +36,8 @@ pub struct NewVersion {
     pub deployed_by: Option<String>,
     /// SHA-256 of the pre-initialized component, when the function has an initialization step.
     pub preinit: Option<String>,
+    /// Where the component came from, when it was pulled: `oci://HOST/REPO@sha256:…`.
+    pub source: Option<String>,
 }
 
 /// A failure of the registry's storage.
@@ -79,6 +81,7 @@ impl FunctionRecord {
             signed_by: new.signed_by,
             deployed_by: new.deployed_by,
             preinit: new.preinit,
+            source: new.source,
             deployed_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
@@ -125,6 +128,10 @@ pub struct Version {
     /// deployed (and signed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preinit: Option<String>,
+    /// Where the component came from when the node pulled it from an OCI registry, pinned to
+    /// the manifest's digest: `oci://HOST/REPO@sha256:…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// The function registry.
@@ -283,6 +290,7 @@ mod tests {
             signed_by: None,
             deployed_by: None,
             preinit: None,
+            source: None,
         }
     }
 

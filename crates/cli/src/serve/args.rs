@@ -98,6 +98,10 @@ pub struct Admission {
 #[derive(Args)]
 #[command(next_help_heading = "OCI registries [registry]")]
 pub struct Registry {
+    /// A registry (HOST or HOST:PORT) the node may pull components from over HTTPS, `*` for any;
+    /// repeatable [default: none: deploys from registries are off]
+    #[arg(long, value_name = "HOST")]
+    pub registry_allow: Vec<String>,
     /// Registry credentials, in the format of Docker's config.json ({"auths": {"HOST": {"auth":
     /// base64("USER:PASSWORD")}}}), as `docker login` writes it [default: anonymous pulls]
     #[arg(long, value_name = "FILE")]
@@ -105,7 +109,8 @@ pub struct Registry {
     /// A CA certificate (PEM) trusted for registries besides the system's; repeatable
     #[arg(long, value_name = "FILE")]
     pub registry_ca: Vec<PathBuf>,
-    /// A registry (HOST:PORT) reached over plain HTTP; repeatable [default: none, HTTPS only]
+    /// A registry (HOST:PORT) pulled from over plain HTTP, on a trusted link only; repeatable
+    /// [default: none]
     #[arg(long, value_name = "HOST")]
     pub registry_insecure: Vec<String>,
 }

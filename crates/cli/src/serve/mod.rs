@@ -44,9 +44,14 @@ async fn run(args: ServeArgs) -> Result<(), CliError> {
         auth,
         ..
     } = args;
-    let _ = &registry;
     let mut config = NodeConfig::new(data.data_dir);
     config.auth = auth.auth;
+    config.registries = limes_node::oci::RegistryConfig {
+        auth_file: registry.registry_auth,
+        ca: registry.registry_ca,
+        insecure: registry.registry_insecure,
+        allow: registry.registry_allow,
+    };
     if let Some(n) = admission.run_slots {
         if n == 0 {
             return Err(CliError::new(

@@ -23,6 +23,9 @@ use crate::registry::FunctionRecord;
 /// The header that carries a component's detached signature; see [`crate::signing`].
 pub const SIGNATURE_HEADER: &str = "x-limes-signature";
 
+/// The header that names an `oci://` reference to pull the component from, instead of a body.
+pub const SOURCE_HEADER: &str = "x-limes-source";
+
 fn summary(record: &FunctionRecord) -> serde_json::Value {
     let active = record.active_version();
     json!({
@@ -67,7 +70,8 @@ pub(super) async fn describe(
 }
 
 /// `PUT /v1/functions/{name}`: the component as the raw body with the manifest in the query, or
-/// a multipart form with a `component` part and a JSON `manifest` part.
+/// a multipart form with a `component` part (or a `source` part, an `oci://` reference the node
+/// pulls the component from) and a JSON `manifest` part.
 pub(super) async fn deploy(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
@@ -93,6 +97,12 @@ pub(super) async fn deploy(
     let query_pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();
+    let mut source = request
+        .headers()
+        .get(SOURCE_HEADER)
+        .map(|v| v.to_str().map(|s| s.trim().to_owned()))
+        .transpose()
+        .map_err(|_| NodeError::BadRequest(format!("{SOURCE_HEADER} is not text")))?;
     let (component, manifest) = if multipart {
         let mut form = Multipart::from_request(request, &())
             .await
@@ -119,15 +129,27 @@ pub(super) async fn deploy(
                 "signature" => {
                     signature = Some(String::from_utf8_lossy(&bytes).trim().to_owned());
                 }
+                "source" => source = Some(String::from_utf8_lossy(&bytes).trim().to_owned()),
                 other => {
                     return Err(NodeError::BadRequest(format!(
-                        "unexpected form part {other:?}; expected component, manifest and signature"
+                        "unexpected form part {other:?}; expected component or source, manifest and signature"
                     )));
                 }
             }
         }
-        let component = component
-            .ok_or_else(|| NodeError::BadRequest("the form has no `component` part".into()))?;
+        let component = match (component, &source) {
+            (Some(_), Some(_)) => {
+                return Err(NodeError::BadRequest(
+                    "the form has both a `component` and a `source`: send one".into(),
+                ));
+            }
+            (None, None) => {
+                return Err(NodeError::BadRequest(
+                    "the form has no `component` part (nor a `source`)".into(),
+                ));
+            }
+            (component, _) => component.unwrap_or_default(),
+        };
         (component, manifest)
     } else {
         let body = Bytes::from_request(request, &())
@@ -138,10 +160,18 @@ pub(super) async fn deploy(
             Manifest::from_pairs(query_pairs).map_err(NodeError::BadRequest)?,
         )
     };
-    if component.is_empty() {
-        return Err(NodeError::BadRequest(
-            "the request has no component: send its bytes as the body".into(),
-        ));
+    match (component.is_empty(), &source) {
+        (true, None) => {
+            return Err(NodeError::BadRequest(
+                "the request has no component: send its bytes as the body".into(),
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(NodeError::BadRequest(format!(
+                "the request has both a component and {SOURCE_HEADER}: send one"
+            )));
+        }
+        _ => {}
     }
     let progress = node.deploys.start(&name);
     let function = name.clone();
@@ -150,6 +180,7 @@ pub(super) async fn deploy(
         manifest,
         signature,
         deployed_by: Some(caller.name.clone()),
+        source,
     };
     // The deploy runs in a task of its own: a client that disconnects does not cancel it, and
     // can learn its outcome from `GET /v1/deploys/{id}`.
@@ -183,7 +214,7 @@ pub(super) async fn deploy(
                     target: &name,
                     request_id: &request_id,
                     client_request_id: client_request_id.as_deref(),
-                    detail: json!({"version": version.version, "digest": version.digest, "signed_by": version.signed_by, "manifest": granted}),
+                    detail: json!({"version": version.version, "digest": version.digest, "source": version.source, "signed_by": version.signed_by, "manifest": granted}),
                 })
                 .await?;
                 Ok(version)
@@ -205,7 +236,7 @@ pub(super) async fn deploy(
     let version = task
         .await
         .map_err(|e| NodeError::Storage(format!("the deploy task ended: {e}")))??;
-    let body = json!({"name": function, "version": version.version, "digest": version.digest, "kind": version.kind, "signed_by": version.signed_by, "preinitialized": version.preinit.is_some()});
+    let body = json!({"name": function, "version": version.version, "digest": version.digest, "source": version.source, "kind": version.kind, "signed_by": version.signed_by, "preinitialized": version.preinit.is_some()});
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
     response.headers_mut().insert(DEPLOY_HEADER, id);
     Ok(response)

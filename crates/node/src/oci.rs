@@ -1,0 +1,470 @@
+//! Components in OCI registries: `limes deploy NAME oci://HOST/REPO:TAG` has the node pull the
+//! component itself, and `limes push FILE oci://…` publishes one.
+//!
+//! Components travel as the Wasm OCI artifact that `wkg`, wasmCloud and Spin use (the CNCF TAG
+//! Runtime layout): an image manifest whose config has the media type [`WASM_CONFIG`] and whose
+//! one layer is the component, [`WASM_LAYER`]. Anything else is refused as not a Wasm artifact.
+//! Every byte pulled is checked against the digest that names it — the manifest against a
+//! `@sha256:` reference, the layer against the manifest — so a registry, a mirror or a proxy
+//! that alters the component is caught. Which registries the node trusts, and as whom it pulls,
+//! is the operator's choice ([`RegistryConfig`]); a deployer names only the reference.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use oci_client::client::{
+    Certificate, CertificateEncoding, ClientConfig, ClientProtocol, Config, ImageLayer,
+};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::OciImageManifest;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+/// The scheme of a component's reference in a registry.
+pub const SCHEME: &str = "oci://";
+/// The media type of a Wasm artifact's config.
+pub const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
+/// The media type of a Wasm artifact's layer: the component itself.
+pub const WASM_LAYER: &str = "application/wasm";
+
+/// The operator's registry settings (`limes serve --registry-…`).
+#[derive(Debug, Clone, Default)]
+pub struct RegistryConfig {
+    /// Credentials in the format of Docker's `config.json`; anonymous without.
+    pub auth_file: Option<PathBuf>,
+    /// CA certificates (PEM) trusted besides the system's.
+    pub ca: Vec<PathBuf>,
+    /// Registries (`HOST:PORT`) reached over plain HTTP; the node pulls from them too.
+    pub insecure: Vec<String>,
+    /// Registries the node pulls from over HTTPS; `*` for any. Empty (the default) with no
+    /// insecure ones: deploys from registries are off. A deployer must not make the node reach
+    /// hosts of the operator's network that the operator did not name.
+    pub allow: Vec<String>,
+}
+
+/// Why a pull or a push failed. The kinds are part of the API: a client tells "no such tag" from
+/// "the registry refused us" from "not a component".
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Not a reference: `oci://HOST/REPO:TAG` or `oci://HOST/REPO@sha256:…`.
+    #[error("{0}")]
+    BadReference(String),
+    /// The registry has no such repository, tag or digest.
+    #[error("{0}")]
+    NotFound(String),
+    /// The registry refused the node's credentials (or asked for some it has none of).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The artifact is not a Wasm component in the Wasm OCI layout.
+    #[error("{0}")]
+    NotWasm(String),
+    /// What the registry sent does not hash to the digest that names it.
+    #[error("{0}")]
+    DigestMismatch(String),
+    /// The component is larger than the node takes.
+    #[error("the component is {size} bytes; this node takes at most {limit}")]
+    TooLarge {
+        /// Its size.
+        size: u64,
+        /// The node's limit (`--max-body`).
+        limit: u64,
+    },
+    /// The operator has not listed the registry (`--registry-allow`).
+    #[error("{0}")]
+    NotAllowed(String),
+    /// The registry could not be reached, or answered with something else.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+impl RegistryError {
+    /// The error's kind, as in `{"error": {"kind": …}}`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RegistryError::BadReference(_) => "bad-reference",
+            RegistryError::NotFound(_) => "artifact-not-found",
+            RegistryError::Unauthorized(_) => "registry-unauthorized",
+            RegistryError::NotWasm(_) => "not-wasm",
+            RegistryError::DigestMismatch(_) => "digest-mismatch",
+            RegistryError::TooLarge { .. } => "too-large",
+            RegistryError::NotAllowed(_) => "not-permitted",
+            RegistryError::Unreachable(_) => "registry-unreachable",
+        }
+    }
+
+    /// What the registry's answer means for this reference.
+    fn from_oci(reference: &str, e: OciDistributionError) -> Self {
+        use OciDistributionError as E;
+        let unauthorized = || {
+            RegistryError::Unauthorized(format!(
+                "the registry refused access to {reference}: check the node's registry credentials (--registry-auth)"
+            ))
+        };
+        let not_found =
+            || RegistryError::NotFound(format!("{reference}: no such artifact in the registry"));
+        match e {
+            E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => unauthorized(),
+            E::ImageManifestNotFoundError(_) => not_found(),
+            E::ServerError {
+                code: 401 | 403, ..
+            } => unauthorized(),
+            E::ServerError { code: 404, .. } => not_found(),
+            E::RegistryError { ref envelope, .. } => {
+                let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
+                if codes
+                    .iter()
+                    .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
+                {
+                    unauthorized()
+                } else if codes.iter().any(|c| {
+                    matches!(
+                        c,
+                        OciErrorCode::ManifestUnknown
+                            | OciErrorCode::NameUnknown
+                            | OciErrorCode::BlobUnknown
+                    )
+                }) {
+                    not_found()
+                } else {
+                    RegistryError::Unreachable(format!("{reference}: {e}"))
+                }
+            }
+            E::DigestError(e) => RegistryError::DigestMismatch(format!(
+                "{reference}: what the registry sent does not match its digest ({e}); refused"
+            )),
+            E::IncompatibleLayerMediaTypeError(_)
+            | E::UnsupportedMediaTypeError(_)
+            | E::ImageIndexParsingNoPlatformResolverError => RegistryError::NotWasm(format!(
+                "{reference} is not a Wasm component artifact ({e})"
+            )),
+            E::RequestError(e) => RegistryError::Unreachable(format!(
+                "{reference}: cannot reach the registry ({e}); a registry that speaks plain HTTP must be listed with --registry-insecure, one with its own CA given with --registry-ca"
+            )),
+            other => RegistryError::Unreachable(format!("{reference}: {other}")),
+        }
+    }
+}
+
+/// A component pulled from a registry.
+#[derive(Debug)]
+pub struct Pulled {
+    /// The component's bytes, checked against the layer's digest.
+    pub component: Bytes,
+    /// Where it came from, pinned: `oci://HOST/REPO@sha256:…` (the manifest's digest).
+    pub source: String,
+}
+
+/// A client of OCI registries, with the operator's credentials and trust.
+pub struct Registries {
+    client: Client,
+    auths: HashMap<String, RegistryAuth>,
+    /// `--registry-allow` and `--registry-insecure`.
+    allowed: Vec<String>,
+}
+
+impl Registries {
+    /// A client for `config`; its CA and credential files are read now.
+    pub fn new(config: &RegistryConfig) -> Result<Self, String> {
+        let mut roots = Vec::new();
+        for path in &config.ca {
+            let data = std::fs::read(path)
+                .map_err(|e| format!("--registry-ca {}: {e}", path.display()))?;
+            roots.push(Certificate {
+                encoding: CertificateEncoding::Pem,
+                data,
+            });
+        }
+        let client = Client::try_from(ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(config.insecure.clone()),
+            extra_root_certificates: roots,
+            connect_timeout: Some(Duration::from_secs(10)),
+            read_timeout: Some(Duration::from_secs(60)),
+            user_agent: "limes",
+            ..ClientConfig::default()
+        })
+        .map_err(|e| format!("the registry client: {e}"))?;
+        let auths = match &config.auth_file {
+            Some(path) => read_auths(path)?,
+            None => HashMap::new(),
+        };
+        let allowed = config
+            .allow
+            .iter()
+            .chain(&config.insecure)
+            .cloned()
+            .collect();
+        Ok(Self {
+            client,
+            auths,
+            allowed,
+        })
+    }
+
+    /// A client for pushing: to any registry the user names.
+    pub fn for_push(config: &RegistryConfig) -> Result<Self, String> {
+        let mut config = config.clone();
+        config.allow = vec!["*".into()];
+        Self::new(&config)
+    }
+
+    fn auth(&self, reference: &Reference) -> RegistryAuth {
+        self.auths
+            .get(reference.resolve_registry())
+            .or_else(|| self.auths.get(reference.registry()))
+            .cloned()
+            .unwrap_or(RegistryAuth::Anonymous)
+    }
+
+    /// Pulls the component `reference` names (`oci://HOST/REPO:TAG` or `…@sha256:…`), at most
+    /// `limit` bytes of it.
+    pub async fn pull(&self, reference: &str, limit: u64) -> Result<Pulled, RegistryError> {
+        let image = parse(reference)?;
+        let listed = |host: &str| self.allowed.iter().any(|a| a == "*" || a == host);
+        if !listed(image.registry()) && !listed(image.resolve_registry()) {
+            return Err(RegistryError::NotAllowed(format!(
+                "this node does not pull from {}: the operator lists the registries it may with --registry-allow (now: {})",
+                image.registry(),
+                crate::capabilities::list_or_none(&self.allowed)
+            )));
+        }
+        let auth = self.auth(&image);
+        let oci = |e| RegistryError::from_oci(reference, e);
+        // The manifest is checked against a `@sha256:` reference's digest by the client.
+        let (manifest, digest, _config) = self
+            .client
+            .pull_manifest_and_config(&image, &auth)
+            .await
+            .map_err(oci)?;
+        let layer = wasm_layer(reference, &manifest)?;
+        if layer.size < 0 || layer.size as u64 > limit {
+            return Err(RegistryError::TooLarge {
+                size: layer.size.max(0) as u64,
+                limit,
+            });
+        }
+        let mut stream = self
+            .client
+            .pull_blob_stream(&image, layer)
+            .await
+            .map_err(oci)?;
+        let mut component = BytesMut::with_capacity(layer.size as usize);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                // The client checks the digest as the bytes come, and says so as an I/O error.
+                match e.get_ref().and_then(|e| e.downcast_ref::<oci_client::errors::DigestError>()) {
+                    Some(digest) => RegistryError::DigestMismatch(format!(
+                        "{reference}: the component the registry sent does not match its manifest ({digest}); refused"
+                    )),
+                    None => RegistryError::Unreachable(format!(
+                        "{reference}: reading the component: {e}"
+                    )),
+                }
+            })?;
+            // A registry that sends more than the manifest said is not believed either.
+            if (component.len() + chunk.len()) as u64 > limit {
+                return Err(RegistryError::TooLarge {
+                    size: (component.len() + chunk.len()) as u64,
+                    limit,
+                });
+            }
+            component.extend_from_slice(&chunk);
+        }
+        let actual = format!("sha256:{}", limes_runtime::Digest::of(&component));
+        if actual != layer.digest {
+            return Err(RegistryError::DigestMismatch(format!(
+                "{reference}: the component the registry sent is {actual}, not {} as its manifest says; refused",
+                layer.digest
+            )));
+        }
+        if !component.starts_with(b"\0asm") {
+            return Err(RegistryError::NotWasm(format!(
+                "{reference}: its layer is not WebAssembly"
+            )));
+        }
+        Ok(Pulled {
+            component: component.freeze(),
+            source: format!(
+                "{SCHEME}{}/{}@{digest}",
+                image.resolve_registry(),
+                image.repository()
+            ),
+        })
+    }
+
+    /// Publishes `component` as a Wasm artifact at `reference`; returns it pinned to the digest
+    /// of the manifest pushed.
+    pub async fn push(&self, reference: &str, component: Bytes) -> Result<String, RegistryError> {
+        let image = parse(reference)?;
+        if image.digest().is_some() {
+            return Err(RegistryError::BadReference(format!(
+                "{reference}: push to a tag; the digest is the registry's to give"
+            )));
+        }
+        if !component.starts_with(b"\0asm") {
+            return Err(RegistryError::NotWasm("the file is not WebAssembly".into()));
+        }
+        let auth = self.auth(&image);
+        let oci = |e| RegistryError::from_oci(reference, e);
+        let layer = ImageLayer::new(component, WASM_LAYER.to_owned(), None);
+        let config = serde_json::json!({
+            "created": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            "architecture": "wasm",
+            "os": "wasip2",
+            "layerDigests": [layer.sha256_digest()],
+        });
+        let config = Config::new(
+            serde_json::to_vec(&config).expect("JSON"),
+            WASM_CONFIG.to_owned(),
+            None,
+        );
+        let layers = [layer];
+        let manifest = OciImageManifest::build(&layers, &config, None);
+        self.client
+            .push(&image, &layers, config, &auth, Some(manifest))
+            .await
+            .map_err(oci)?;
+        let digest = self
+            .client
+            .fetch_manifest_digest(&image, &auth)
+            .await
+            .map_err(oci)?;
+        Ok(format!(
+            "{SCHEME}{}/{}@{digest}",
+            image.resolve_registry(),
+            image.repository()
+        ))
+    }
+}
+
+/// `oci://HOST/REPO:TAG` as a reference.
+fn parse(reference: &str) -> Result<Reference, RegistryError> {
+    let bad = |why: String| {
+        RegistryError::BadReference(format!(
+            "{reference:?}: {why}; expected oci://HOST/REPO:TAG or oci://HOST/REPO@sha256:DIGEST"
+        ))
+    };
+    let rest = reference
+        .strip_prefix(SCHEME)
+        .ok_or_else(|| bad("not an oci:// reference".into()))?;
+    rest.parse::<Reference>().map_err(|e| bad(e.to_string()))
+}
+
+/// The component's layer of a Wasm artifact's manifest.
+fn wasm_layer<'m>(
+    reference: &str,
+    manifest: &'m OciImageManifest,
+) -> Result<&'m oci_client::manifest::OciDescriptor, RegistryError> {
+    let not_wasm = |why: String| {
+        RegistryError::NotWasm(format!(
+            "{reference} is not a Wasm component artifact: {why}"
+        ))
+    };
+    if manifest.config.media_type != WASM_CONFIG {
+        return Err(not_wasm(format!(
+            "its config is {}, not {WASM_CONFIG}",
+            manifest.config.media_type
+        )));
+    }
+    match &manifest.layers[..] {
+        [layer] if layer.media_type == WASM_LAYER => Ok(layer),
+        [layer] => Err(not_wasm(format!(
+            "its layer is {}, not {WASM_LAYER}",
+            layer.media_type
+        ))),
+        layers => Err(not_wasm(format!("it has {} layers, not one", layers.len()))),
+    }
+}
+
+/// The credentials of a Docker `config.json`: `{"auths": {"HOST": {"auth": base64("USER:PASSWORD")}}}`
+/// (or `"username"` and `"password"`). Credential helpers (`credsStore`) are not run: a node
+/// does not run other programs for its secrets.
+fn read_auths(path: &std::path::Path) -> Result<HashMap<String, RegistryAuth>, String> {
+    use base64::Engine as _;
+    #[derive(serde::Deserialize)]
+    struct File {
+        #[serde(default)]
+        auths: HashMap<String, Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        auth: Option<String>,
+        username: Option<String>,
+        password: Option<String>,
+    }
+    let name = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--registry-auth {name}: {e}"))?;
+    let file: File =
+        serde_json::from_str(&text).map_err(|e| format!("--registry-auth {name}: {e}"))?;
+    let mut auths = HashMap::new();
+    for (host, entry) in file.auths {
+        let (user, password) = match (entry.auth, entry.username, entry.password) {
+            (Some(auth), _, _) => {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(auth.trim())
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| format!("--registry-auth {name}: the auth of {host} is not base64 of USER:PASSWORD"))?;
+                let (user, password) = decoded.split_once(':').ok_or_else(|| {
+                    format!("--registry-auth {name}: the auth of {host} is not USER:PASSWORD")
+                })?;
+                (user.to_owned(), password.to_owned())
+            }
+            (None, Some(user), Some(password)) => (user, password),
+            _ => {
+                return Err(format!(
+                    "--registry-auth {name}: {host} has neither auth nor username and password"
+                ));
+            }
+        };
+        // `docker login` writes Docker Hub as a URL.
+        let host = host
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        auths.insert(host, RegistryAuth::Basic(user, password));
+    }
+    Ok(auths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_must_be_oci_urls() {
+        assert!(parse("oci://localhost:5000/limes/hello:v1").is_ok());
+        assert!(parse("oci://localhost:5000/limes/hello@sha256:0000000000000000000000000000000000000000000000000000000000000000").is_ok());
+        for bad in [
+            "localhost:5000/x:v1",
+            "oci://",
+            "oci://HOST/Upper:v1",
+            "https://h/x:v1",
+        ] {
+            assert_eq!(parse(bad).unwrap_err().kind(), "bad-reference", "{bad}");
+        }
+    }
+
+    #[test]
+    fn docker_config_credentials_are_read_by_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.json");
+        std::fs::write(
+            &path,
+            r#"{"auths": {"localhost:5000": {"auth": "ZWRnZTpzM2NyZXQ="}, "https://index.docker.io/v1/": {"username": "u", "password": "p"}}}"#,
+        )
+        .unwrap();
+        let auths = read_auths(&path).unwrap();
+        assert!(
+            matches!(&auths["localhost:5000"], RegistryAuth::Basic(u, p) if u == "edge" && p == "s3cret")
+        );
+        assert!(matches!(&auths["index.docker.io"], RegistryAuth::Basic(u, _) if u == "u"));
+        std::fs::write(&path, r#"{"auths": {"h": {"auth": "!!"}}}"#).unwrap();
+        assert!(read_auths(&path).unwrap_err().contains("base64"));
+    }
+}
