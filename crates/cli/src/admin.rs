@@ -14,7 +14,11 @@ pub enum TokenCommand {
     /// Make a token and print it, once: it cannot be shown again.
     Create(CreateArgs),
     /// List tokens: name, role, created, expiry, last use, status (never the secret).
-    Ls,
+    Ls {
+        /// Print the node's JSON as it is
+        #[arg(long)]
+        json: bool,
+    },
     /// Revoke a token; it fails from the next request on (on every node of a cluster).
     Revoke {
         /// The token's name
@@ -40,6 +44,9 @@ pub struct AuditArgs {
     /// How many of the newest entries
     #[arg(long, value_name = "N", default_value_t = 50)]
     limit: usize,
+    /// Print the node's JSON as it is
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -90,8 +97,12 @@ pub async fn token(api: &Api, command: TokenCommand) -> Result<(), CliError> {
             );
             println!("{}", v["token"].as_str().unwrap_or_default());
         }
-        TokenCommand::Ls => {
+        TokenCommand::Ls { json } => {
             let answer = api.send(api.request(Method::GET, "/v1/tokens")).await?;
+            if json {
+                crate::cluster::print_json(&answer);
+                return Ok(());
+            }
             let v: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
             println!(
                 "{:<24} {:<9} {:<8} {:<20} {:<20} LAST USED",
@@ -125,6 +136,10 @@ pub async fn audit(api: &Api, args: AuditArgs) -> Result<(), CliError> {
                 .query(&[("limit", args.limit)]),
         )
         .await?;
+    if args.json {
+        crate::cluster::print_json(&answer);
+        return Ok(());
+    }
     let v: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
     for e in v["entries"].as_array().into_iter().flatten() {
         let at = e["at_ms"].as_u64().unwrap_or(0);

@@ -487,8 +487,12 @@ fn print_deployed(v: &serde_json::Value, name: &str, started: std::time::Instant
     }
 }
 
-pub async fn list(api: &Api) -> Result<(), CliError> {
+pub async fn list(api: &Api, json: bool) -> Result<(), CliError> {
     let body = api.send(api.request(Method::GET, "/v1/functions")).await?;
+    if json {
+        crate::cluster::print_json(&body);
+        return Ok(());
+    }
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     println!(
         "{:<24} {:>7} {:>8} {:<5} {:<8} {:<6} {:<7} DIGEST",

@@ -10,7 +10,11 @@ use crate::client::Api;
 #[derive(Subcommand)]
 pub enum ClusterCommand {
     /// The cluster as the node sees it: NATS connection, members and their load, emergency.
-    Status,
+    Status {
+        /// Print the node's JSON as it is
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -45,11 +49,122 @@ pub fn print_json(body: &str) {
 
 pub async fn cluster(api: &Api, command: ClusterCommand) -> Result<(), CliError> {
     match command {
-        ClusterCommand::Status => {
-            print_json(&api.send(api.request(Method::GET, "/v1/cluster")).await?);
+        ClusterCommand::Status { json } => {
+            let body = api.send(api.request(Method::GET, "/v1/cluster")).await?;
+            if json {
+                print_json(&body);
+            } else {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                print!("{}", status_table(&v));
+            }
         }
     }
     Ok(())
+}
+
+/// `GET /v1/cluster` for people: a line on the cluster, then a row per member.
+fn status_table(v: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
+    if v["mode"] != "cluster" {
+        return "standalone: this node is in no cluster (limes serve --cluster URL)\n".into();
+    }
+    let plan = &v["emergency"]["plan"];
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().into_iter().flatten().map(text).collect()
+    };
+    let released = names(&plan["released"]);
+    let emergency = if v["emergency"]["active"] == true {
+        format!(
+            "urgent {} (decided by {}; {} released)",
+            names(&plan["declaration"]["urgent"]).join(","),
+            text(&plan["decided_by"]),
+            released.len()
+        )
+    } else {
+        "none".into()
+    };
+    let mut out = format!(
+        "cluster at {} ({}); this node: {}; emergency: {emergency}\n",
+        text(&v["nats"]),
+        text(&v["state"]),
+        text(&v["node"])
+    );
+    if let Some(error) = v["last_error"].as_str() {
+        out += &format!("last error: {error}\n");
+    }
+    out += &format!(
+        "{:<20} {:<9} {:>16} {:>10} {:<14} LISTEN\n",
+        "MEMBER", "ROLE", "IN FLIGHT/CAP", "FORWARDED", "LOCATION"
+    );
+    for m in v["members"].as_array().into_iter().flatten() {
+        let id = text(&m["id"]);
+        let role = match (v["emergency"]["active"] == true, released.contains(&id)) {
+            (false, _) => "member",
+            (true, true) => "released",
+            (true, false) => "keeper",
+        };
+        let forwarded: u64 = m["forwarded"]
+            .as_object()
+            .map_or(0, |f| f.values().filter_map(|n| n.as_u64()).sum());
+        let location = m["location"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let me = if m["id"] == v["node"] { "*" } else { "" };
+        out += &format!(
+            "{:<20} {:<9} {:>16} {:>10} {:<14} {}\n",
+            format!("{id}{me}"),
+            role,
+            format!(
+                "{}/{}",
+                m["in_flight"].as_u64().unwrap_or(0),
+                m["capacity"].as_u64().unwrap_or(0)
+            ),
+            forwarded,
+            location,
+            m["listen"].as_str().unwrap_or("-"),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_status_table_has_a_row_per_member_with_its_role() {
+        let v = serde_json::json!({
+            "mode": "cluster", "nats": "nats://127.0.0.1:4222", "state": "connected", "node": "a",
+            "members": [
+                {"id": "a", "location": [0.0, 0.0], "capacity": 64, "in_flight": 3, "listen": "http://127.0.0.1:1", "forwarded": {"b": 5, "c": 2}},
+                {"id": "b", "location": [1.0, 2.5], "capacity": 8, "in_flight": 0, "listen": null},
+            ],
+            "emergency": {"active": true, "plan": {"declaration": {"urgent": ["siren"]}, "released": ["b"], "keepers": ["a"], "decided_by": "a"}},
+            "last_error": null,
+        });
+        let table = super::status_table(&v);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].contains("emergency: urgent siren (decided by a; 1 released)"),
+            "{table}"
+        );
+        assert!(lines[1].starts_with("MEMBER"), "{table}");
+        let a: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            a,
+            ["a*", "keeper", "3/64", "7", "0.0,0.0", "http://127.0.0.1:1"]
+        );
+        let b: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(b, ["b", "released", "0/8", "0", "1.0,2.5", "-"]);
+        assert!(
+            super::status_table(&serde_json::json!({"mode": "standalone"}))
+                .starts_with("standalone")
+        );
+    }
 }
 
 pub async fn emergency(api: &Api, command: EmergencyCommand) -> Result<(), CliError> {

@@ -1,6 +1,7 @@
 //! `limes`: the command line of the Limes serverless platform.
 
 mod admin;
+#[cfg(feature = "bench")]
 mod bench;
 mod client;
 mod cluster;
@@ -19,10 +20,20 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use client::Api;
 
+/// `limes --version`: the crate's version, the git revision built and the Wasmtime linked.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("LIMES_GIT_REV"),
+    ", wasmtime ",
+    env!("LIMES_WASMTIME_VERSION"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "limes",
-    version,
+    version = VERSION,
     about = "Serverless WebAssembly functions for edge nodes"
 )]
 struct Cli {
@@ -37,6 +48,7 @@ enum Command {
     /// Run a node: the REST API, wasi:http functions, registry and metrics.
     Serve(Box<serve::ServeArgs>),
     /// Benchmarks; see `limes bench --help`.
+    #[cfg(feature = "bench")]
     Bench(bench::BenchArgs),
     /// Deploy a component to a node as a new version of NAME.
     Deploy {
@@ -49,6 +61,9 @@ enum Command {
     Ls {
         #[command(flatten)]
         node: client::NodeArg,
+        /// Print the node's JSON as it is
+        #[arg(long)]
+        json: bool,
     },
     /// Invoke a function on a node.
     Invoke {
@@ -173,9 +188,10 @@ fn main() -> ExitCode {
             Command::Run(args) => run::run(args).await,
             // Parsed again with the config file's settings before the command line's.
             Command::Serve(_) => serve::serve(std::env::args_os().skip(2).collect()).await,
+            #[cfg(feature = "bench")]
             Command::Bench(args) => bench::bench(args).await,
             Command::Deploy { node, args } => client::deploy(&Api::new(&node)?, args).await,
-            Command::Ls { node } => client::list(&Api::new(&node)?).await,
+            Command::Ls { node, json } => client::list(&Api::new(&node)?, json).await,
             Command::Invoke { node, args } => client::invoke(&Api::new(&node)?, args).await,
             Command::Rm {
                 node,

@@ -244,3 +244,34 @@ fn json_logs_are_one_object_a_line_with_the_request_id() {
         assert!(text.contains("limes node listening on"), "{text}");
     }
 }
+
+#[test]
+fn version_tells_the_git_revision_and_the_wasmtime_linked() {
+    let out = limes().arg("--version").output().unwrap();
+    let version = text(&out.stdout);
+    assert!(out.status.success());
+    let lock =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock"))
+            .unwrap();
+    let wasmtime = lock
+        .split("name = \"wasmtime\"\nversion = \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap();
+    assert!(
+        version.contains(&format!("wasmtime {wasmtime})")),
+        "{version}"
+    );
+    let rev = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    // In a git checkout (as CI's), the revision built; outside one, `unknown`.
+    let rev = if rev.status.success() {
+        text(&rev.stdout).trim().to_owned()
+    } else {
+        "unknown".into()
+    };
+    assert!(version.contains(&format!("(git {rev}, ")), "{version}");
+}
