@@ -305,6 +305,28 @@ fn a_component_pushed_is_deployed_by_tag_and_digest_and_bad_artifacts_leave_it_s
             .any(|l| l.starts_with("echo") && l.contains(" 2 ")),
         "{listed}"
     );
+    let audit = succeeds(&client(&served, &data, &["audit"]));
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("deploy.refused") && l.contains("10.0.0.1")),
+        "{audit}"
+    );
+    drop(served);
+
+    // A component larger than the node takes is refused before it is read whole.
+    let small = tempfile::tempdir().unwrap();
+    let served = node(
+        small.path(),
+        &format!("registry_insecure = [{:?}]", registry.host),
+        &["--max-body", "1KiB"],
+    );
+    let data = small.path().join("node");
+    let refused = fails_with(
+        &client(&served, &data, &["deploy", "echo", &pinned]),
+        "too-large",
+    );
+    assert!(refused.contains("1024"), "{refused}");
 }
 
 /// Pushes an OCI image (not a Wasm artifact) to `path` on `registry`, as any image tool would.
