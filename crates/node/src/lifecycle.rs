@@ -369,24 +369,39 @@ impl Node {
             deployed_by,
             mut source,
         } = deploy;
-        if let Some(reference) = source.take() {
-            // Pulled before anything is checked or locked: a pull that fails leaves the active
-            // version serving, as any refused deploy does.
-            progress.enter(Stage::Pull);
-            let pulled = self
-                .registries
-                .pull(&reference, self.config().body_limit as u64)
-                .await?;
-            component = pulled.component;
-            source = Some(pulled.source);
-        }
-        let digest = limes_runtime::Digest::of(&component).to_string();
+        // A component in a registry: its manifest first, so that everything a deploy can be
+        // refused for is checked before a byte of the component is fetched. One turn among
+        // the node's few pulls is held until the component is stored.
+        let _turn = match &source {
+            Some(_) => Some(self.registries.turn().await),
+            None => None,
+        };
+        let artifact = match source.take() {
+            Some(reference) => {
+                progress.enter(Stage::Pull);
+                Some(
+                    self.registries
+                        .resolve(&reference, self.config().body_limit as u64)
+                        .await?,
+                )
+            }
+            None => None,
+        };
+        let digest = match &artifact {
+            Some(artifact) => artifact.component_digest().to_owned(),
+            None => limes_runtime::Digest::of(&component).to_string(),
+        };
         let signed_by = self.vet(&manifest, &digest, signature.as_deref())?;
         manifest
             .triggers
             .check(&self.config().grants, self.cluster().is_some())
             .inspect_err(|e| self.metrics.refused_version(e.kind()))?;
         let policy = self.policy(name, &manifest)?;
+        if let Some(artifact) = artifact {
+            // A pull that fails leaves the active version serving, as any refused deploy does.
+            component = self.registries.fetch(&artifact).await?;
+            source = Some(artifact.source);
+        }
         let _writing = self.writes.lock().await;
         let (node, stored, stages) = (self.clone(), component.clone(), progress.clone());
         let key = derivation_key_of(&digest, &manifest_text(&manifest));

@@ -39,9 +39,10 @@ pub struct RegistryConfig {
     pub ca: Vec<PathBuf>,
     /// Registries (`HOST:PORT`) reached over plain HTTP; the node pulls from them too.
     pub insecure: Vec<String>,
-    /// Registries the node pulls from over HTTPS; `*` for any. Empty (the default) with no
-    /// insecure ones: deploys from registries are off. A deployer must not make the node reach
-    /// hosts of the operator's network that the operator did not name.
+    /// Registries the node pulls from over HTTPS: `HOST`, `HOST/REPO-PREFIX` (the repositories
+    /// below it only), or `*` for any. Empty (the default) with no insecure ones: deploys from
+    /// registries are off. A deployer must not make the node reach hosts of the operator's
+    /// network that the operator did not name, nor read repositories its credentials reach.
     pub allow: Vec<String>,
 }
 
@@ -112,6 +113,10 @@ impl RegistryError {
                 code: 401 | 403, ..
             } => unauthorized(),
             E::ServerError { code: 404, .. } => not_found(),
+            // Not the body: it is whatever the registry (or a host it redirected to) sent.
+            E::ServerError { code, .. } => RegistryError::Unreachable(format!(
+                "{reference}: the registry answered HTTP {code}"
+            )),
             E::RegistryError { ref envelope, .. } => {
                 let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
                 if codes
@@ -148,13 +153,47 @@ impl RegistryError {
     }
 }
 
-/// A component pulled from a registry.
+/// An artifact resolved to its manifest: what [`Registries::fetch`] gets, and what can be
+/// checked before (the component's digest, for a signature).
 #[derive(Debug)]
-pub struct Pulled {
-    /// The component's bytes, checked against the layer's digest.
-    pub component: Bytes,
+pub struct Artifact {
     /// Where it came from, pinned: `oci://HOST/REPO@sha256:…` (the manifest's digest).
     pub source: String,
+    reference: String,
+    image: Reference,
+    auth: RegistryAuth,
+    layer: oci_client::manifest::OciDescriptor,
+    component_digest: String,
+    limit: u64,
+}
+
+impl Artifact {
+    /// The SHA-256 of its component, hex, as its manifest names it (and as the bytes fetched
+    /// will be, or the fetch fails).
+    pub fn component_digest(&self) -> &str {
+        &self.component_digest
+    }
+}
+
+/// Pulls held at once: see [`Registries::turn`].
+pub const PULLS_AT_ONCE: usize = 2;
+
+/// The longest a registry may take to answer for a manifest, or to send a component.
+pub const PULL_DEADLINE: Duration = Duration::from_secs(120);
+
+/// `work`, or a timeout past [`PULL_DEADLINE`]: a registry that trickles is not waited for.
+async fn deadline<T>(
+    reference: &str,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, RegistryError> {
+    tokio::time::timeout(PULL_DEADLINE, work)
+        .await
+        .map_err(|_| {
+            RegistryError::Unreachable(format!(
+                "{reference}: the registry took longer than {} s",
+                PULL_DEADLINE.as_secs()
+            ))
+        })
 }
 
 /// A client of OCI registries, with the operator's credentials and trust.
@@ -163,6 +202,7 @@ pub struct Registries {
     auths: HashMap<String, RegistryAuth>,
     /// `--registry-allow` and `--registry-insecure`.
     allowed: Vec<String>,
+    turns: tokio::sync::Semaphore,
 }
 
 impl Registries {
@@ -200,6 +240,7 @@ impl Registries {
             client,
             auths,
             allowed,
+            turns: tokio::sync::Semaphore::new(PULLS_AT_ONCE),
         })
     }
 
@@ -218,39 +259,81 @@ impl Registries {
             .unwrap_or(RegistryAuth::Anonymous)
     }
 
-    /// Pulls the component `reference` names (`oci://HOST/REPO:TAG` or `…@sha256:…`), at most
-    /// `limit` bytes of it.
-    pub async fn pull(&self, reference: &str, limit: u64) -> Result<Pulled, RegistryError> {
-        let image = parse(reference)?;
-        let listed = |host: &str| self.allowed.iter().any(|a| a == "*" || a == host);
-        if !listed(image.registry()) && !listed(image.resolve_registry()) {
-            return Err(RegistryError::NotAllowed(format!(
-                "this node does not pull from {}: the operator lists the registries it may with --registry-allow (now: {})",
-                image.registry(),
-                crate::capabilities::list_or_none(&self.allowed)
-            )));
-        }
-        let auth = self.auth(&image);
-        let oci = |e| RegistryError::from_oci(reference, e);
-        // The manifest is checked against a `@sha256:` reference's digest by the client.
-        let (manifest, digest, _config) = self
-            .client
-            .pull_manifest_and_config(&image, &auth)
+    /// Waits for a turn to pull: at most [`PULLS_AT_ONCE`] pulled components are held at once,
+    /// whatever many deploys ask (a deploy naming a reference costs its sender a few bytes, the
+    /// node up to `--max-body`). Hold the permit until the component is stored.
+    pub async fn turn(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.turns
+            .acquire()
             .await
-            .map_err(oci)?;
-        let layer = wasm_layer(reference, &manifest)?;
+            .expect("the semaphore is never closed")
+    }
+
+    /// The artifact `reference` names (`oci://HOST/REPO:TAG` or `…@sha256:…`): its manifest,
+    /// checked, but not yet its component, which must be at most `limit` bytes.
+    pub async fn resolve(&self, reference: &str, limit: u64) -> Result<Artifact, RegistryError> {
+        let image = parse(reference)?;
+        self.check_listed(&image)?;
+        let auth = self.auth(&image);
+        // Only the manifest: its config is never fetched (a registry could make it any size).
+        // The client checks it against a `@sha256:` reference's digest.
+        let (manifest, digest) =
+            deadline(reference, self.client.pull_image_manifest(&image, &auth))
+                .await?
+                .map_err(|e| RegistryError::from_oci(reference, e))?;
+        let mut layer = wasm_layer(reference, &manifest)?.clone();
         if layer.size < 0 || layer.size as u64 > limit {
             return Err(RegistryError::TooLarge {
                 size: layer.size.max(0) as u64,
                 limit,
             });
         }
+        let component_digest = layer
+            .digest
+            .strip_prefix("sha256:")
+            .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| {
+                RegistryError::NotWasm(format!(
+                    "{reference}: its layer's digest {} is not a sha256 digest",
+                    layer.digest
+                ))
+            })?
+            .to_ascii_lowercase();
+        // Other places to fetch the layer from, which the client would try if the registry
+        // failed: hosts the operator did not list.
+        layer.urls = None;
+        Ok(Artifact {
+            source: format!(
+                "{SCHEME}{}/{}@{digest}",
+                image.resolve_registry(),
+                image.repository()
+            ),
+            reference: reference.to_owned(),
+            image,
+            auth,
+            layer,
+            component_digest,
+            limit,
+        })
+    }
+
+    /// The component of `artifact`, checked against its digest.
+    pub async fn fetch(&self, artifact: &Artifact) -> Result<Bytes, RegistryError> {
+        let reference = artifact.reference.as_str();
+        deadline(reference, self.read(artifact)).await?
+    }
+
+    async fn read(&self, artifact: &Artifact) -> Result<Bytes, RegistryError> {
+        let (reference, limit) = (artifact.reference.as_str(), artifact.limit);
+        self.client
+            .store_auth_if_needed(artifact.image.resolve_registry(), &artifact.auth)
+            .await;
         let mut stream = self
             .client
-            .pull_blob_stream(&image, layer)
+            .pull_blob_stream(&artifact.image, &artifact.layer)
             .await
-            .map_err(oci)?;
-        let mut component = BytesMut::with_capacity(layer.size as usize);
+            .map_err(|e| RegistryError::from_oci(reference, e))?;
+        let mut component = BytesMut::with_capacity(artifact.layer.size as usize);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| {
                 // The client checks the digest as the bytes come, and says so as an I/O error.
@@ -272,11 +355,11 @@ impl Registries {
             }
             component.extend_from_slice(&chunk);
         }
-        let actual = format!("sha256:{}", limes_runtime::Digest::of(&component));
-        if actual != layer.digest {
+        let actual = limes_runtime::Digest::of(&component).to_string();
+        if actual != artifact.component_digest {
             return Err(RegistryError::DigestMismatch(format!(
-                "{reference}: the component the registry sent is {actual}, not {} as its manifest says; refused",
-                layer.digest
+                "{reference}: the component the registry sent is sha256:{actual}, not {} as its manifest says; refused",
+                artifact.layer.digest
             )));
         }
         if !component.starts_with(b"\0asm") {
@@ -284,14 +367,38 @@ impl Registries {
                 "{reference}: its layer is not WebAssembly"
             )));
         }
-        Ok(Pulled {
-            component: component.freeze(),
-            source: format!(
-                "{SCHEME}{}/{}@{digest}",
-                image.resolve_registry(),
-                image.repository()
-            ),
-        })
+        Ok(component.freeze())
+    }
+
+    /// Refuses a registry (or repository) the operator did not list.
+    fn check_listed(&self, image: &Reference) -> Result<(), RegistryError> {
+        let repository = image.repository();
+        let listed = |host: &str| {
+            self.allowed.iter().any(|entry| {
+                entry == "*"
+                    || entry == host
+                    // HOST/PREFIX: the repositories below it only.
+                    || entry.split_once('/').is_some_and(|(h, prefix)| {
+                        let prefix = prefix.trim_end_matches('/');
+                        h == host
+                            && repository
+                                .strip_prefix(prefix)
+                                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                    })
+            })
+        };
+        if listed(image.registry()) || listed(image.resolve_registry()) {
+            return Ok(());
+        }
+        Err(RegistryError::NotAllowed(format!(
+            "this node does not pull from {}/{repository}: the operator lists the registries it may with --registry-allow (now: {})",
+            image.registry(),
+            if self.allowed.is_empty() {
+                "none".to_owned()
+            } else {
+                self.allowed.join(", ")
+            }
+        )))
     }
 
     /// Publishes `component` as a Wasm artifact at `reference`; returns it pinned to the digest
@@ -448,6 +555,45 @@ mod tests {
         ] {
             assert_eq!(parse(bad).unwrap_err().kind(), "bad-reference", "{bad}");
         }
+    }
+
+    #[test]
+    fn only_listed_registries_and_repositories_are_pulled_from() {
+        let registries = |allow: &[&str], insecure: &[&str]| {
+            Registries::new(&RegistryConfig {
+                allow: allow.iter().map(|s| s.to_string()).collect(),
+                insecure: insecure.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let listed =
+            |r: &Registries, reference: &str| r.check_listed(&parse(reference).unwrap()).is_ok();
+        let none = registries(&[], &[]);
+        assert!(!listed(&none, "oci://ghcr.io/a/b:v1"));
+        let err = none
+            .check_listed(&parse("oci://ghcr.io/a/b:v1").unwrap())
+            .unwrap_err();
+        assert_eq!(err.kind(), "not-permitted");
+        assert!(
+            err.to_string().contains("--registry-allow (now: none)"),
+            "{err}"
+        );
+        let r = registries(&["ghcr.io/brigade/", "docker.io"], &["10.0.0.5:5000"]);
+        assert!(listed(&r, "oci://ghcr.io/brigade/sort:v1"));
+        assert!(listed(&r, "oci://ghcr.io/brigade/tools/sort:v1"));
+        assert!(!listed(&r, "oci://ghcr.io/brigadex/sort:v1"));
+        assert!(!listed(&r, "oci://ghcr.io/other/sort:v1"));
+        assert!(listed(&r, "oci://10.0.0.5:5000/any/thing:v1"));
+        assert!(!listed(&r, "oci://10.0.0.5:5001/any/thing:v1"));
+        assert!(!listed(&r, "oci://10.0.0.5/any/thing:v1"));
+        // Docker Hub by either of its names.
+        assert!(listed(&r, "oci://docker.io/library/x:v1"));
+        assert!(listed(&r, "oci://index.docker.io/library/x:v1"));
+        assert!(listed(
+            &registries(&["*"], &[]),
+            "oci://anywhere.example/x:v1"
+        ));
     }
 
     #[test]

@@ -98,8 +98,9 @@ pub struct Admission {
 #[derive(Args)]
 #[command(next_help_heading = "OCI registries [registry]")]
 pub struct Registry {
-    /// A registry (HOST or HOST:PORT) the node may pull components from over HTTPS, `*` for any;
-    /// repeatable [default: none: deploys from registries are off]
+    /// A registry the node may pull components from over HTTPS: HOST[:PORT], HOST/PREFIX (its
+    /// repositories below PREFIX only) or `*` for any; repeatable [default: none: deploys from
+    /// registries are off]
     #[arg(long, value_name = "HOST")]
     pub registry_allow: Vec<String>,
     /// Registry credentials, in the format of Docker's config.json ({"auths": {"HOST": {"auth":

@@ -218,6 +218,11 @@ pub fn print(matches: &ArgMatches) -> String {
                 default_in_help(arg).unwrap_or_else(|| "none".into())
             ),
             Some(_) if secret => format!("{key} = \"<redacted>\""),
+            // A NATS URL may carry a user and password: shown as `***`, as everywhere else.
+            Some(_) if id == "cluster" => format!(
+                "{key} = {}",
+                toml_value(arg, &[limes_cluster::redacted_url(&raw.join(""))])
+            ),
             Some(_) => format!("{key} = {}", toml_value(arg, &raw)),
         };
         sections.entry(section).or_default().push(line);
@@ -400,6 +405,17 @@ mod tests {
         let printed = print(&m);
         assert!(printed.contains("nats_password_file = "), "{printed}");
         assert!(!printed.contains("hunter2"));
+        let m = merged(
+            "[cluster]\ncluster = \"nats://edge:pa55word@nats.example:4222\"\n",
+            &[],
+        )
+        .unwrap();
+        let printed = print(&m);
+        assert!(
+            printed.contains("cluster = \"nats://edge:***@nats.example:4222\""),
+            "{printed}"
+        );
+        assert!(!printed.contains("pa55word"), "{printed}");
         let m = merged("[cluster]\nnats_token = \"s3cret-token\"\n", &[]).unwrap();
         let printed = print(&m);
         assert!(
