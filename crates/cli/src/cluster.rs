@@ -133,6 +133,32 @@ fn status_table(v: &serde_json::Value) -> String {
     out
 }
 
+pub async fn emergency(api: &Api, command: EmergencyCommand) -> Result<(), CliError> {
+    let endpoint = "/v1/emergency";
+    let request = match command {
+        EmergencyCommand::Declare(args) => {
+            let area = match args.area.as_deref() {
+                None => None,
+                Some([x, y, r]) => Some([*x, *y, *r]),
+                Some(other) => {
+                    return Err(CliError::new(
+                        "bad-request",
+                        format!("--area takes X,Y,R; got {} numbers", other.len()),
+                    ));
+                }
+            };
+            let body = serde_json::json!({
+                "urgent": args.urgent, "area": area, "max_added_ms": args.max_added_ms,
+            });
+            api.request(Method::POST, endpoint).json(&body)
+        }
+        EmergencyCommand::Status => api.request(Method::GET, endpoint),
+        EmergencyCommand::End => api.request(Method::DELETE, endpoint),
+    };
+    print_json(&api.send(request).await?);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -165,30 +191,4 @@ mod tests {
                 .starts_with("standalone")
         );
     }
-}
-
-pub async fn emergency(api: &Api, command: EmergencyCommand) -> Result<(), CliError> {
-    let endpoint = "/v1/emergency";
-    let request = match command {
-        EmergencyCommand::Declare(args) => {
-            let area = match args.area.as_deref() {
-                None => None,
-                Some([x, y, r]) => Some([*x, *y, *r]),
-                Some(other) => {
-                    return Err(CliError::new(
-                        "bad-request",
-                        format!("--area takes X,Y,R; got {} numbers", other.len()),
-                    ));
-                }
-            };
-            let body = serde_json::json!({
-                "urgent": args.urgent, "area": area, "max_added_ms": args.max_added_ms,
-            });
-            api.request(Method::POST, endpoint).json(&body)
-        }
-        EmergencyCommand::Status => api.request(Method::GET, endpoint),
-        EmergencyCommand::End => api.request(Method::DELETE, endpoint),
-    };
-    print_json(&api.send(request).await?);
-    Ok(())
 }

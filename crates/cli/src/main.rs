@@ -41,12 +41,14 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of its largest variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run a function (a component exporting component:run/run) once or --repeat times.
     Run(run::RunArgs),
     /// Run a node: the REST API, wasi:http functions, registry and metrics.
-    Serve(Box<serve::ServeArgs>),
+    Serve(serve::ServeArgs),
     /// Benchmarks; see `limes bench --help`.
     #[cfg(feature = "bench")]
     Bench(bench::BenchArgs),
