@@ -100,7 +100,7 @@ pub async fn token(api: &Api, command: TokenCommand) -> Result<(), CliError> {
         TokenCommand::Ls { json } => {
             let answer = api.send(api.request(Method::GET, "/v1/tokens")).await?;
             if json {
-                crate::cluster::print_json(&answer);
+                crate::client::print_json(&answer);
                 return Ok(());
             }
             let v: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
@@ -137,7 +137,7 @@ pub async fn audit(api: &Api, args: AuditArgs) -> Result<(), CliError> {
         )
         .await?;
     if args.json {
-        crate::cluster::print_json(&answer);
+        crate::client::print_json(&answer);
         return Ok(());
     }
     let v: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();

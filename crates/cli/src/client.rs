@@ -490,7 +490,7 @@ fn print_deployed(v: &serde_json::Value, name: &str, started: std::time::Instant
 pub async fn list(api: &Api, json: bool) -> Result<(), CliError> {
     let body = api.send(api.request(Method::GET, "/v1/functions")).await?;
     if json {
-        crate::cluster::print_json(&body);
+        print_json(&body);
         return Ok(());
     }
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
@@ -567,4 +567,12 @@ pub async fn rollback(api: &Api, args: RollbackArgs) -> Result<(), CliError> {
     api.send(request).await?;
     println!("{} now serves version {}", args.name, args.version);
     Ok(())
+}
+
+/// A node's JSON answer as it is, pretty-printed: what listings print with `--json`.
+pub fn print_json(body: &str) {
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+        Err(_) => println!("{body}"),
+    }
 }

@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 
 use crate::CliError;
-use crate::client::Api;
+use crate::client::{Api, print_json};
 
 #[derive(Subcommand)]
 pub enum ClusterCommand {
@@ -38,13 +38,6 @@ pub struct DeclareArgs {
     /// Bound on the round-trip latency that consolidation may add to regular work, in ms
     #[arg(long, value_name = "MS", default_value_t = limes_cluster::plan::DEFAULT_MAX_ADDED_MS)]
     max_added_ms: f64,
-}
-
-pub fn print_json(body: &str) {
-    match serde_json::from_str::<serde_json::Value>(body) {
-        Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
-        Err(_) => println!("{body}"),
-    }
 }
 
 pub async fn cluster(api: &Api, command: ClusterCommand) -> Result<(), CliError> {
