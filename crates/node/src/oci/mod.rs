@@ -18,10 +18,14 @@ use futures::StreamExt;
 use oci_client::client::{
     Certificate, CertificateEncoding, ClientConfig, ClientProtocol, Config, ImageLayer,
 };
-use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciImageManifest;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
+
+pub use error::RegistryError;
+
+mod credentials;
+mod error;
 
 /// The scheme of a component's reference in a registry.
 pub const SCHEME: &str = "oci://";
@@ -44,113 +48,6 @@ pub struct RegistryConfig {
     /// registries are off. A deployer must not make the node reach hosts of the operator's
     /// network that the operator did not name, nor read repositories its credentials reach.
     pub allow: Vec<String>,
-}
-
-/// Why a pull or a push failed. The kinds are part of the API: a client tells "no such tag" from
-/// "the registry refused us" from "not a component".
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    /// Not a reference: `oci://HOST/REPO:TAG` or `oci://HOST/REPO@sha256:…`.
-    #[error("{0}")]
-    BadReference(String),
-    /// The registry has no such repository, tag or digest.
-    #[error("{0}")]
-    NotFound(String),
-    /// The registry refused the node's credentials (or asked for some it has none of).
-    #[error("{0}")]
-    Unauthorized(String),
-    /// The artifact is not a Wasm component in the Wasm OCI layout.
-    #[error("{0}")]
-    NotWasm(String),
-    /// What the registry sent does not hash to the digest that names it.
-    #[error("{0}")]
-    DigestMismatch(String),
-    /// The component is larger than the node takes.
-    #[error("the component is {size} bytes; this node takes at most {limit}")]
-    TooLarge {
-        /// Its size.
-        size: u64,
-        /// The node's limit (`--max-body`).
-        limit: u64,
-    },
-    /// The operator has not listed the registry (`--registry-allow`).
-    #[error("{0}")]
-    NotAllowed(String),
-    /// The registry could not be reached, or answered with something else.
-    #[error("{0}")]
-    Unreachable(String),
-}
-
-impl RegistryError {
-    /// The error's kind, as in `{"error": {"kind": …}}`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            RegistryError::BadReference(_) => "bad-reference",
-            RegistryError::NotFound(_) => "artifact-not-found",
-            RegistryError::Unauthorized(_) => "registry-unauthorized",
-            RegistryError::NotWasm(_) => "not-wasm",
-            RegistryError::DigestMismatch(_) => "digest-mismatch",
-            RegistryError::TooLarge { .. } => "too-large",
-            RegistryError::NotAllowed(_) => "not-permitted",
-            RegistryError::Unreachable(_) => "registry-unreachable",
-        }
-    }
-
-    /// What the registry's answer means for this reference.
-    fn from_oci(reference: &str, e: OciDistributionError) -> Self {
-        use OciDistributionError as E;
-        let unauthorized = || {
-            RegistryError::Unauthorized(format!(
-                "the registry refused access to {reference}: check the node's registry credentials (--registry-auth)"
-            ))
-        };
-        let not_found =
-            || RegistryError::NotFound(format!("{reference}: no such artifact in the registry"));
-        match e {
-            E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => unauthorized(),
-            E::ImageManifestNotFoundError(_) => not_found(),
-            E::ServerError {
-                code: 401 | 403, ..
-            } => unauthorized(),
-            E::ServerError { code: 404, .. } => not_found(),
-            // Not the body: it is whatever the registry (or a host it redirected to) sent.
-            E::ServerError { code, .. } => RegistryError::Unreachable(format!(
-                "{reference}: the registry answered HTTP {code}"
-            )),
-            E::RegistryError { ref envelope, .. } => {
-                let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
-                if codes
-                    .iter()
-                    .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
-                {
-                    unauthorized()
-                } else if codes.iter().any(|c| {
-                    matches!(
-                        c,
-                        OciErrorCode::ManifestUnknown
-                            | OciErrorCode::NameUnknown
-                            | OciErrorCode::BlobUnknown
-                    )
-                }) {
-                    not_found()
-                } else {
-                    RegistryError::Unreachable(format!("{reference}: {e}"))
-                }
-            }
-            E::DigestError(e) => RegistryError::DigestMismatch(format!(
-                "{reference}: what the registry sent does not match its digest ({e}); refused"
-            )),
-            E::IncompatibleLayerMediaTypeError(_)
-            | E::UnsupportedMediaTypeError(_)
-            | E::ImageIndexParsingNoPlatformResolverError => RegistryError::NotWasm(format!(
-                "{reference} is not a Wasm component artifact ({e})"
-            )),
-            E::RequestError(e) => RegistryError::Unreachable(format!(
-                "{reference}: cannot reach the registry ({e}); a registry that speaks plain HTTP must be listed with --registry-insecure, one with its own CA given with --registry-ca"
-            )),
-            other => RegistryError::Unreachable(format!("{reference}: {other}")),
-        }
-    }
 }
 
 /// An artifact resolved to its manifest: what [`Registries::fetch`] gets, and what can be
@@ -227,7 +124,7 @@ impl Registries {
         })
         .map_err(|e| format!("the registry client: {e}"))?;
         let auths = match &config.auth_file {
-            Some(path) => read_auths(path)?,
+            Some(path) => credentials::read(path)?,
             None => HashMap::new(),
         };
         let allowed = config
@@ -485,60 +382,6 @@ fn wasm_layer<'m>(
     }
 }
 
-/// The credentials of a Docker `config.json`: `{"auths": {"HOST": {"auth": base64("USER:PASSWORD")}}}`
-/// (or `"username"` and `"password"`). Credential helpers (`credsStore`) are not run: a node
-/// does not run other programs for its secrets.
-fn read_auths(path: &std::path::Path) -> Result<HashMap<String, RegistryAuth>, String> {
-    use base64::Engine as _;
-    #[derive(serde::Deserialize)]
-    struct File {
-        #[serde(default)]
-        auths: HashMap<String, Entry>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        auth: Option<String>,
-        username: Option<String>,
-        password: Option<String>,
-    }
-    let name = path.display();
-    let text = std::fs::read_to_string(path).map_err(|e| format!("--registry-auth {name}: {e}"))?;
-    let file: File =
-        serde_json::from_str(&text).map_err(|e| format!("--registry-auth {name}: {e}"))?;
-    let mut auths = HashMap::new();
-    for (host, entry) in file.auths {
-        let (user, password) = match (entry.auth, entry.username, entry.password) {
-            (Some(auth), _, _) => {
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(auth.trim())
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| format!("--registry-auth {name}: the auth of {host} is not base64 of USER:PASSWORD"))?;
-                let (user, password) = decoded.split_once(':').ok_or_else(|| {
-                    format!("--registry-auth {name}: the auth of {host} is not USER:PASSWORD")
-                })?;
-                (user.to_owned(), password.to_owned())
-            }
-            (None, Some(user), Some(password)) => (user, password),
-            _ => {
-                return Err(format!(
-                    "--registry-auth {name}: {host} has neither auth nor username and password"
-                ));
-            }
-        };
-        // `docker login` writes Docker Hub as a URL.
-        let host = host
-            .trim_start_matches("https://")
-            .trim_start_matches("http://")
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        auths.insert(host, RegistryAuth::Basic(user, password));
-    }
-    Ok(auths)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -594,23 +437,5 @@ mod tests {
             &registries(&["*"], &[]),
             "oci://anywhere.example/x:v1"
         ));
-    }
-
-    #[test]
-    fn docker_config_credentials_are_read_by_host() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("auth.json");
-        std::fs::write(
-            &path,
-            r#"{"auths": {"localhost:5000": {"auth": "ZWRnZTpzM2NyZXQ="}, "https://index.docker.io/v1/": {"username": "u", "password": "p"}}}"#,
-        )
-        .unwrap();
-        let auths = read_auths(&path).unwrap();
-        assert!(
-            matches!(&auths["localhost:5000"], RegistryAuth::Basic(u, p) if u == "edge" && p == "s3cret")
-        );
-        assert!(matches!(&auths["index.docker.io"], RegistryAuth::Basic(u, _) if u == "u"));
-        std::fs::write(&path, r#"{"auths": {"h": {"auth": "!!"}}}"#).unwrap();
-        assert!(read_auths(&path).unwrap_err().contains("base64"));
     }
 }
