@@ -46,9 +46,15 @@ impl NatsCluster {
     }
 }
 
+/// How often [`follow`] looks at every name again, announced or not.
+const RESYNC: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Keeps what a node runs for each of some names in step with it: `reconcile` looks at every
 /// name `names` gives now, then at each name `changes` announces, and at all of them again
-/// when the follower fell behind the announcements.
+/// when the follower fell behind the announcements, and every [`RESYNC`]: an announcement
+/// missed or late (a record that reached the node another way first, a watch that stalled)
+/// must not leave a trigger unfollowed for good. `reconcile` does nothing for a name already
+/// in step, so the resync costs a read of each.
 pub(crate) async fn follow(
     mut changes: tokio::sync::broadcast::Receiver<String>,
     names: impl Fn() -> Result<Vec<String>, String>,
@@ -56,14 +62,20 @@ pub(crate) async fn follow(
 ) -> Result<(), String> {
     use tokio::sync::broadcast::error::RecvError;
     let mut due = names()?;
+    let mut resync = tokio::time::interval(RESYNC);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    resync.tick().await;
     loop {
         for name in due.drain(..) {
             reconcile(name).await;
         }
-        match changes.recv().await {
-            Ok(name) => due.push(name),
-            Err(RecvError::Lagged(_)) => due = names()?,
-            Err(RecvError::Closed) => return Ok(()),
+        tokio::select! {
+            change = changes.recv() => match change {
+                Ok(name) => due.push(name),
+                Err(RecvError::Lagged(_)) => due = names()?,
+                Err(RecvError::Closed) => return Ok(()),
+            },
+            _ = resync.tick() => due = names()?,
         }
     }
 }

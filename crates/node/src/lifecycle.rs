@@ -206,6 +206,8 @@ impl Node {
                     .await?
                     .ok_or_else(|| NodeError::NotFound(name.to_owned()))?;
                 self.registry.put(&record)?;
+                // New to this node, as by `apply`: it may bring a trigger to follow.
+                self.changed(name);
                 record
             }
             (None, None) => return Err(NodeError::NotFound(name.to_owned())),
