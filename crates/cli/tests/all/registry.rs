@@ -98,7 +98,8 @@ impl Registry {
 
     /// A Docker config.json with this registry's credentials.
     fn credentials(&self, dir: &Path, user: &str, password: &str) -> PathBuf {
-        let auth = base64(&format!("{user}:{password}"));
+        use base64::Engine as _;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         let file = dir.join("registry-auth.json");
         std::fs::write(
             &file,
@@ -114,27 +115,6 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn base64(text: &str) -> String {
-    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in text.as_bytes().chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// `limes push FILE REFERENCE EXTRA…`.
@@ -157,6 +137,18 @@ fn node(dir: &Path, registry: &str, extra: &[&str]) -> Served {
     let mut args = vec!["--config", config.to_str().unwrap()];
     args.extend_from_slice(extra);
     Served::start(&dir.join("node"), &dir.join("serve.log"), "http", &args)
+}
+
+/// Starts a node with `registry` settings and `extra` flags in a directory of its own, and
+/// asserts that deploying `reference` there fails with `kind`; returns the error.
+fn refused_by_a_node_with(registry: &str, extra: &[&str], reference: &str, kind: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let served = node(dir.path(), registry, extra);
+    let data = dir.path().join("node");
+    fails_with(
+        &client(&served, &data, &["deploy", "echo", reference]),
+        kind,
+    )
 }
 
 fn succeeds(output: &std::process::Output) -> String {
@@ -315,15 +307,10 @@ fn a_component_pushed_is_deployed_by_tag_and_digest_and_bad_artifacts_leave_it_s
     drop(served);
 
     // A component larger than the node takes is refused before it is read whole.
-    let small = tempfile::tempdir().unwrap();
-    let served = node(
-        small.path(),
+    let refused = refused_by_a_node_with(
         &format!("registry_insecure = [{:?}]", registry.host),
         &["--max-body", "1KiB"],
-    );
-    let data = small.path().join("node");
-    let refused = fails_with(
-        &client(&served, &data, &["deploy", "echo", &pinned]),
+        &pinned,
         "too-large",
     );
     assert!(refused.contains("1024"), "{refused}");
@@ -386,32 +373,20 @@ fn credentials_come_from_the_operator_and_https_trusts_the_operators_ca() {
     let pinned = pinned(&pushed);
 
     // A node without the credentials is refused by the registry, and says so.
-    let anonymous = tempfile::tempdir().unwrap();
     let allow = format!("registry_allow = [{:?}]", registry.host);
-    let served = node(
-        anonymous.path(),
+    refused_by_a_node_with(
         &format!("{allow}\nregistry_ca = [{ca:?}]"),
         &[],
-    );
-    let data = anonymous.path().join("node");
-    fails_with(
-        &client(&served, &data, &["deploy", "echo", &tag]),
+        &tag,
         "registry-unauthorized",
     );
-    drop(served);
     // Without the CA, the registry's certificate is not trusted.
-    let untrusting = tempfile::tempdir().unwrap();
-    let served = node(
-        untrusting.path(),
+    refused_by_a_node_with(
         &format!("{allow}\nregistry_auth = {auth:?}"),
         &[],
-    );
-    let data = untrusting.path().join("node");
-    fails_with(
-        &client(&served, &data, &["deploy", "echo", &tag]),
+        &tag,
         "registry-unreachable",
     );
-    drop(served);
 
     // The operator's credentials and CA, and a node that requires signatures: the signature
     // is still checked on a component that comes from a registry.
